@@ -1,0 +1,58 @@
+# Thin wrapper over CMake presets: deps, build, test, fixtures, bench.
+SHELL := /bin/bash
+JOBS ?= $(shell nproc)
+
+# Debian packages the project builds and tests with (../shared/docs/TOOLCHAIN.md).
+DEB_PACKAGES := build-essential cmake ninja-build pkg-config git \
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev \
+  prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev nlohmann-json3-dev \
+  clang-14 libclang-rt-14-dev prometheus python3-grpcio python3-grpc-tools
+# Only for regenerating fixtures (tests/reference); the tests themselves need no Python.
+REFERENCE_PACKAGES := python3-torch python3-numpy
+
+.PHONY: deps deps-reference build test test-asan test-tsan fixtures bench clean
+
+# Idempotent: installs only what is missing (needs root, as on CI and the dev machines).
+deps:
+	@$(MAKE) --no-print-directory install-packages PACKAGES="$(DEB_PACKAGES)"
+
+deps-reference:
+	@$(MAKE) --no-print-directory install-packages PACKAGES="$(REFERENCE_PACKAGES)"
+
+install-packages:
+	@missing=$$(for p in $(PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed$$' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "all Debian packages present"; fi
+
+build:
+	cmake --preset default
+	cmake --build --preset default -j $(JOBS)
+
+test: build
+	ctest --preset default -j $(JOBS)
+
+test-asan:
+	cmake --preset asan
+	cmake --build --preset asan -j $(JOBS)
+	ctest --preset asan -j $(JOBS)
+
+test-tsan:
+	cmake --preset tsan
+	cmake --build --preset tsan -j $(JOBS)
+	ctest --preset tsan -j $(JOBS)
+
+# Regenerates tests/fixtures from the PyTorch reference (Debian's python3-torch).
+fixtures: deps-reference
+	/usr/bin/python3 tests/reference/make_fixtures.py --out tests/fixtures
+
+bench:
+	cmake --preset release
+	cmake --build --preset release -j $(JOBS) --target seqboat-bench-runtime
+	./build-release/bin/seqboat-bench-runtime --json_out bench/results/runtime_cpu.json
+
+clean:
+	rm -rf build build-asan build-tsan build-release build-cuda

@@ -1,0 +1,551 @@
+// CpuBackend: one forward pass over a batch of chunks, layer by layer, with Sparse Modular
+// Activation (only the router-activated rows go through mx_proj, attention and h_proj).
+#include "runtime/cpu/cpu_backend.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <thread>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "runtime/util/status_macros.h"
+
+namespace seqboat {
+
+namespace {
+constexpr int32_t kPadId = 1;
+// Below this many multiply-adds a parallel loop costs more than it saves.
+constexpr int64_t kMinParallelWork = 1 << 15;
+// Consecutive activated rows of a prefill chunk attend as one block of BLAS products when
+// there are at least kMinBlockRows of them; blocks hold at most kAttentionBlock rows.
+constexpr int64_t kAttentionBlock = 64;
+constexpr int64_t kMinBlockRows = 4;
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(const Model& model,
+                                                               const CpuBackendOptions& options) {
+  const ModelConfig& config = model.config();
+  if (options.num_slots < 1 || options.num_slots > (1 << 16)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("num_slots is ", options.num_slots, "; expected 1..65536"));
+  }
+  if (options.fifo_capacity < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("fifo_capacity is ", options.fifo_capacity, "; expected >= 0"));
+  }
+  if (config.chunk_size <= 0 && options.fifo_capacity == 0) {
+    return absl::InvalidArgumentError(
+        "this is a SeqBoat-full model (chunk_size <= 0: attention over every activated token); "
+        "serving it needs an explicit FIFO bound (fifo_capacity > 0)");
+  }
+  if (config.chunk_size > 0 && options.fifo_capacity != 0 &&
+      options.fifo_capacity != config.chunk_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "fifo_capacity ", options.fifo_capacity, " differs from the model's chunk_size ",
+        config.chunk_size, "; leave it 0 for this model"));
+  }
+  return std::unique_ptr<CpuBackend>(new CpuBackend(model, options));
+}
+
+CpuBackend::CpuBackend(const Model& model, const CpuBackendOptions& options)
+    : model_(model),
+      config_(model.config()),
+      trained_horizon_(options.ema_horizon == EmaHorizon::kTrained &&
+                       model.config().truncation_length > 0),
+      truncation_(trained_horizon_ ? model.config().truncation_length : 0),
+      pool_(options.num_threads > 0
+                ? options.num_threads
+                : std::max(1, static_cast<int>(std::thread::hardware_concurrency()))) {
+  const int D = config_.embed_dim, Z = config_.z_dim, H = config_.hidden_dim, N = config_.n_dim;
+  fifo_capacity_ = config_.chunk_size > 0 ? config_.chunk_size : options.fifo_capacity;
+  const int64_t cap = fifo_capacity_;
+  for (const LayerWeights& layer : model.weights().layers) {
+    ema_.push_back(cpu::MakeEmaCoefficients(layer, D, N, trained_horizon_, truncation_));
+  }
+  attention_.kind = config_.attention;
+  attention_.z_dim = Z;
+  attention_.hidden_dim = H;
+  // relu2 and laplace divide by w (the parallel pass that trained the model; MODEL.md).
+  attention_.score_scale = config_.attention == AttentionKind::kSoftmax
+                               ? 1.0f / std::sqrt(static_cast<float>(Z))
+                               : 1.0f / static_cast<float>(cap);
+  attention_.max_positions = config_.max_positions;
+
+  const size_t layer_floats =
+      static_cast<size_t>(D) * N + cap * (Z + H) + static_cast<size_t>(truncation_) * D;
+  state_floats_per_slot_ = layer_floats * config_.layers;
+  position_bytes_per_slot_ = sizeof(int64_t) * cap * config_.layers;
+  slots_.resize(options.num_slots);
+  for (Slot& slot : slots_) {
+    // Left uninitialised: only the EMA state needs zeros (ResetSlot); FIFO entries and ring
+    // rows are written before they are read, so untouched pages cost no memory.
+    slot.floats.reset(new float[state_floats_per_slot_]);
+    slot.positions.reset(new int64_t[cap * config_.layers]);
+    float* cursor = slot.floats.get();
+    for (int l = 0; l < config_.layers; ++l) {
+      LayerState state;
+      state.ema_state = cursor;
+      state.fifo_keys = state.ema_state + static_cast<size_t>(D) * N;
+      state.fifo_values = state.fifo_keys + cap * Z;
+      state.input_ring = truncation_ > 0 ? state.fifo_values + cap * H : nullptr;
+      state.fifo_positions = slot.positions.get() + cap * l;
+      cursor += layer_floats;
+      slot.layers.push_back(state);
+    }
+  }
+  for (int s = 0; s < num_slots(); ++s) (void)ResetSlot(s);
+}
+
+absl::Status CpuBackend::CheckSlot(SlotId slot, const char* what) const {
+  if (slot < 0 || slot >= num_slots()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, " slot ", slot, " out of range; this backend has ", num_slots(), " slots"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::ResetSlot(SlotId slot_id) {
+  RETURN_IF_ERROR(CheckSlot(slot_id, "ResetSlot:"));
+  Slot& slot = slots_[slot_id];
+  for (LayerState& layer : slot.layers) {
+    std::memset(layer.ema_state, 0, sizeof(float) * config_.embed_dim * config_.n_dim);
+    layer.fifo_head = 0;
+    layer.fifo_count = 0;
+    layer.activated = 0;
+  }
+  slot.position = 0;
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::CopySlot(SlotId from, SlotId to) {
+  RETURN_IF_ERROR(CheckSlot(from, "CopySlot: source"));
+  RETURN_IF_ERROR(CheckSlot(to, "CopySlot: destination"));
+  if (from == to) return absl::OkStatus();
+  Slot& source = slots_[from];
+  Slot& dest = slots_[to];
+  const int D = config_.embed_dim, Z = config_.z_dim, H = config_.hidden_dim, N = config_.n_dim;
+  for (int l = 0; l < config_.layers; ++l) {
+    const LayerState& s = source.layers[l];
+    LayerState& d = dest.layers[l];
+    std::memcpy(d.ema_state, s.ema_state, sizeof(float) * D * N);
+    // Copy the used ring entries only (a fresh slot's FIFO may be mostly empty).
+    for (int32_t i = 0; i < s.fifo_count; ++i) {
+      const int64_t p = (s.fifo_head + i) % fifo_capacity_;
+      std::memcpy(d.fifo_keys + p * Z, s.fifo_keys + p * Z, sizeof(float) * Z);
+      std::memcpy(d.fifo_values + p * H, s.fifo_values + p * H, sizeof(float) * H);
+      d.fifo_positions[p] = s.fifo_positions[p];
+    }
+    if (truncation_ > 0) {
+      const int64_t rows = std::min<int64_t>(source.position, truncation_);
+      for (int64_t t = source.position - rows; t < source.position; ++t) {
+        const int64_t r = t % truncation_;
+        std::memcpy(d.input_ring + r * D, s.input_ring + r * D, sizeof(float) * D);
+      }
+    }
+    d.fifo_head = s.fifo_head;
+    d.fifo_count = s.fifo_count;
+    d.activated = s.activated;
+  }
+  dest.position = source.position;
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::Stats(SlotId slot_id, SlotStats* stats) const {
+  RETURN_IF_ERROR(CheckSlot(slot_id, "Stats:"));
+  const Slot& slot = slots_[slot_id];
+  stats->tokens = slot.position;
+  stats->activated.clear();
+  stats->fifo_entries.clear();
+  for (const LayerState& layer : slot.layers) {
+    stats->activated.push_back(layer.activated);
+    stats->fifo_entries.push_back(layer.fifo_count);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::ValidateBatch(absl::Span<const SequenceChunk> batch,
+                                       const ForwardOutputs& out) const {
+  absl::flat_hash_set<SlotId> seen;
+  for (size_t c = 0; c < batch.size(); ++c) {
+    const SequenceChunk& chunk = batch[c];
+    RETURN_IF_ERROR(CheckSlot(chunk.slot, absl::StrCat("Forward: chunk ", c).c_str()));
+    if (!seen.insert(chunk.slot).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Forward: slot ", chunk.slot, " appears twice in one batch"));
+    }
+    if (chunk.tokens.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Forward: chunk ", c, " (slot ", chunk.slot, ") has no tokens"));
+    }
+    for (size_t i = 0; i < chunk.tokens.size(); ++i) {
+      const int32_t token = chunk.tokens[i];
+      if (token < 0 || token >= config_.vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat("Forward: chunk ", c, " token ", i,
+                                                       " is id ", token, "; expected 0..",
+                                                       config_.vocab_size - 1));
+      }
+      if (token == kPadId) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("Forward: chunk ", c, " token ", i,
+                         " is the padding id 1, which is never model input"));
+      }
+    }
+  }
+  const int64_t rows = LogitRows(batch), tokens = TotalTokens(batch);
+  if (static_cast<int64_t>(out.logits.size()) != rows * config_.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat("Forward: logits buffer holds ",
+                                                   out.logits.size(), " floats; the batch needs ",
+                                                   rows, " x ", config_.vocab_size));
+  }
+  const int64_t decisions = tokens * config_.layers;
+  if (!out.activations.empty() && static_cast<int64_t>(out.activations.size()) != decisions) {
+    return absl::InvalidArgumentError(absl::StrCat("Forward: activations buffer holds ",
+                                                   out.activations.size(), "; expected ", tokens,
+                                                   " x ", config_.layers));
+  }
+  if (!out.confidences.empty() && static_cast<int64_t>(out.confidences.size()) != decisions) {
+    return absl::InvalidArgumentError(absl::StrCat("Forward: confidences buffer holds ",
+                                                   out.confidences.size(), "; expected ", tokens,
+                                                   " x ", config_.layers));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::Forward(absl::Span<const SequenceChunk> batch, const ForwardOutputs& out) {
+  RETURN_IF_ERROR(ValidateBatch(batch, out));
+  if (batch.empty()) return absl::OkStatus();
+  const int D = config_.embed_dim, Z = config_.z_dim;
+  const ModelWeights& weights = model_.weights();
+
+  // Row bookkeeping: rows are the batch's tokens in chunk order.
+  const int64_t rows = TotalTokens(batch);
+  row_position_.resize(rows);
+  row_chunk_.resize(rows);
+  chunk_begin_.assign(batch.size() + 1, 0);
+  for (size_t c = 0; c < batch.size(); ++c) {
+    chunk_begin_[c + 1] = chunk_begin_[c] + batch[c].tokens.size();
+    const int64_t start = slots_[batch[c].slot].position;
+    for (size_t i = 0; i < batch[c].tokens.size(); ++i) {
+      row_position_[chunk_begin_[c] + i] = start + i;
+      row_chunk_[chunk_begin_[c] + i] = static_cast<int32_t>(c);
+    }
+  }
+
+  // Embedding (scaled), then the optional embedding norm.
+  x_.resize(rows * D);
+  const float embed_scale = config_.scale_embedding ? std::sqrt(static_cast<float>(D)) : 1.0f;
+  for (size_t c = 0; c < batch.size(); ++c) {
+    for (size_t i = 0; i < batch[c].tokens.size(); ++i) {
+      const float* row = weights.embed + static_cast<int64_t>(batch[c].tokens[i]) * D;
+      float* dst = x_.data() + (chunk_begin_[c] + i) * D;
+      for (int d = 0; d < D; ++d) dst[d] = row[d] * embed_scale;
+    }
+  }
+  if (config_.normalize_embedding)
+    cpu::Norm(config_.norm, weights.embed_norm, x_.data(), rows, D, x_.data());
+
+  if (config_.position == PositionKind::kRotary) {
+    rotary_cos_.resize(rows * (Z / 2));
+    rotary_sin_.resize(rows * (Z / 2));
+    for (int64_t r = 0; r < rows; ++r) {
+      cpu::RotaryTable(row_position_[r], Z, rotary_cos_.data() + r * (Z / 2),
+                       rotary_sin_.data() + r * (Z / 2));
+    }
+  }
+
+  for (int l = 0; l < config_.layers; ++l) RunLayer(l, batch, out);
+
+  // Final norm and output projection over the rows that want logits.
+  std::vector<int64_t> logit_rows;
+  for (size_t c = 0; c < batch.size(); ++c) {
+    if (batch[c].all_logits) {
+      for (int64_t r = chunk_begin_[c]; r < chunk_begin_[c + 1]; ++r) logit_rows.push_back(r);
+    } else {
+      logit_rows.push_back(chunk_begin_[c + 1] - 1);
+    }
+  }
+  std::vector<float> final_rows(logit_rows.size() * D);
+  for (size_t i = 0; i < logit_rows.size(); ++i) {
+    std::memcpy(final_rows.data() + i * D, x_.data() + logit_rows[i] * D, sizeof(float) * D);
+  }
+  if (config_.has_final_norm()) {
+    cpu::Norm(config_.norm, weights.final_norm, final_rows.data(), logit_rows.size(), D,
+              final_rows.data());
+  }
+  cpu::Linear(final_rows.data(), logit_rows.size(), D, weights.output, nullptr, config_.vocab_size,
+              out.logits.data());
+
+  for (const SequenceChunk& chunk : batch) slots_[chunk.slot].position += chunk.tokens.size();
+  return absl::OkStatus();
+}
+
+void CpuBackend::RunLayer(int l, absl::Span<const SequenceChunk> batch, const ForwardOutputs& out) {
+  const int D = config_.embed_dim;
+  const int64_t rows = row_position_.size();
+  const LayerWeights& layer = model_.weights().layers[l];
+
+  // 1. u = norm(x) (pre-norm) or x.
+  u_.resize(rows * D);
+  if (config_.normalize_before) {
+    cpu::Norm(config_.norm, layer.norm, x_.data(), rows, D, u_.data());
+  } else {
+    std::memcpy(u_.data(), x_.data(), sizeof(float) * rows * D);
+  }
+  // 2-3. MD-EMA scan per chunk, mx = SiLU(m).
+  RunEma(l, batch);
+  // 4. hx_proj over every row: router logits and the skip projection.
+  hx_.resize(rows * (2 + D));
+  cpu::Linear(mx_.data(), rows, D, layer.hx_proj_weight, layer.hx_proj_bias, 2 + D, hx_.data());
+  // 5. Router: tempered softmax over two logits; ties go to "not activated".
+  const double inv_temp = std::exp(-static_cast<double>(layer.router_log_temp[0]));
+  router_confidence_.resize(rows);
+  activated_rows_.clear();
+  chunk_activated_begin_.assign(batch.size() + 1, 0);
+  for (int64_t r = 0; r < rows; ++r) {
+    const double g0 = hx_[r * (2 + D)] * inv_temp, g1 = hx_[r * (2 + D) + 1] * inv_temp;
+    const double top = std::max(g0, g1);
+    const double e0 = std::exp(g0 - top), e1 = std::exp(g1 - top);
+    const double p0 = e0 / (e0 + e1), p1 = e1 / (e0 + e1);
+    const bool active = p1 > p0;
+    router_confidence_[r] = static_cast<float>(std::max(p0, p1));
+    if (active) {
+      activated_rows_.push_back(static_cast<int32_t>(r));
+      ++chunk_activated_begin_[row_chunk_[r] + 1];
+    }
+    if (!out.activations.empty()) out.activations[r * config_.layers + l] = active ? 1 : 0;
+    if (!out.confidences.empty()) out.confidences[r * config_.layers + l] = router_confidence_[r];
+  }
+  for (size_t c = 0; c < batch.size(); ++c)
+    chunk_activated_begin_[c + 1] += chunk_activated_begin_[c];
+  // 6. GAU on the activated rows only (compress, attend, extract).
+  gau_.assign(rows * D, 0.0f);
+  if (!activated_rows_.empty()) RunGau(l, batch);
+  // 7. x = SiLU(hx + gau + x_in); 8. post-norm.
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* skip = hx_.data() + r * (2 + D) + 2;
+    float* x = x_.data() + r * D;
+    const float* gau = gau_.data() + r * D;
+    for (int d = 0; d < D; ++d) x[d] = cpu::Silu(skip[d] + gau[d] + x[d]);
+  }
+  if (!config_.normalize_before) cpu::Norm(config_.norm, layer.norm, x_.data(), rows, D, x_.data());
+  // 9. Normalised FFN.
+  if (config_.has_ffn()) RunFfn(l);
+}
+
+void CpuBackend::RunEma(int l, absl::Span<const SequenceChunk> batch) {
+  const int D = config_.embed_dim, N = config_.n_dim;
+  const int64_t rows = row_position_.size();
+  const cpu::EmaCoefficients& ema = ema_[l];
+  const float* omega = model_.weights().layers[l].ema_omega;
+  mx_.resize(rows * D);
+  // Channels are independent: split them over threads; each thread scans every chunk in order.
+  auto scan = [&](int64_t d_begin64, int64_t d_end64) {
+    const int d_begin = static_cast<int>(d_begin64), d_end = static_cast<int>(d_end64);
+    for (size_t c = 0; c < batch.size(); ++c) {
+      LayerState& state = slots_[batch[c].slot].layers[l];
+      for (int64_t r = chunk_begin_[c]; r < chunk_begin_[c + 1]; ++r) {
+        const float* u = u_.data() + r * D;
+        float* m = mx_.data() + r * D;
+        if (truncation_ > 0) {
+          const int64_t t = row_position_[r];
+          float* ring_row = state.input_ring + (t % truncation_) * D;
+          // The ring row of t is the row of t - T: read the old input before overwriting it.
+          cpu::EmaStepTrained(ema, omega, u, t >= truncation_ ? ring_row : nullptr, N, d_begin,
+                              d_end, state.ema_state, m);
+          std::memcpy(ring_row + d_begin, u + d_begin, sizeof(float) * (d_end - d_begin));
+        } else {
+          cpu::EmaStepExact(ema, omega, u, N, d_begin, d_end, state.ema_state, m);
+        }
+        for (int d = d_begin; d < d_end; ++d) m[d] = cpu::Silu(m[d]);
+      }
+    }
+  };
+  if (rows * D * N < kMinParallelWork) {
+    scan(0, D);
+  } else {
+    pool_.ParallelFor(D, scan);
+  }
+}
+
+void CpuBackend::RunGau(int l, absl::Span<const SequenceChunk> batch) {
+  const int D = config_.embed_dim, Z = config_.z_dim, H = config_.hidden_dim;
+  const int64_t P = Z + 2 * H;  // projected row width [z, r, v]
+  const int64_t R = activated_rows_.size();
+  const int64_t cap = fifo_capacity_;
+  const LayerWeights& layer = model_.weights().layers[l];
+
+  // Compress: gather the activated rows, project, SiLU.
+  compact_.resize(R * D);
+  for (int64_t a = 0; a < R; ++a) {
+    std::memcpy(compact_.data() + a * D, mx_.data() + static_cast<int64_t>(activated_rows_[a]) * D,
+                sizeof(float) * D);
+  }
+  projected_.resize(R * P);
+  cpu::Linear(compact_.data(), R, D, layer.mx_proj_weight, layer.mx_proj_bias, P,
+              projected_.data());
+  cpu::SiluInPlace(projected_.data(), R * P);
+  queries_.resize(R * Z);
+  keys_.resize(R * Z);
+  activated_positions_.resize(R);
+  for (int64_t a = 0; a < R; ++a) {
+    const float* z = projected_.data() + a * P;
+    float* q = queries_.data() + a * Z;
+    float* k = keys_.data() + a * Z;
+    for (int i = 0; i < Z; ++i) {
+      q[i] = z[i] * layer.qk_gamma[i] + layer.qk_beta[i];
+      k[i] = z[i] * layer.qk_gamma[Z + i] + layer.qk_beta[Z + i];
+    }
+    activated_positions_[a] = row_position_[activated_rows_[a]];
+    if (config_.position == PositionKind::kRotary) {
+      const int64_t r = activated_rows_[a];
+      const float* cos_table = rotary_cos_.data() + r * (Z / 2);
+      const float* sin_table = rotary_sin_.data() + r * (Z / 2);
+      cpu::ApplyRotary(cos_table, sin_table, Z, q);
+      cpu::ApplyRotary(cos_table, sin_table, Z, k);
+    }
+  }
+
+  // Attend: each activated row sees the last `cap` earlier activated tokens of its sequence
+  // (the slot's FIFO, then its chunk's earlier activated rows) and itself. Logical index of
+  // an entry: FIFO entries 0..fifo-1 (oldest first), then the chunk's activated rows fifo + j.
+  cpu::AttentionSpec spec = attention_;
+  spec.rel_pos_bias = layer.rel_pos_bias;
+  attended_.resize(R * H);
+  // Segments covering logical entries [begin, fifo + chunk_end) of chunk c.
+  auto build_segments = [&](int32_t c, int64_t begin, int64_t chunk_end, cpu::KvSegment* segments) {
+    const LayerState& state = slots_[batch[c].slot].layers[l];
+    const int64_t fifo = state.fifo_count;
+    int num_segments = 0;
+    for (int64_t logical = begin; logical < fifo;) {  // FIFO part, possibly wrapping the ring
+      const int64_t physical = (state.fifo_head + logical) % cap;
+      const int64_t run = std::min(fifo - logical, cap - physical);
+      segments[num_segments++] = {state.fifo_keys + physical * Z, state.fifo_values + physical * H,
+                                  state.fifo_positions + physical, run, Z, H};
+      logical += run;
+    }
+    const int64_t first = chunk_activated_begin_[c] + std::max<int64_t>(0, begin - fifo);
+    const int64_t last = chunk_activated_begin_[c] + chunk_end;
+    segments[num_segments++] = {keys_.data() + first * Z, projected_.data() + first * P + Z + H,
+                                activated_positions_.data() + first, last - first, Z, P};
+    return num_segments;
+  };
+  // Blocks of consecutive activated rows of one chunk; a decode step is a block of one.
+  struct Block {
+    int32_t chunk;
+    int64_t first;  // chunk-local index of the first activated row
+    int64_t count;
+  };
+  std::vector<Block> singles, blocks;
+  for (size_t c = 0; c < batch.size(); ++c) {
+    const int64_t n = chunk_activated_begin_[c + 1] - chunk_activated_begin_[c];
+    for (int64_t first = 0; first < n; first += kAttentionBlock) {
+      Block block{static_cast<int32_t>(c), first, std::min(kAttentionBlock, n - first)};
+      (block.count >= kMinBlockRows ? blocks : singles).push_back(block);
+    }
+  }
+  // Small blocks: one query at a time, rows spread over the thread pool.
+  std::vector<std::pair<int32_t, int64_t>> single_rows;  // (chunk, chunk-local index)
+  for (const Block& block : singles) {
+    for (int64_t i = 0; i < block.count; ++i) single_rows.push_back({block.chunk, block.first + i});
+  }
+  auto attend_rows = [&](int64_t begin, int64_t end) {
+    std::vector<float> scores(cap + 1);
+    cpu::KvSegment segments[3];
+    for (int64_t i = begin; i < end; ++i) {
+      const auto [c, index] = single_rows[i];
+      const int64_t fifo = slots_[batch[c].slot].layers[l].fifo_count;
+      const int num_segments = build_segments(c, std::max<int64_t>(0, fifo + index - cap), index + 1, segments);
+      const int64_t a = chunk_activated_begin_[c] + index;
+      cpu::Attend(spec, queries_.data() + a * Z, activated_positions_[a], segments, num_segments, scores.data(),
+                  attended_.data() + a * H);
+    }
+  };
+  const int64_t single_work = static_cast<int64_t>(single_rows.size()) * (cap + 1) * (Z + H);
+  if (single_work < kMinParallelWork || single_rows.size() == 1) {
+    attend_rows(0, single_rows.size());
+  } else {
+    pool_.ParallelFor(single_rows.size(), attend_rows);
+  }
+  // Large blocks: BLAS products over each block's union window (BLAS threads inside).
+  std::vector<float> block_scores;
+  std::vector<int64_t> window_begin, window_end;
+  for (const Block& block : blocks) {
+    const int64_t fifo = slots_[batch[block.chunk].slot].layers[l].fifo_count;
+    const int64_t union_begin = std::max<int64_t>(0, fifo + block.first - cap);
+    cpu::KvSegment segments[3];
+    const int num_segments = build_segments(block.chunk, union_begin, block.first + block.count, segments);
+    const int64_t columns = fifo + block.first + block.count - union_begin;
+    window_begin.resize(block.count);
+    window_end.resize(block.count);
+    for (int64_t b = 0; b < block.count; ++b) {
+      const int64_t self = fifo + block.first + b;  // logical index of the query's own entry
+      window_begin[b] = std::max<int64_t>(0, self - cap) - union_begin;
+      window_end[b] = self + 1 - union_begin;
+    }
+    block_scores.resize(block.count * columns);
+    const int64_t a = chunk_activated_begin_[block.chunk] + block.first;
+    cpu::AttendBlock(spec, queries_.data() + a * Z, block.count, activated_positions_.data() + a, segments,
+                     num_segments, window_begin.data(), window_end.data(), block_scores.data(),
+                     attended_.data() + a * H);
+  }
+  // Gate: h * r.
+  for (int64_t a = 0; a < R; ++a) {
+    float* h = attended_.data() + a * H;
+    const float* gate = projected_.data() + a * P + Z;
+    for (int i = 0; i < H; ++i) h[i] *= gate[i];
+  }
+
+  // Extract: h_proj, scale by the router's confidence, scatter back to the rows.
+  gau_out_.resize(R * D);
+  cpu::Linear(attended_.data(), R, H, layer.h_proj_weight, layer.h_proj_bias, D, gau_out_.data());
+  for (int64_t a = 0; a < R; ++a) {
+    const int64_t row = activated_rows_[a];
+    const float confidence = router_confidence_[row];
+    float* dst = gau_.data() + row * D;
+    const float* src = gau_out_.data() + a * D;
+    for (int d = 0; d < D; ++d) dst[d] = confidence * src[d];
+  }
+
+  // Push each chunk's activated (k, v, position) into its slot's FIFO, evicting the oldest.
+  for (size_t c = 0; c < batch.size(); ++c) {
+    LayerState& state = slots_[batch[c].slot].layers[l];
+    const int64_t first = chunk_activated_begin_[c], end = chunk_activated_begin_[c + 1];
+    state.activated += end - first;
+    for (int64_t a = std::max(first, end - cap); a < end; ++a) {
+      int64_t physical;
+      if (state.fifo_count < cap) {
+        physical = (state.fifo_head + state.fifo_count) % cap;
+        ++state.fifo_count;
+      } else {
+        physical = state.fifo_head;
+        state.fifo_head = static_cast<int32_t>((state.fifo_head + 1) % cap);
+      }
+      std::memcpy(state.fifo_keys + physical * Z, keys_.data() + a * Z, sizeof(float) * Z);
+      std::memcpy(state.fifo_values + physical * H, projected_.data() + a * P + Z + H,
+                  sizeof(float) * H);
+      state.fifo_positions[physical] = activated_positions_[a];
+    }
+  }
+}
+
+void CpuBackend::RunFfn(int l) {
+  const int D = config_.embed_dim, F = config_.ffn_dim;
+  const int64_t rows = row_position_.size();
+  const LayerWeights& layer = model_.weights().layers[l];
+  ffn_in_.resize(rows * D);
+  if (config_.normalize_before) {
+    cpu::Norm(config_.norm, layer.ffn_norm, x_.data(), rows, D, ffn_in_.data());
+  } else {
+    std::memcpy(ffn_in_.data(), x_.data(), sizeof(float) * rows * D);
+  }
+  ffn_hidden_.resize(rows * F);
+  cpu::Linear(ffn_in_.data(), rows, D, layer.fc1_weight, layer.fc1_bias, F, ffn_hidden_.data());
+  cpu::SiluInPlace(ffn_hidden_.data(), rows * F);
+  cpu::Linear(ffn_hidden_.data(), rows, F, layer.fc2_weight, layer.fc2_bias, D, ffn_in_.data());
+  for (int64_t i = 0; i < rows * D; ++i) x_[i] += ffn_in_[i];
+  if (!config_.normalize_before)
+    cpu::Norm(config_.norm, layer.ffn_norm, x_.data(), rows, D, x_.data());
+}
+
+}  // namespace seqboat

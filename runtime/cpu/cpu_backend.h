@@ -1,0 +1,105 @@
+// The CPU backend: exact to MODEL.md, BLAS for products, threads over channels and rows.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "runtime/backend.h"
+#include "runtime/cpu/cpu_ops.h"
+#include "runtime/model/model.h"
+#include "runtime/util/thread_pool.h"
+
+namespace seqboat {
+
+struct CpuBackendOptions {
+  int num_slots = 1;
+  EmaHorizon ema_horizon = EmaHorizon::kExact;
+  // FIFO slots per layer. 0 takes the model's w; required (> 0) for SeqBoat-full models
+  // (chunk_size <= 0), whose unbounded memory must be bounded explicitly.
+  int fifo_capacity = 0;
+  int num_threads = 0;  // 0 = all hardware threads
+};
+
+class CpuBackend final : public Backend {
+ public:
+  // `model` must outlive the backend.
+  static absl::StatusOr<std::unique_ptr<CpuBackend>> Create(const Model& model,
+                                                            const CpuBackendOptions& options);
+
+  int num_slots() const override { return static_cast<int>(slots_.size()); }
+  const char* name() const override { return "cpu"; }
+  size_t state_bytes_per_slot() const override {
+    return state_floats_per_slot_ * sizeof(float) + position_bytes_per_slot_;
+  }
+  int fifo_capacity() const { return fifo_capacity_; }
+
+  // Not thread-safe: one caller (the engine thread) drives the backend.
+  absl::Status Forward(absl::Span<const SequenceChunk> batch, const ForwardOutputs& out) override;
+  absl::Status ResetSlot(SlotId slot) override;
+  absl::Status CopySlot(SlotId from, SlotId to) override;
+  absl::Status Stats(SlotId slot, SlotStats* stats) const override;
+
+ private:
+  struct LayerState {
+    float* ema_state;         // [D, N]
+    float* fifo_keys;         // [cap, Z] rotated keys, ring
+    float* fifo_values;       // [cap, H] ring
+    int64_t* fifo_positions;  // [cap]
+    float* input_ring;        // [T, D] normalised inputs, trained horizon only (else null)
+    int32_t fifo_head = 0;    // physical index of the oldest entry
+    int32_t fifo_count = 0;
+    int64_t activated = 0;
+  };
+  struct Slot {
+    std::unique_ptr<float[]> floats;       // every float array of every layer, one allocation
+    std::unique_ptr<int64_t[]> positions;  // every layer's fifo_positions
+    std::vector<LayerState> layers;
+    int64_t position = 0;  // tokens consumed
+  };
+
+  CpuBackend(const Model& model, const CpuBackendOptions& options);
+  absl::Status ValidateBatch(absl::Span<const SequenceChunk> batch,
+                             const ForwardOutputs& out) const;
+  absl::Status CheckSlot(SlotId slot, const char* what) const;
+  void RunLayer(int layer, absl::Span<const SequenceChunk> batch, const ForwardOutputs& out);
+  void RunEma(int layer, absl::Span<const SequenceChunk> batch);
+  void RunGau(int layer, absl::Span<const SequenceChunk> batch);
+  void RunFfn(int layer);
+
+  const Model& model_;
+  const ModelConfig config_;
+  const bool trained_horizon_;
+  const int truncation_;  // T when the trained horizon is on, else 0
+  int fifo_capacity_ = 0;
+  size_t state_floats_per_slot_ = 0;
+  size_t position_bytes_per_slot_ = 0;
+  std::vector<cpu::EmaCoefficients> ema_;  // [L]
+  cpu::AttentionSpec attention_;
+  std::vector<Slot> slots_;
+  ThreadPool pool_;
+
+  // Per-call scratch, sized for the current batch; rows = tokens of the batch.
+  std::vector<int64_t> row_position_;  // [rows]
+  std::vector<int32_t> row_chunk_;     // [rows]
+  std::vector<int64_t> chunk_begin_;   // [chunks + 1] first row of each chunk
+  std::vector<float> x_;               // [rows, D] residual stream
+  std::vector<float> u_;               // [rows, D] normalised input of the unit
+  std::vector<float> mx_;              // [rows, D] SiLU(MD-EMA output)
+  std::vector<float> hx_;              // [rows, 2 + D] router logits + skip projection
+  std::vector<float> gau_;             // [rows, D] gated attention output (0 where inactive)
+  std::vector<float> rotary_cos_, rotary_sin_;  // [rows, Z/2]
+  std::vector<float> router_confidence_;        // [rows]
+  std::vector<int32_t> activated_rows_;         // [R] rows whose GAU runs, in row order
+  std::vector<int64_t> chunk_activated_begin_;  // [chunks + 1] into activated_rows_
+  std::vector<float> compact_;                  // [R, D] compressed rows
+  std::vector<float> projected_;                // [R, Z + 2H] SiLU(mx_proj) = [z, r, v]
+  std::vector<float> queries_, keys_;           // [R, Z]
+  std::vector<int64_t> activated_positions_;    // [R]
+  std::vector<float> attended_;                 // [R, H]  h (then h * r)
+  std::vector<float> gau_out_;                  // [R, D]
+  std::vector<float> ffn_hidden_;               // [rows, F]
+  std::vector<float> ffn_in_;                   // [rows, D]
+};
+
+}  // namespace seqboat

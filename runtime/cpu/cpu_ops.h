@@ -1,0 +1,85 @@
+// CPU building blocks of the SeqBoat forward pass; each is tested on its own (cpu_ops_test).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "runtime/model/config.h"
+#include "runtime/model/model.h"
+
+namespace seqboat::cpu {
+
+// y[rows, out] = x[rows, in] . w[out, in]^T (+ bias[out] when non-null). BLAS.
+void Linear(const float* x, int64_t rows, int64_t in, const float* w, const float* bias,
+            int64_t out, float* y);
+
+// y[rows, dim] = norm(x) per row; eps 1e-5; non-affine when weights.weight is null.
+void Norm(NormKind kind, const NormWeights& weights, const float* x, int64_t rows, int64_t dim,
+          float* y);
+
+inline float Silu(float x) { return x / (1.0f + __builtin_expf(-x)); }
+void SiluInPlace(float* x, int64_t n);
+
+float Dot(const float* a, const float* b, int64_t n);
+void Axpy(float alpha, const float* x, float* y, int64_t n);  // y += alpha * x
+
+// Per-layer MD-EMA coefficients derived once from delta/alpha/beta/gamma (in double).
+struct EmaCoefficients {
+  std::vector<float> decay;        // [D, N] q = 1 - p*a
+  std::vector<float> input_scale;  // [D, N] p*beta: exact state gains p*beta*u
+  std::vector<float>
+      out_scale;  // [D, N] gamma*sqrt(1/N) (exact) or p*beta*gamma*sqrt(1/N) (trained)
+  std::vector<float> decay_pow_t;  // [D, N] q^T (trained horizon only)
+};
+EmaCoefficients MakeEmaCoefficients(const LayerWeights& layer, int D, int N, bool trained, int T);
+
+// One token through channels [d_begin, d_end) of the exact recurrence:
+//   s <- p*beta*u + q*s;  m = sum_n s*gamma*sqrt(1/N) + omega*u
+void EmaStepExact(const EmaCoefficients& ema, const float* omega, const float* u, int N,
+                  int d_begin, int d_end, float* state, float* m);
+// The trained (truncated) horizon: S <- q*S + u - q^T*u_old (u_old null before T tokens);
+//   m = sum_n p*beta*gamma*sqrt(1/N)*S + omega*u
+void EmaStepTrained(const EmaCoefficients& ema, const float* omega, const float* u,
+                    const float* u_old, int N, int d_begin, int d_end, float* state, float* m);
+
+// Rotary tables of one position: cos/sin of t*theta_i, theta_i = 10000^(-2i/Z), i < Z/2,
+// computed in double so that long streams keep their angles exact.
+void RotaryTable(int64_t position, int z_dim, float* cos_out, float* sin_out);
+// Rotates interleaved pairs (x[2i], x[2i+1]) by the table's angles.
+void ApplyRotary(const float* cos_table, const float* sin_table, int z_dim, float* x);
+
+// A run of keys/values attended to (a FIFO ring segment, the chunk's own rows, the token).
+struct KvSegment {
+  const float* keys = nullptr;         // [count, key_stride], first Z used
+  const float* values = nullptr;       // [count, value_stride], first H used
+  const int64_t* positions = nullptr;  // [count] original token positions
+  int64_t count = 0;
+  int64_t key_stride = 0;
+  int64_t value_stride = 0;
+};
+
+struct AttentionSpec {
+  AttentionKind kind = AttentionKind::kSoftmax;
+  int z_dim = 0;
+  int hidden_dim = 0;
+  float score_scale = 1.0f;             // 1/sqrt(Z) for softmax, 1/w for relu2 and laplace
+  const float* rel_pos_bias = nullptr;  // [2P - 1] simple bias, else null
+  int max_positions = 0;                // P
+};
+
+// h[H] = attention of query q (already rotated) at q_position over the segments.
+// `scores` is scratch of at least the total count.
+void Attend(const AttentionSpec& spec, const float* q, int64_t q_position,
+            const KvSegment* segments, int num_segments, float* scores, float* h);
+
+// The same for a block of queries that share most of their windows (consecutive activated
+// tokens of one prefill chunk): query b attends to columns [window_begin[b], window_end[b])
+// of the segments' concatenation. Scores and values go through BLAS products over the
+// block's union window, so keys and values are read once per block, not once per query.
+// `scores` is scratch of num_queries x total columns.
+void AttendBlock(const AttentionSpec& spec, const float* queries, int64_t num_queries,
+                 const int64_t* q_positions, const KvSegment* segments, int num_segments,
+                 const int64_t* window_begin, const int64_t* window_end, float* scores,
+                 float* h);
+
+}  // namespace seqboat::cpu

@@ -1,0 +1,150 @@
+// CPU kernels against direct formulas: rotary at huge positions, attention kinds, EMA horizons.
+#include "runtime/cpu/cpu_ops.h"
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace seqboat::cpu {
+namespace {
+
+std::vector<float> RandomVector(size_t n, std::mt19937& rng, float scale = 1.0f) {
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+// Rotary must depend only on position differences, even 10^9 tokens into a stream.
+TEST(CpuOps, RotaryScoresDependOnDifferenceOnly) {
+  std::mt19937 rng(1);
+  const int Z = 16;
+  std::vector<float> q0 = RandomVector(Z, rng), k0 = RandomVector(Z, rng);
+  std::vector<float> cq(Z / 2), sq(Z / 2), ck(Z / 2), sk(Z / 2);
+  auto score = [&](int64_t tq, int64_t tk) {
+    std::vector<float> q = q0, k = k0;
+    RotaryTable(tq, Z, cq.data(), sq.data());
+    RotaryTable(tk, Z, ck.data(), sk.data());
+    ApplyRotary(cq.data(), sq.data(), Z, q.data());
+    ApplyRotary(ck.data(), sk.data(), Z, k.data());
+    return Dot(q.data(), k.data(), Z);
+  };
+  const float near = score(37, 30);
+  EXPECT_NEAR(score(1000000037, 1000000030), near, 1e-4f);
+  EXPECT_NEAR(score(16384 + 37, 16384 + 30), near, 1e-5f);
+}
+
+TEST(CpuOps, AttentionKindsMatchDirectFormulas) {
+  std::mt19937 rng(2);
+  const int Z = 6, H = 5, n = 9;
+  std::vector<float> q = RandomVector(Z, rng), keys = RandomVector(n * Z, rng),
+                     values = RandomVector(n * H, rng);
+  std::vector<int64_t> positions(n);
+  for (int j = 0; j < n; ++j) positions[j] = 3 * j;
+  std::vector<float> bias = RandomVector(2 * 20 - 1, rng, 0.3f);
+  for (AttentionKind kind :
+       {AttentionKind::kSoftmax, AttentionKind::kRelu2, AttentionKind::kLaplace}) {
+    AttentionSpec spec{kind,        Z, H, kind == AttentionKind::kSoftmax ? 0.4f : 1.0f / 4,
+                       bias.data(), 20};
+    // Two segments (split 4 + 5) give the same answer as one.
+    KvSegment one{keys.data(), values.data(), positions.data(), n, Z, H};
+    KvSegment two[2] = {
+        {keys.data(), values.data(), positions.data(), 4, Z, H},
+        {keys.data() + 4 * Z, values.data() + 4 * H, positions.data() + 4, n - 4, Z, H}};
+    std::vector<float> scores(n), h1(H), h2(H);
+    const int64_t q_position = 3 * (n - 1);
+    Attend(spec, q.data(), q_position, &one, 1, scores.data(), h1.data());
+    Attend(spec, q.data(), q_position, two, 2, scores.data(), h2.data());
+    // Direct computation in double.
+    std::vector<double> weight(n);
+    double total = 0.0;
+    for (int j = 0; j < n; ++j) {
+      double s = 0.0;
+      for (int i = 0; i < Z; ++i) s += static_cast<double>(q[i]) * keys[j * Z + i];
+      s = s * spec.score_scale + bias[std::clamp<int64_t>(19 + positions[j] - q_position, 0, 38)];
+      if (kind == AttentionKind::kSoftmax) {
+        weight[j] = std::exp(s);
+      } else if (kind == AttentionKind::kRelu2) {
+        weight[j] = s > 0 ? s * s : 0.0;
+      } else {
+        weight[j] =
+            0.5 *
+            (1.0 + std::erf((s - std::sqrt(0.5)) / (std::sqrt(0.25 / M_PI) * std::sqrt(2.0))));
+      }
+      total += weight[j];
+    }
+    for (int i = 0; i < H; ++i) {
+      double h = 0.0;
+      for (int j = 0; j < n; ++j) h += weight[j] * values[j * H + i];
+      if (kind == AttentionKind::kSoftmax) h /= total;
+      EXPECT_NEAR(h1[i], h, 1e-5) << AttentionKindName(kind);
+      EXPECT_NEAR(h2[i], h, 1e-5) << AttentionKindName(kind);
+    }
+  }
+}
+
+TEST(CpuOps, NormsMatchDirectFormulas) {
+  std::mt19937 rng(3);
+  const int D = 7;
+  std::vector<float> x = RandomVector(D, rng, 2.0f), w = RandomVector(D, rng),
+                     b = RandomVector(D, rng);
+  std::vector<float> y(D);
+  double mean = 0, var = 0, sq = 0;
+  for (float v : x) mean += v / D;
+  for (float v : x) var += (v - mean) * (v - mean) / D, sq += static_cast<double>(v) * v / D;
+  Norm(NormKind::kLayerNorm, {w.data(), b.data()}, x.data(), 1, D, y.data());
+  for (int i = 0; i < D; ++i)
+    EXPECT_NEAR(y[i], (x[i] - mean) / std::sqrt(var + 1e-5) * w[i] + b[i], 1e-5);
+  Norm(NormKind::kLayerNorm, {}, x.data(), 1, D, y.data());
+  for (int i = 0; i < D; ++i) EXPECT_NEAR(y[i], (x[i] - mean) / std::sqrt(var + 1e-5), 1e-5);
+  Norm(NormKind::kRmsNorm, {w.data(), nullptr}, x.data(), 1, D, y.data());
+  for (int i = 0; i < D; ++i) EXPECT_NEAR(y[i], x[i] / std::sqrt(sq + 1e-5) * w[i], 1e-5);
+  const float scalar = 1.7f;
+  Norm(NormKind::kScaleNorm, {&scalar, nullptr}, x.data(), 1, D, y.data());
+  for (int i = 0; i < D; ++i) EXPECT_NEAR(y[i], x[i] * scalar / std::sqrt(sq + 1e-5), 1e-5);
+}
+
+// Before T tokens the truncated horizon equals the exact one; after, it forgets u_{t-T}.
+TEST(CpuOps, TrainedHorizonForgetsExactlyTInputs) {
+  std::mt19937 rng(4);
+  const int D = 3, N = 2, T = 5, steps = 12;
+  std::vector<float> delta = RandomVector(D * N, rng), alpha = RandomVector(D * N, rng),
+                     beta = RandomVector(D * N, rng), gamma = RandomVector(D * N, rng),
+                     omega = RandomVector(D, rng);
+  LayerWeights layer{};
+  layer.ema_delta = delta.data();
+  layer.ema_alpha = alpha.data();
+  layer.ema_beta = beta.data();
+  layer.ema_gamma = gamma.data();
+  const EmaCoefficients exact = MakeEmaCoefficients(layer, D, N, false, 0);
+  const EmaCoefficients trained = MakeEmaCoefficients(layer, D, N, true, T);
+  std::vector<std::vector<float>> inputs;
+  std::vector<float> s_exact(D * N, 0.0f), s_trained(D * N, 0.0f), m_exact(D), m_trained(D);
+  for (int t = 0; t < steps; ++t) {
+    inputs.push_back(RandomVector(D, rng));
+    EmaStepExact(exact, omega.data(), inputs[t].data(), N, 0, D, s_exact.data(), m_exact.data());
+    EmaStepTrained(trained, omega.data(), inputs[t].data(), t >= T ? inputs[t - T].data() : nullptr,
+                   N, 0, D, s_trained.data(), m_trained.data());
+    for (int d = 0; d < D; ++d) {
+      // Direct truncated convolution in double.
+      double m = omega[d] * inputs[t][d];
+      for (int n = 0; n < N; ++n) {
+        const double p = 1 / (1 + std::exp(-static_cast<double>(delta[d * N + n])));
+        const double a = 1 / (1 + std::exp(-static_cast<double>(alpha[d * N + n])));
+        const double q = 1 - p * a;
+        double conv = 0.0;
+        for (int j = 0; j < std::min(t + 1, T); ++j) conv += std::pow(q, j) * inputs[t - j][d];
+        m += p * beta[d * N + n] * conv * gamma[d * N + n] * std::sqrt(1.0 / N);
+      }
+      EXPECT_NEAR(m_trained[d], m, 1e-5) << "t=" << t;
+      if (t < T) {
+        EXPECT_NEAR(m_exact[d], m_trained[d], 1e-5) << "t=" << t;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace seqboat::cpu
