@@ -281,7 +281,7 @@ MODELS["simple_relu2_post"] = dict(
         normalize_embedding=False,
         no_scale_embedding=False,
         share_decoder_input_output_embed=False,
-        max_target_positions=256,
+        max_target_positions=16,  # < attention span: the bias clamp is exercised
         decoder_ffn_embed_dim=72,
     ),
     seed=2000,
