@@ -1,0 +1,300 @@
+// Engine: the continuous-batching loop around PlanIteration and Backend::Forward.
+#include "runtime/engine/engine.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "runtime/model/tokenizer.h"
+
+namespace seqboat {
+
+const char* FinishReasonName(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::kLength: return "length";
+    case FinishReason::kStop: return "stop";
+    case FinishReason::kEos: return "eos";
+    case FinishReason::kCancelled: return "cancelled";
+    case FinishReason::kDeadline: return "deadline";
+    case FinishReason::kError: return "error";
+  }
+  return "?";
+}
+
+struct Engine::Sequence {
+  std::shared_ptr<RequestHandle> handle;
+  std::shared_ptr<RequestSink> sink;
+  GenerationParams params;
+  std::unique_ptr<Sampler> sampler;
+  SlotId slot = -1;
+  int64_t prefilled = 0;     // prompt tokens through the model
+  int32_t last_token = -1;   // the next decode step's input
+  int64_t generated = 0;
+  absl::Time submitted_at, admitted_at, first_token_at, last_token_at;
+  bool finished = false;
+};
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Backend* backend, const ModelConfig& config,
+                                                       const EngineOptions& options,
+                                                       EngineObserver* observer) {
+  if (options.max_running < 1) return absl::InvalidArgumentError("max_running must be >= 1");
+  if (options.max_running > backend->num_slots()) {
+    return absl::InvalidArgumentError(absl::StrCat("max_running ", options.max_running, " exceeds the backend's ",
+                                                   backend->num_slots(), " state slots"));
+  }
+  if (options.max_waiting < 0) return absl::InvalidArgumentError("max_waiting must be >= 0");
+  if (options.prefill_budget < 1) return absl::InvalidArgumentError("prefill_budget must be >= 1");
+  if (options.max_prompt_tokens < 1) return absl::InvalidArgumentError("max_prompt_tokens must be >= 1");
+  if (options.max_new_tokens_limit < 1) return absl::InvalidArgumentError("max_new_tokens_limit must be >= 1");
+  return std::unique_ptr<Engine>(new Engine(backend, config, options, observer));
+}
+
+Engine::Engine(Backend* backend, const ModelConfig& config, const EngineOptions& options,
+               EngineObserver* observer)
+    : backend_(backend), config_(config), options_(options), observer_(observer) {
+  for (SlotId slot = options.max_running - 1; slot >= 0; --slot) free_slots_.push_back(slot);
+  heartbeat_ns_ = absl::ToUnixNanos(absl::Now());
+  thread_ = std::thread([this] { Loop(); });
+}
+
+Engine::~Engine() { Shutdown(absl::ZeroDuration()); }
+
+absl::Time Engine::last_heartbeat() const { return absl::FromUnixNanos(heartbeat_ns_.load()); }
+
+absl::StatusOr<std::shared_ptr<RequestHandle>> Engine::Submit(GenerationParams params,
+                                                              std::shared_ptr<RequestSink> sink) {
+  if (params.prompt.empty()) return absl::InvalidArgumentError("prompt: empty; give at least one token");
+  if (static_cast<int64_t>(params.prompt.size()) > options_.max_prompt_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt: ", params.prompt.size(), " tokens exceed the limit of ",
+                                                   options_.max_prompt_tokens));
+  }
+  for (size_t i = 0; i < params.prompt.size(); ++i) {
+    const int32_t token = params.prompt[i];
+    if (token < 0 || token >= config_.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("prompt: token ", i, " is id ", token, "; expected 0..",
+                                                     config_.vocab_size - 1));
+    }
+    if (token == kPadId) {
+      return absl::InvalidArgumentError(absl::StrCat("prompt: token ", i, " is the padding id ", kPadId));
+    }
+  }
+  if (params.max_new_tokens < 1 || params.max_new_tokens > options_.max_new_tokens_limit) {
+    return absl::InvalidArgumentError(absl::StrCat("max_new_tokens: ", params.max_new_tokens, " outside 1..",
+                                                   options_.max_new_tokens_limit));
+  }
+  if (params.top_logprobs < 0 || params.top_logprobs > 20) {
+    return absl::InvalidArgumentError(absl::StrCat("top_logprobs: ", params.top_logprobs, " outside 0..20"));
+  }
+  absl::Status valid = ValidateSamplingParams(params.sampling, config_.vocab_size);
+  if (!valid.ok()) return valid;
+
+  auto sequence = std::make_unique<Sequence>();
+  sequence->sink = std::move(sink);
+  sequence->submitted_at = absl::Now();
+  sequence->sampler = std::make_unique<Sampler>(params.sampling, config_.vocab_size);
+  sequence->sampler->ObservePrompt(params.prompt);
+  sequence->params = std::move(params);
+  sequence->handle = std::make_shared<RequestHandle>();
+  std::shared_ptr<RequestHandle> handle = sequence->handle;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!accepting_) return absl::UnavailableError("the server is shutting down");
+    if (waiting_count_.load() + static_cast<int64_t>(submitted_.size()) >= options_.max_waiting) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("the waiting queue is full (", options_.max_waiting, " requests); retry later"));
+    }
+    handle->id = next_id_++;
+    submitted_.push_back(std::move(sequence));
+  }
+  wake_.notify_one();
+  return handle;
+}
+
+void Engine::Shutdown(absl::Duration grace) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!thread_.joinable()) return;
+    accepting_ = false;
+    drain_deadline_ = std::min(drain_deadline_, absl::Now() + grace);
+    stop_ = true;
+  }
+  wake_.notify_one();
+  thread_.join();
+}
+
+void Engine::Loop() {
+  for (;;) {
+    heartbeat_ns_ = absl::ToUnixNanos(absl::Now());
+    if (RunIteration()) continue;
+    std::unique_lock<std::mutex> lock(mu_);
+    if (stop_ && submitted_.empty() && waiting_.empty() && running_.empty()) return;
+    // Idle: sleep until a submission, waking now and then to keep the heartbeat fresh.
+    wake_.wait_for(lock, std::chrono::milliseconds(100),
+                   [this] { return !submitted_.empty() || (stop_ && waiting_.empty() && running_.empty()); });
+  }
+}
+
+void Engine::Finish(Sequence& sequence, FinishReason reason, const std::string& error) {
+  if (sequence.finished) return;
+  sequence.finished = true;
+  const absl::Time now = absl::Now();
+  FinishInfo info;
+  info.reason = reason;
+  info.error = error;
+  info.prompt_tokens = sequence.params.prompt.size();
+  info.generated_tokens = sequence.generated;
+  info.queue_time = (sequence.admitted_at == absl::Time() ? now : sequence.admitted_at) - sequence.submitted_at;
+  info.time_to_first_token =
+      sequence.first_token_at == absl::Time() ? absl::ZeroDuration() : sequence.first_token_at - sequence.submitted_at;
+  info.total_time = now - sequence.submitted_at;
+  sequence.sink->OnFinish(info);
+  if (observer_ != nullptr) observer_->OnFinish(info);
+}
+
+void Engine::ReleaseFinished() {
+  for (auto& sequence : running_) {
+    if (sequence->finished) free_slots_.push_back(sequence->slot);
+  }
+  std::erase_if(running_, [](const std::unique_ptr<Sequence>& s) { return s->finished; });
+  std::erase_if(waiting_, [](const std::unique_ptr<Sequence>& s) { return s->finished; });
+  running_count_ = running_.size();
+  waiting_count_ = waiting_.size();
+}
+
+bool Engine::RunIteration() {
+  absl::Time drain_deadline;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    while (!submitted_.empty()) {
+      waiting_.push_back(std::move(submitted_.front()));
+      submitted_.pop_front();
+    }
+    drain_deadline = drain_deadline_;
+  }
+  // Cancellations, deadlines and the end of a drain free their slots before planning.
+  const absl::Time now = absl::Now();
+  auto expire = [&](Sequence& sequence) {
+    if (sequence.handle->cancelled.load() || now >= drain_deadline) {
+      Finish(sequence, FinishReason::kCancelled);
+    } else if (now >= sequence.params.deadline) {
+      Finish(sequence, FinishReason::kDeadline);
+    }
+  };
+  for (auto& sequence : waiting_) expire(*sequence);
+  for (auto& sequence : running_) expire(*sequence);
+  ReleaseFinished();
+  if (waiting_.empty() && running_.empty()) return false;
+
+  std::vector<WaitingRequest> waiting;
+  for (const auto& sequence : waiting_) waiting.push_back({sequence->handle->id, static_cast<int64_t>(sequence->params.prompt.size())});
+  std::vector<RunningSequence> running;
+  for (const auto& sequence : running_) {
+    running.push_back({sequence->handle->id, static_cast<int64_t>(sequence->params.prompt.size()) - sequence->prefilled});
+  }
+  const IterationPlan plan = PlanIteration(waiting, running, {options_.max_running, options_.prefill_budget});
+  for (size_t i = 0; i < plan.admitted.size(); ++i) {
+    std::unique_ptr<Sequence> sequence = std::move(waiting_.front());
+    waiting_.pop_front();
+    sequence->slot = free_slots_.back();
+    free_slots_.pop_back();
+    sequence->admitted_at = now;
+    absl::Status reset = backend_->ResetSlot(sequence->slot);
+    running_.push_back(std::move(sequence));
+    if (!reset.ok()) Finish(*running_.back(), FinishReason::kError, std::string(reset.message()));
+  }
+  running_count_ = running_.size();
+  waiting_count_ = waiting_.size();
+
+  absl::flat_hash_map<RequestId, Sequence*> by_id;
+  for (auto& sequence : running_) by_id[sequence->handle->id] = sequence.get();
+  std::vector<SequenceChunk> batch;
+  std::vector<Sequence*> batch_sequences;
+  std::vector<bool> batch_decodes;
+  std::vector<int32_t> decode_inputs;
+  decode_inputs.reserve(plan.chunks.size());
+  IterationStats stats;
+  for (const ScheduledChunk& chunk : plan.chunks) {
+    Sequence* sequence = by_id[chunk.id];
+    if (sequence->finished) continue;
+    if (chunk.decode) {
+      decode_inputs.push_back(sequence->last_token);
+      batch.push_back({sequence->slot, absl::MakeConstSpan(&decode_inputs.back(), 1), false});
+      ++stats.decode_sequences;
+    } else {
+      batch.push_back({sequence->slot,
+                       absl::MakeConstSpan(sequence->params.prompt.data() + sequence->prefilled, chunk.tokens), false});
+      stats.prefill_tokens += chunk.tokens;
+    }
+    batch_sequences.push_back(sequence);
+    batch_decodes.push_back(chunk.decode);
+  }
+  if (batch.empty()) {
+    ReleaseFinished();
+    return !running_.empty() || !waiting_.empty();
+  }
+  const int V = config_.vocab_size, L = config_.layers;
+  const int64_t tokens = TotalTokens(batch);
+  std::vector<float> logits(batch.size() * V);
+  std::vector<uint8_t> activations(tokens * L);
+  const absl::Time step_start = absl::Now();
+  absl::Status status = backend_->Forward(batch, {absl::MakeSpan(logits), absl::MakeSpan(activations), {}});
+  stats.step_time = absl::Now() - step_start;
+  if (!status.ok()) {
+    // The backend changed no slot; the requests of this batch end with an error.
+    for (Sequence* sequence : batch_sequences) Finish(*sequence, FinishReason::kError, std::string(status.message()));
+    ReleaseFinished();
+    return true;
+  }
+
+  stats.tokens = tokens;
+  stats.activated_tokens.assign(L, 0);
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int l = 0; l < L; ++l) stats.activated_tokens[l] += activations[t * L + l];
+  }
+  int64_t token_row = 0;
+  const absl::Time sampled_at = absl::Now();
+  for (size_t i = 0; i < batch.size(); ++i) {
+    Sequence& sequence = *batch_sequences[i];
+    const int64_t n = batch[i].tokens.size();
+    const int64_t last_row = token_row + n - 1;
+    token_row += n;
+    if (!batch_decodes[i]) {
+      sequence.prefilled += n;
+      if (sequence.prefilled < static_cast<int64_t>(sequence.params.prompt.size())) continue;  // more prompt to go
+    }
+    const absl::Span<const float> row(logits.data() + i * V, V);
+    GeneratedToken generated;
+    generated.token = sequence.sampler->Sample(row);
+    Sampler::TopLogprobs(row, sequence.params.top_logprobs, generated.token, &generated.logprob, &generated.top);
+    if (sequence.params.return_activations) {
+      generated.activations.assign(activations.begin() + last_row * L, activations.begin() + (last_row + 1) * L);
+    }
+    if (observer_ != nullptr && sequence.generated > 0) observer_->OnTokenEmitted(sampled_at - sequence.last_token_at);
+    if (sequence.generated == 0) sequence.first_token_at = sampled_at;
+    sequence.last_token_at = sampled_at;
+    sequence.last_token = generated.token;
+    sequence.sampler->ObserveGenerated(generated.token);
+    if (generated.token == kEosId && !sequence.params.ignore_eos) {
+      Finish(sequence, FinishReason::kEos);
+      continue;
+    }
+    if (sequence.sampler->IsStopToken(generated.token)) {
+      Finish(sequence, FinishReason::kStop);
+      continue;
+    }
+    ++sequence.generated;
+    if (!sequence.sink->OnToken(generated)) {
+      Finish(sequence, FinishReason::kStop);
+    } else if (sequence.generated >= sequence.params.max_new_tokens) {
+      Finish(sequence, FinishReason::kLength);
+    }
+  }
+  stats.running = running_.size();
+  stats.waiting = waiting_.size();
+  if (observer_ != nullptr) observer_->OnIteration(stats);
+  ReleaseFinished();
+  return true;
+}
+
+}  // namespace seqboat

@@ -1,0 +1,104 @@
+// The engine: one thread owns the backend and every state slot and runs continuous batching
+// (admit, prefill chunks within a token budget, one decode step per running sequence,
+// sample, report). Other threads only submit requests and set cancellation flags.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "runtime/backend.h"
+#include "runtime/engine/request.h"
+#include "runtime/model/config.h"
+
+namespace seqboat {
+
+struct EngineOptions {
+  int max_running = 8;             // sequences decoding or prefilling at once (<= backend slots)
+  int max_waiting = 64;            // queued requests beyond which Submit answers ResourceExhausted
+  int64_t prefill_budget = 256;    // prompt tokens per iteration over all prefilling sequences
+  int64_t max_prompt_tokens = 8192;
+  int32_t max_new_tokens_limit = 4096;
+};
+
+// What happened in one iteration, for metrics. Reported on the engine thread.
+struct IterationStats {
+  int64_t decode_sequences = 0;
+  int64_t prefill_tokens = 0;
+  int64_t running = 0;
+  int64_t waiting = 0;
+  absl::Duration step_time;               // the backend's Forward call
+  std::vector<int64_t> activated_tokens;  // [L] tokens of this iteration that ran each layer's GAU
+  int64_t tokens = 0;                     // tokens through the model this iteration
+};
+
+class EngineObserver {
+ public:
+  virtual ~EngineObserver() = default;
+  virtual void OnIteration(const IterationStats& stats) {}
+  virtual void OnFinish(const FinishInfo& info) {}
+  virtual void OnTokenEmitted(absl::Duration since_previous_token) {}
+};
+
+class Engine {
+ public:
+  // `backend` and `observer` (may be null) must outlive the engine.
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(Backend* backend, const ModelConfig& config,
+                                                        const EngineOptions& options,
+                                                        EngineObserver* observer);
+  ~Engine();  // Shutdown(0) if still running
+
+  // Validates and enqueues a request; answers at once. ResourceExhausted when the waiting
+  // queue is full, InvalidArgument naming the field, Unavailable after Shutdown began.
+  absl::StatusOr<std::shared_ptr<RequestHandle>> Submit(GenerationParams params,
+                                                        std::shared_ptr<RequestSink> sink);
+
+  // Stops accepting; lets running and waiting requests finish within `grace`, then
+  // finishes the rest as cancelled; returns when the engine thread has exited.
+  void Shutdown(absl::Duration grace);
+
+  absl::Time last_heartbeat() const;  // the loop's last iteration (or idle wake-up)
+  int64_t running() const { return running_count_.load(); }
+  int64_t waiting() const { return waiting_count_.load(); }
+  const EngineOptions& options() const { return options_; }
+
+ private:
+  struct Sequence;
+
+  Engine(Backend* backend, const ModelConfig& config, const EngineOptions& options, EngineObserver* observer);
+  void Loop();
+  bool RunIteration();  // false when there was nothing to do
+  void Finish(Sequence& sequence, FinishReason reason, const std::string& error = "");
+  void ReleaseFinished();
+
+  Backend* const backend_;
+  const ModelConfig config_;
+  const EngineOptions options_;
+  EngineObserver* const observer_;
+
+  std::mutex mu_;  // guards submitted_, accepting_, draining deadline
+  std::condition_variable wake_;
+  std::deque<std::unique_ptr<Sequence>> submitted_;
+  bool accepting_ = true;
+  bool stop_ = false;
+  absl::Time drain_deadline_ = absl::InfiniteFuture();
+  RequestId next_id_ = 1;
+
+  // Owned by the engine thread only.
+  std::deque<std::unique_ptr<Sequence>> waiting_;
+  std::vector<std::unique_ptr<Sequence>> running_;
+  std::vector<SlotId> free_slots_;
+
+  std::atomic<int64_t> heartbeat_ns_{0};
+  std::atomic<int64_t> running_count_{0};
+  std::atomic<int64_t> waiting_count_{0};
+  std::thread thread_;
+};
+
+}  // namespace seqboat

@@ -1,0 +1,66 @@
+// What a client asks the engine for, and what the engine reports back about it.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "runtime/engine/sampler.h"
+#include "runtime/engine/scheduler.h"
+
+namespace seqboat {
+
+struct GenerationParams {
+  std::vector<int32_t> prompt;  // token ids, already validated against the vocabulary
+  SamplingParams sampling;
+  int32_t max_new_tokens = 16;
+  bool ignore_eos = false;
+  int32_t top_logprobs = 0;        // alternatives reported per token (0 = none)
+  bool return_activations = false;  // per token, which layers ran the GAU
+  absl::Time deadline = absl::InfiniteFuture();
+};
+
+enum class FinishReason { kLength, kStop, kEos, kCancelled, kDeadline, kError };
+const char* FinishReasonName(FinishReason reason);
+
+struct GeneratedToken {
+  int32_t token = 0;
+  float logprob = 0.0f;                 // under the model's raw distribution
+  std::vector<TokenLogprob> top;        // when top_logprobs > 0
+  std::vector<uint8_t> activations;     // [L] when return_activations
+};
+
+struct FinishInfo {
+  FinishReason reason = FinishReason::kLength;
+  std::string error;  // for kError
+  int64_t prompt_tokens = 0;
+  int64_t cached_prompt_tokens = 0;  // served from the prefix cache
+  int64_t generated_tokens = 0;
+  absl::Duration queue_time;
+  absl::Duration time_to_first_token;
+  absl::Duration total_time;
+};
+
+// Receives one request's events on the engine thread. Must not block.
+class RequestSink {
+ public:
+  virtual ~RequestSink() = default;
+  // Returns false to stop the request now (e.g. the text reached a stop sequence): the
+  // engine then finishes it with FinishReason::kStop.
+  virtual bool OnToken(const GeneratedToken& token) = 0;
+  // Called exactly once, last.
+  virtual void OnFinish(const FinishInfo& info) = 0;
+};
+
+// Shared between the submitter and the engine: cancellation is a flag the engine polls
+// every iteration.
+struct RequestHandle {
+  RequestId id = 0;
+  std::atomic<bool> cancelled{false};
+  void Cancel() { cancelled.store(true, std::memory_order_relaxed); }
+};
+
+}  // namespace seqboat

@@ -1,0 +1,89 @@
+// Tokenizers for the three fairseq dictionary styles (MODEL.md, "Tokenizer") and a
+// streaming detokenizer that never emits a partial UTF-8 sequence.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+
+namespace seqboat {
+
+inline constexpr int32_t kBosId = 0;  // <s>
+inline constexpr int32_t kPadId = 1;  // <pad>
+inline constexpr int32_t kEosId = 2;  // </s>; also the newline and fairseq's start token
+inline constexpr int32_t kUnkId = 3;  // <unk>
+
+enum class TokenizerStyle {
+  kByte,  // symbols are decimal byte values; '\n' is </s>
+  kChar,  // one Unicode code point per symbol
+  kWord,  // whitespace-separated words
+};
+const char* TokenizerStyleName(TokenizerStyle style);
+absl::StatusOr<TokenizerStyle> ParseTokenizerStyle(absl::string_view name);
+
+// Parses a fairseq dict.txt ("<symbol> <count>" per line, split at the last space, with an
+// optional " #fairseq:overwrite" flag) into the full symbol list, specials first.
+absl::StatusOr<std::vector<std::string>> ParseFairseqDict(absl::string_view text);
+
+// The style of a symbol list (after the four specials; fairseq's madeupwordNNNN padding
+// symbols are ignored).
+TokenizerStyle DetectTokenizerStyle(const std::vector<std::string>& symbols);
+
+class Tokenizer {
+ public:
+  // Validates the symbols against the style: the four specials first, no duplicates, byte
+  // symbols decimal 0-255, char symbols one code point each.
+  static absl::StatusOr<Tokenizer> Create(TokenizerStyle style, std::vector<std::string> symbols);
+  // The model file form {"style": ..., "symbols": [...]}.
+  static absl::StatusOr<Tokenizer> FromJson(absl::string_view json);
+  std::string ToJson() const;
+
+  TokenizerStyle style() const { return style_; }
+  int vocab_size() const { return static_cast<int>(symbols_.size()); }
+  const std::string& symbol(int32_t id) const { return symbols_[id]; }
+  bool IsValidId(int32_t id) const { return id >= 0 && id < vocab_size(); }
+
+  // Text to ids; no start or end token is added. Char style needs valid UTF-8.
+  absl::StatusOr<std::vector<int32_t>> Encode(absl::string_view text) const;
+  // The bytes one token contributes on its own (byte style: possibly part of a character;
+  // word style: the bare word, spacing is the detokenizer's job).
+  std::string TokenText(int32_t id) const;
+  // Whole-sequence decoding; invalid UTF-8 becomes U+FFFD.
+  std::string Decode(absl::Span<const int32_t> ids) const;
+
+ private:
+  Tokenizer() = default;
+
+  TokenizerStyle style_ = TokenizerStyle::kByte;
+  std::vector<std::string> symbols_;
+  absl::flat_hash_map<std::string, int32_t> ids_;  // symbol -> id (char and word styles)
+  int32_t byte_ids_[256];                           // byte -> id (byte style), kUnkId if none
+  std::vector<int16_t> id_bytes_;                   // id -> byte (byte style), -1 if none
+};
+
+// Turns a stream of ids into text pieces that always end on a UTF-8 character boundary.
+class StreamingDetokenizer {
+ public:
+  explicit StreamingDetokenizer(const Tokenizer& tokenizer) : tokenizer_(tokenizer) {}
+  // The text completed by this token (possibly empty: an incomplete character is held back).
+  std::string Push(int32_t id);
+  // What is held back at the end of the stream (U+FFFD for an incomplete character).
+  std::string Flush();
+
+ private:
+  const Tokenizer& tokenizer_;
+  std::string pending_;      // bytes of an incomplete UTF-8 sequence
+  bool at_line_start_ = true;  // word style: no space before the first word of a line
+};
+
+// Appends the valid UTF-8 prefix of `bytes` to `out`, replacing each maximal invalid
+// subsequence with U+FFFD; returns the length of an incomplete trailing sequence that is
+// left unconsumed when `hold_incomplete_tail` (it is replaced otherwise).
+size_t AppendValidUtf8(absl::string_view bytes, bool hold_incomplete_tail, std::string* out);
+
+}  // namespace seqboat

@@ -1,0 +1,246 @@
+// The engine end to end on a fixture model and the CPU backend: greedy generation equals
+// teacher forcing, seeded sampling does not depend on batch company, limits, cancellation,
+// deadlines and drain.
+#include "runtime/engine/engine.h"
+
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "gtest/gtest.h"
+#include "runtime/cpu/cpu_backend.h"
+#include "runtime/model/model.h"
+#include "runtime/model/tokenizer.h"
+#include "tests/runtime/fixture_util.h"
+
+namespace seqboat {
+namespace {
+
+// Polls `done` for up to two seconds.
+template <typename F>
+bool WaitFor(F done) {
+  for (int i = 0; i < 2000 && !done(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  return done();
+}
+
+// Collects a request's tokens and waits for its end.
+class CollectingSink : public RequestSink {
+ public:
+  explicit CollectingSink(int stop_after = -1) : stop_after_(stop_after) {}
+  bool OnToken(const GeneratedToken& token) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    tokens_.push_back(token.token);
+    activations_.push_back(token.activations);
+    return stop_after_ < 0 || static_cast<int>(tokens_.size()) < stop_after_;
+  }
+  void OnFinish(const FinishInfo& info) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    info_ = info;
+    ++finishes_;
+    done_.notify_all();
+  }
+  FinishInfo Wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    done_.wait(lock, [this] { return finishes_ > 0; });
+    return info_;
+  }
+  std::vector<int32_t> tokens() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return tokens_;
+  }
+  std::vector<std::vector<uint8_t>> activations() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return activations_;
+  }
+  int finishes() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return finishes_;
+  }
+
+ private:
+  const int stop_after_;
+  std::mutex mu_;
+  std::condition_variable done_;
+  std::vector<int32_t> tokens_;
+  std::vector<std::vector<uint8_t>> activations_;
+  FinishInfo info_;
+  int finishes_ = 0;
+};
+
+// Requests long enough to outlive any deadline in these tests (the fixture model decodes
+// tens of thousands of tokens per second).
+constexpr int32_t kEndless = 1 << 30;
+
+class EngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto model = Model::Load(testing::FixturesDir() + "/enwik8_tiny/model.safetensors");
+    ASSERT_TRUE(model.ok()) << model.status();
+    model_ = std::move(*model);
+    CpuBackendOptions options;
+    options.num_slots = 4;
+    auto backend = CpuBackend::Create(*model_, options);
+    ASSERT_TRUE(backend.ok());
+    backend_ = std::move(*backend);
+    prompt_ = testing::LoadExpected("enwik8_tiny", 2, "exact").tokens;
+  }
+
+  std::unique_ptr<Engine> MakeEngine(EngineOptions options) {
+    auto engine = Engine::Create(backend_.get(), model_->config(), options, nullptr);
+    EXPECT_TRUE(engine.ok()) << engine.status();
+    return std::move(*engine);
+  }
+
+  // Greedy continuation computed directly on a fresh backend, one step at a time.
+  std::vector<int32_t> GreedyReference(const std::vector<int32_t>& prompt, int n) {
+    CpuBackendOptions options;
+    auto backend = CpuBackend::Create(*model_, options);
+    const int V = model_->config().vocab_size;
+    std::vector<float> logits(V);
+    std::vector<int32_t> out;
+    SequenceChunk chunk{0, absl::MakeConstSpan(prompt), false};
+    EXPECT_TRUE((*backend)->Forward({&chunk, 1}, {absl::MakeSpan(logits), {}, {}}).ok());
+    for (int i = 0; i < n; ++i) {
+      const int32_t next = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+      out.push_back(next);
+      SequenceChunk step{0, absl::MakeConstSpan(&out.back(), 1), false};
+      EXPECT_TRUE((*backend)->Forward({&step, 1}, {absl::MakeSpan(logits), {}, {}}).ok());
+    }
+    return out;
+  }
+
+  GenerationParams Greedy(int max_new_tokens) {
+    GenerationParams params;
+    params.prompt = prompt_;
+    params.sampling.temperature = 0.0f;
+    params.max_new_tokens = max_new_tokens;
+    params.ignore_eos = true;
+    return params;
+  }
+
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<CpuBackend> backend_;
+  std::vector<int32_t> prompt_;
+};
+
+TEST_F(EngineTest, GreedyGenerationEqualsTeacherForcedArgmax) {
+  auto engine = MakeEngine({.max_running = 2, .max_waiting = 8, .prefill_budget = 7});
+  auto sink = std::make_shared<CollectingSink>();
+  GenerationParams params = Greedy(40);
+  params.return_activations = true;
+  ASSERT_TRUE(engine->Submit(params, sink).ok());
+  FinishInfo info = sink->Wait();
+  EXPECT_EQ(info.reason, FinishReason::kLength);
+  EXPECT_EQ(info.generated_tokens, 40);
+  EXPECT_EQ(info.prompt_tokens, static_cast<int64_t>(prompt_.size()));
+  EXPECT_EQ(sink->tokens(), GreedyReference(prompt_, 40));
+  for (const auto& layers : sink->activations()) EXPECT_EQ(layers.size(), 3u);
+}
+
+TEST_F(EngineTest, SeededSamplingIgnoresBatchCompany) {
+  GenerationParams params = Greedy(30);
+  params.sampling.temperature = 0.9f;
+  params.sampling.top_p = 0.95f;
+  params.sampling.seed = 1234;
+  std::vector<int32_t> alone;
+  {
+    auto engine = MakeEngine({.max_running = 4, .max_waiting = 8, .prefill_budget = 16});
+    auto sink = std::make_shared<CollectingSink>();
+    ASSERT_TRUE(engine->Submit(params, sink).ok());
+    sink->Wait();
+    alone = sink->tokens();
+  }
+  auto engine = MakeEngine({.max_running = 4, .max_waiting = 8, .prefill_budget = 16});
+  std::vector<std::shared_ptr<CollectingSink>> others;
+  for (int i = 0; i < 3; ++i) {
+    GenerationParams other = params;
+    other.sampling.seed = 99 + i;
+    other.prompt.resize(5 + 9 * i);
+    others.push_back(std::make_shared<CollectingSink>());
+    ASSERT_TRUE(engine->Submit(other, others.back()).ok());
+  }
+  auto sink = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(engine->Submit(params, sink).ok());
+  sink->Wait();
+  EXPECT_EQ(sink->tokens(), alone);
+  for (auto& other : others) other->Wait();
+}
+
+TEST_F(EngineTest, FullQueueIsResourceExhaustedAtOnce) {
+  auto engine = MakeEngine({.max_running = 1, .max_waiting = 2, .prefill_budget = 4, .max_new_tokens_limit = kEndless});
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
+  std::vector<std::shared_ptr<RequestHandle>> handles;
+  int exhausted = 0;
+  for (int i = 0; i < 8; ++i) {
+    if (i == 1) {  // let the first request take the only slot, so the queue is what remains
+      ASSERT_TRUE(WaitFor([&] { return engine->running() == 1; }));
+    }
+    sinks.push_back(std::make_shared<CollectingSink>());
+    auto handle = engine->Submit(Greedy(kEndless), sinks.back());
+    if (handle.ok()) {
+      handles.push_back(*handle);
+    } else {
+      EXPECT_EQ(handle.status().code(), absl::StatusCode::kResourceExhausted);
+      ++exhausted;
+    }
+  }
+  EXPECT_EQ(exhausted, 5);  // 1 running + 2 waiting; nothing finishes, so nothing else fits
+  for (auto& handle : handles) handle->Cancel();
+  for (size_t i = 0; i < handles.size(); ++i) sinks[i]->Wait();
+}
+
+TEST_F(EngineTest, CancelDeadlineAndStopFinishWithTheirReasons) {
+  auto engine = MakeEngine({.max_running = 3, .max_waiting = 8, .prefill_budget = 8, .max_new_tokens_limit = kEndless});
+  auto cancelled = std::make_shared<CollectingSink>();
+  auto expired = std::make_shared<CollectingSink>();
+  auto stopped = std::make_shared<CollectingSink>(/*stop_after=*/3);
+  auto handle = engine->Submit(Greedy(kEndless), cancelled);
+  ASSERT_TRUE(handle.ok());
+  GenerationParams short_deadline = Greedy(kEndless);
+  short_deadline.deadline = absl::Now() + absl::Milliseconds(50);
+  ASSERT_TRUE(engine->Submit(short_deadline, expired).ok());
+  ASSERT_TRUE(engine->Submit(Greedy(kEndless), stopped).ok());
+  (*handle)->Cancel();
+  EXPECT_EQ(cancelled->Wait().reason, FinishReason::kCancelled);
+  EXPECT_EQ(expired->Wait().reason, FinishReason::kDeadline);
+  FinishInfo stop = stopped->Wait();
+  EXPECT_EQ(stop.reason, FinishReason::kStop);
+  EXPECT_EQ(stop.generated_tokens, 3);
+  // Everything freed: a new request runs to completion.
+  auto after = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(engine->Submit(Greedy(5), after).ok());
+  EXPECT_EQ(after->Wait().reason, FinishReason::kLength);
+  EXPECT_TRUE(WaitFor([&] { return engine->running() == 0 && engine->waiting() == 0; }));
+}
+
+TEST_F(EngineTest, InvalidRequestsNameTheField) {
+  auto engine = MakeEngine({.max_running = 1, .max_waiting = 2, .prefill_budget = 4});
+  auto sink = std::make_shared<CollectingSink>();
+  GenerationParams params = Greedy(5);
+  params.prompt = {};
+  EXPECT_NE(std::string(engine->Submit(params, sink).status().message()).find("prompt"), std::string::npos);
+  params = Greedy(5);
+  params.prompt[1] = kPadId;
+  EXPECT_NE(std::string(engine->Submit(params, sink).status().message()).find("padding"), std::string::npos);
+  params = Greedy(0);
+  EXPECT_NE(std::string(engine->Submit(params, sink).status().message()).find("max_new_tokens"), std::string::npos);
+  params = Greedy(5);
+  params.sampling.top_p = 1.5f;
+  EXPECT_NE(std::string(engine->Submit(params, sink).status().message()).find("top_p"), std::string::npos);
+  EXPECT_EQ(sink->finishes(), 0);
+}
+
+TEST_F(EngineTest, ShutdownLetsShortRequestsFinishAndCancelsTheRest) {
+  auto engine = MakeEngine({.max_running = 2, .max_waiting = 8, .prefill_budget = 8, .max_new_tokens_limit = kEndless});
+  auto quick = std::make_shared<CollectingSink>();
+  auto endless = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(engine->Submit(Greedy(3), quick).ok());
+  ASSERT_TRUE(engine->Submit(Greedy(kEndless), endless).ok());
+  engine->Shutdown(absl::Milliseconds(300));
+  EXPECT_EQ(quick->Wait().reason, FinishReason::kLength);
+  EXPECT_EQ(endless->Wait().reason, FinishReason::kCancelled);
+  EXPECT_EQ(engine->Submit(Greedy(3), quick).status().code(), absl::StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace seqboat

@@ -1,0 +1,221 @@
+// Sampler: validation, greedy, the empirical distribution of every filter against an
+// independently computed target distribution, seeding, penalties, logprobs.
+#include "runtime/engine/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <numeric>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace seqboat {
+namespace {
+
+const std::vector<float> kLogits = {1.0f, 2.5f, 0.3f, 2.5f, -1.0f, 1.7f, 0.0f, 3.1f};
+
+void ExpectFieldError(SamplingParams params, const std::string& field) {
+  absl::Status status = ValidateSamplingParams(params, 8);
+  ASSERT_FALSE(status.ok()) << field;
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(std::string(status.message()).rfind(field + ":", 0), 0u) << status.message();
+}
+
+TEST(Sampler, ValidationNamesTheField) {
+  EXPECT_TRUE(ValidateSamplingParams({}, 8).ok());
+  SamplingParams p;
+  p.temperature = -0.1f;
+  ExpectFieldError(p, "temperature");
+  p = {};
+  p.temperature = NAN;
+  ExpectFieldError(p, "temperature");
+  p = {};
+  p.top_k = -1;
+  ExpectFieldError(p, "top_k");
+  for (float bad : {0.0f, 1.01f, NAN}) {
+    p = {};
+    p.top_p = bad;
+    ExpectFieldError(p, "top_p");
+  }
+  p = {};
+  p.min_p = 1.5f;
+  ExpectFieldError(p, "min_p");
+  p = {};
+  p.repetition_penalty = 0.0f;
+  ExpectFieldError(p, "repetition_penalty");
+  p = {};
+  p.presence_penalty = 3.0f;
+  ExpectFieldError(p, "presence_penalty");
+  p = {};
+  p.frequency_penalty = -2.5f;
+  ExpectFieldError(p, "frequency_penalty");
+  p = {};
+  p.stop_token_ids = {3, 8};
+  ExpectFieldError(p, "stop_token_ids");
+}
+
+TEST(Sampler, GreedyIsArgmaxWithLowestIdOnTies) {
+  SamplingParams p;
+  p.temperature = 0.0f;
+  Sampler sampler(p, 8);
+  EXPECT_EQ(sampler.Sample(kLogits), 7);
+  std::vector<float> tie = {0.0f, 5.0f, 5.0f};
+  Sampler tie_sampler(p, 3);
+  EXPECT_EQ(tie_sampler.Sample(tie), 1);
+  SamplingParams k1;
+  k1.top_k = 1;
+  k1.temperature = 3.0f;
+  Sampler top1(k1, 8);
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(top1.Sample(kLogits), 7);
+}
+
+// The exact target distribution, computed here independently of the sampler.
+std::vector<double> Target(const SamplingParams& p, const std::vector<float>& logits) {
+  const int V = logits.size();
+  std::vector<double> prob(V);
+  double total = 0.0;
+  for (int i = 0; i < V; ++i) total += prob[i] = std::exp(logits[i] / p.temperature);
+  for (double& x : prob) x /= total;
+  std::vector<int> order(V);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return prob[a] > prob[b]; });
+  std::vector<bool> keep(V, true);
+  if (p.top_k > 0) {
+    for (int i = p.top_k; i < V; ++i) keep[order[i]] = false;
+  }
+  if (p.top_p < 1.0f) {
+    double kept_mass = 0.0;
+    for (int i = 0; i < V; ++i) kept_mass += keep[i] ? prob[i] : 0.0;
+    double mass = 0.0;
+    bool reached = false;
+    for (int i : order) {
+      if (!keep[i]) continue;
+      if (reached) {
+        keep[i] = false;
+        continue;
+      }
+      mass += prob[i];
+      reached = mass >= p.top_p * kept_mass;
+    }
+  }
+  const double p_max = prob[order[0]];
+  for (int i = 0; i < V; ++i) {
+    if (prob[i] < p.min_p * p_max) keep[i] = false;
+  }
+  double kept_total = 0.0;
+  for (int i = 0; i < V; ++i) kept_total += keep[i] ? prob[i] : 0.0;
+  std::vector<double> out(V);
+  for (int i = 0; i < V; ++i) out[i] = keep[i] ? prob[i] / kept_total : 0.0;
+  return out;
+}
+
+void ExpectDistribution(const SamplingParams& p) {
+  constexpr int kDraws = 20000;
+  const std::vector<double> target = Target(p, kLogits);
+  Sampler sampler(p, kLogits.size());
+  std::vector<int> counts(kLogits.size());
+  for (int i = 0; i < kDraws; ++i) ++counts[sampler.Sample(kLogits)];
+  for (size_t t = 0; t < target.size(); ++t) {
+    if (target[t] == 0.0) {
+      EXPECT_EQ(counts[t], 0) << "token " << t << " must be filtered out";
+      continue;
+    }
+    const double expected = target[t] * kDraws;
+    const double sigma = std::sqrt(kDraws * target[t] * (1 - target[t]));
+    EXPECT_NEAR(counts[t], expected, 5 * sigma + 1) << "token " << t;
+  }
+}
+
+TEST(Sampler, DistributionsMatchTheFilteredSoftmax) {
+  SamplingParams p;
+  p.seed = 11;
+  ExpectDistribution(p);
+  p.temperature = 0.5f;
+  ExpectDistribution(p);
+  p.temperature = 1.3f;
+  p.top_k = 3;
+  ExpectDistribution(p);
+  p.top_k = 0;
+  p.top_p = 0.7f;
+  ExpectDistribution(p);
+  p.top_p = 1.0f;
+  p.min_p = 0.3f;
+  ExpectDistribution(p);
+  p.top_k = 5;
+  p.top_p = 0.9f;
+  p.min_p = 0.1f;
+  ExpectDistribution(p);
+}
+
+TEST(Sampler, SeedDeterminesTheSequence) {
+  auto draw = [](uint64_t seed) {
+    SamplingParams p;
+    p.seed = seed;
+    Sampler sampler(p, kLogits.size());
+    std::vector<int32_t> out;
+    for (int i = 0; i < 64; ++i) out.push_back(sampler.Sample(kLogits));
+    return out;
+  };
+  EXPECT_EQ(draw(42), draw(42));
+  EXPECT_NE(draw(42), draw(43));
+}
+
+TEST(Sampler, PenaltiesAdjustLogitsAsSpecified) {
+  // Vocabulary of 3, greedy: check which token wins after hand-computed penalties.
+  const std::vector<float> logits = {2.0f, 1.9f, -0.5f};
+  SamplingParams p;
+  p.temperature = 0.0f;
+  p.repetition_penalty = 1.1f;  // token 0 seen: 2.0 / 1.1 = 1.818 < 1.9
+  Sampler repetition(p, 3);
+  repetition.ObservePrompt(std::vector<int32_t>{0});
+  EXPECT_EQ(repetition.Sample(logits), 1);
+  p.repetition_penalty = 1.0f;
+  p.presence_penalty = 0.05f;  // token 0 generated once: 2.0 - 0.05 = 1.95 > 1.9
+  Sampler presence(p, 3);
+  presence.ObserveGenerated(0);
+  EXPECT_EQ(presence.Sample(logits), 0);
+  p.frequency_penalty = 0.04f;  // twice: 2.0 - 0.05 - 0.08 = 1.87 < 1.9
+  Sampler frequency(p, 3);
+  frequency.ObserveGenerated(0);
+  frequency.ObserveGenerated(0);
+  EXPECT_EQ(frequency.Sample(logits), 1);
+  // Presence/frequency ignore prompt tokens.
+  Sampler prompt_only(p, 3);
+  prompt_only.ObservePrompt(std::vector<int32_t>{0, 0, 0});
+  EXPECT_EQ(prompt_only.Sample(logits), 0);
+  // Positive logits are divided by the penalty, negative ones multiplied: 0.2, 0.19, -5.
+  SamplingParams neg;
+  neg.temperature = 0.0f;
+  neg.repetition_penalty = 10.0f;
+  Sampler negative(neg, 3);
+  negative.ObservePrompt(std::vector<int32_t>{0, 1, 2});
+  EXPECT_EQ(negative.Sample(logits), 0);
+}
+
+TEST(Sampler, TopLogprobsAgainstDirectComputation) {
+  double total = 0.0;
+  for (float x : kLogits) total += std::exp(static_cast<double>(x));
+  float chosen = 0.0f;
+  std::vector<TokenLogprob> top;
+  Sampler::TopLogprobs(kLogits, 3, 5, &chosen, &top);
+  EXPECT_NEAR(chosen, kLogits[5] - std::log(total), 1e-6);
+  ASSERT_EQ(top.size(), 3u);
+  EXPECT_EQ(top[0].token, 7);
+  EXPECT_EQ(top[1].token, 1);  // ties (1 and 3) by id
+  EXPECT_EQ(top[2].token, 3);
+  EXPECT_NEAR(top[0].logprob, kLogits[7] - std::log(total), 1e-6);
+  Sampler::TopLogprobs(kLogits, 0, 7, &chosen, &top);
+  EXPECT_TRUE(top.empty());
+}
+
+TEST(Sampler, StopTokens) {
+  SamplingParams p;
+  p.stop_token_ids = {4, 6};
+  Sampler sampler(p, 8);
+  EXPECT_TRUE(sampler.IsStopToken(4));
+  EXPECT_FALSE(sampler.IsStopToken(5));
+}
+
+}  // namespace
+}  // namespace seqboat
