@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 # Debian packages the project builds and tests with (../shared/docs/TOOLCHAIN.md).
 DEB_PACKAGES := build-essential cmake ninja-build pkg-config git \
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev \
-  prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev nlohmann-json3-dev \
+  prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev nlohmann-json3-dev libssl-dev \
   clang-14 libclang-rt-14-dev prometheus python3-grpcio python3-grpc-tools
 # Only for regenerating fixtures (tests/reference); the tests themselves need no Python.
 REFERENCE_PACKAGES := python3-torch python3-numpy
@@ -38,12 +38,12 @@ test: build
 test-asan:
 	cmake --preset asan
 	cmake --build --preset asan -j $(JOBS)
-	ctest --preset asan -j $(JOBS)
+	ctest --preset asan -j $(JOBS) -LE fuzz
 
 test-tsan:
 	cmake --preset tsan
 	cmake --build --preset tsan -j $(JOBS)
-	ctest --preset tsan -j $(JOBS)
+	ctest --preset tsan -j $(JOBS) -LE fuzz
 
 # Regenerates tests/fixtures from the PyTorch reference (Debian's python3-torch).
 fixtures: deps-reference

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <new>
 #include <thread>
 
 #include "absl/container/flat_hash_set.h"
@@ -45,7 +46,9 @@ absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(const Model& mode
         "fifo_capacity ", options.fifo_capacity, " differs from the model's chunk_size ",
         config.chunk_size, "; leave it 0 for this model"));
   }
-  return std::unique_ptr<CpuBackend>(new CpuBackend(model, options));
+  std::unique_ptr<CpuBackend> backend(new CpuBackend(model, options));
+  RETURN_IF_ERROR(backend->AllocateSlots(options.num_slots));
+  return backend;
 }
 
 CpuBackend::CpuBackend(const Model& model, const CpuBackendOptions& options)
@@ -76,12 +79,22 @@ CpuBackend::CpuBackend(const Model& model, const CpuBackendOptions& options)
       static_cast<size_t>(D) * N + cap * (Z + H) + static_cast<size_t>(truncation_) * D;
   state_floats_per_slot_ = layer_floats * config_.layers;
   position_bytes_per_slot_ = sizeof(int64_t) * cap * config_.layers;
-  slots_.resize(options.num_slots);
+}
+
+absl::Status CpuBackend::AllocateSlots(int count) {
+  const int D = config_.embed_dim, Z = config_.z_dim, H = config_.hidden_dim, N = config_.n_dim;
+  const int64_t cap = fifo_capacity_;
+  const size_t layer_floats = static_cast<size_t>(D) * N + cap * (Z + H) + static_cast<size_t>(truncation_) * D;
+  slots_.resize(count);
   for (Slot& slot : slots_) {
     // Left uninitialised: only the EMA state needs zeros (ResetSlot); FIFO entries and ring
     // rows are written before they are read, so untouched pages cost no memory.
-    slot.floats.reset(new float[state_floats_per_slot_]);
-    slot.positions.reset(new int64_t[cap * config_.layers]);
+    slot.floats.reset(new (std::nothrow) float[state_floats_per_slot_]);
+    slot.positions.reset(new (std::nothrow) int64_t[cap * config_.layers]);
+    if (slot.floats == nullptr || slot.positions == nullptr) {
+      return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", count, " state slots of ",
+                                                       state_bytes_per_slot(), " bytes each"));
+    }
     float* cursor = slot.floats.get();
     for (int l = 0; l < config_.layers; ++l) {
       LayerState state;
@@ -94,7 +107,8 @@ CpuBackend::CpuBackend(const Model& model, const CpuBackendOptions& options)
       slot.layers.push_back(state);
     }
   }
-  for (int s = 0; s < num_slots(); ++s) (void)ResetSlot(s);
+  for (int s = 0; s < num_slots(); ++s) RETURN_IF_ERROR(ResetSlot(s));
+  return absl::OkStatus();
 }
 
 absl::Status CpuBackend::CheckSlot(SlotId slot, const char* what) const {

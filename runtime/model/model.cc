@@ -114,6 +114,12 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path) {
 
 absl::Status Model::Bind() {
   const std::string& path = file_->path();
+  // Every layer holds at least 15 tensors: refuse a config that cannot fit the file before
+  // listing its expected tensors (a hostile layer count must not exhaust memory).
+  if (static_cast<int64_t>(config_.layers) * 15 > static_cast<int64_t>(file_->tensors().size())) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": the config has ", config_.layers, " layers but the file holds only ",
+                                                   file_->tensors().size(), " tensors"));
+  }
   absl::flat_hash_map<std::string, const float*> bound;
   for (const ExpectedTensor& expected : ExpectedTensors(config_)) {
     const TensorView* view = file_->Find(expected.name);

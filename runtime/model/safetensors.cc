@@ -109,8 +109,9 @@ absl::Status SafetensorsFile::Parse() {
       }
       continue;
     }
+    const std::string& tensor_name = name;  // clang cannot capture a structured binding
     auto where = [&](absl::string_view what) {
-      return FileError(path_, absl::StrCat("tensor \"", name, "\": ", what));
+      return FileError(path_, absl::StrCat("tensor \"", tensor_name, "\": ", what));
     };
     if (!entry.is_object()) return where("entry is not a JSON object");
     auto dtype_it = entry.find("dtype");

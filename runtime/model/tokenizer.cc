@@ -140,13 +140,12 @@ absl::StatusOr<std::vector<std::string>> ParseFairseqDict(absl::string_view text
       return absl::InvalidArgumentError(absl::StrCat("dict.txt line ", line_number, ": empty symbol"));
     }
     auto existing = index.find(std::string(symbol));
-    if (existing != index.end()) {
-      if (!overwrite) {
-        return absl::InvalidArgumentError(absl::StrCat("dict.txt line ", line_number, ": duplicate symbol \"", symbol,
-                                                       "\" (add #fairseq:overwrite to allow it)"));
-      }
-      continue;  // fairseq keeps the first id and overwrites only the count
+    if (existing != index.end() && !overwrite) {
+      return absl::InvalidArgumentError(absl::StrCat("dict.txt line ", line_number, ": duplicate symbol \"", symbol,
+                                                     "\" (add #fairseq:overwrite to allow it)"));
     }
+    // As fairseq's add_symbol(overwrite=True): a repeated symbol takes a new id, and text
+    // encodes to that newest id.
     index[std::string(symbol)] = symbols.size();
     symbols.emplace_back(symbol);
   }
@@ -183,9 +182,8 @@ absl::StatusOr<Tokenizer> Tokenizer::Create(TokenizerStyle style, std::vector<st
   tokenizer.id_bytes_.assign(symbols.size(), -1);
   for (size_t i = 0; i < symbols.size(); ++i) {
     const std::string& symbol = symbols[i];
-    if (!tokenizer.ids_.emplace(symbol, static_cast<int32_t>(i)).second) {
-      return absl::InvalidArgumentError(absl::StrCat("tokenizer: duplicate symbol \"", symbol, "\" at id ", i));
-    }
+    // A repeated symbol (fairseq's #fairseq:overwrite) encodes to its newest id.
+    tokenizer.ids_[symbol] = static_cast<int32_t>(i);
     if (i < 4 || IsMadeUpWord(symbol)) continue;
     if (style == TokenizerStyle::kByte) {
       int value;

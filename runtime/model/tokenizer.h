@@ -27,7 +27,8 @@ const char* TokenizerStyleName(TokenizerStyle style);
 absl::StatusOr<TokenizerStyle> ParseTokenizerStyle(absl::string_view name);
 
 // Parses a fairseq dict.txt ("<symbol> <count>" per line, split at the last space, with an
-// optional " #fairseq:overwrite" flag) into the full symbol list, specials first.
+// optional " #fairseq:overwrite" flag) into the full symbol list, specials first. As in
+// fairseq, an overwriting line adds a new id even when the symbol exists.
 absl::StatusOr<std::vector<std::string>> ParseFairseqDict(absl::string_view text);
 
 // The style of a symbol list (after the four specials; fairseq's madeupwordNNNN padding
@@ -36,8 +37,8 @@ TokenizerStyle DetectTokenizerStyle(const std::vector<std::string>& symbols);
 
 class Tokenizer {
  public:
-  // Validates the symbols against the style: the four specials first, no duplicates, byte
-  // symbols decimal 0-255, char symbols one code point each.
+  // Validates the symbols against the style: the four specials first, byte symbols decimal
+  // 0-255, char symbols one code point each. A repeated symbol encodes to its last id.
   static absl::StatusOr<Tokenizer> Create(TokenizerStyle style, std::vector<std::string> symbols);
   // The model file form {"style": ..., "symbols": [...]}.
   static absl::StatusOr<Tokenizer> FromJson(absl::string_view json);

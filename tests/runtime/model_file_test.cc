@@ -247,6 +247,15 @@ TEST(ModelFile, UnknownConfigValues) {
   std::remove(path.c_str());
 }
 
+TEST(ModelFile, HostileLayerCountIsRefusedCheaply) {
+  const std::string path = TempPath("hostile_layers");
+  ModelConfig huge = TinyConfig();
+  huge.layers = 1000000000;
+  WriteModel(path, TinyConfig(), DType::kF32, Metadata(huge));
+  ExpectError(Model::Load(path).status(), "the config has 1000000000 layers but the file holds only");
+  std::remove(path.c_str());
+}
+
 TEST(ModelFile, MetadataChecks) {
   const std::string path = TempPath("metadata");
   auto metadata = Metadata(TinyConfig());

@@ -143,7 +143,10 @@ TEST(Tokenizer, WordDecodingSpacesWordsWithinLines) {
 TEST(Tokenizer, DictParsing) {
   auto symbols = ParseFairseqDict("a 5\n  7\nb 3 #fairseq:overwrite\na 9 #fairseq:overwrite\n");
   ASSERT_TRUE(symbols.ok()) << symbols.status();
-  EXPECT_EQ(*symbols, (std::vector<std::string>{"<s>", "<pad>", "</s>", "<unk>", "a", " ", "b"}));
+  EXPECT_EQ(*symbols, (std::vector<std::string>{"<s>", "<pad>", "</s>", "<unk>", "a", " ", "b", "a"}));
+  auto overwritten = Tokenizer::Create(TokenizerStyle::kWord, *symbols);
+  ASSERT_TRUE(overwritten.ok());
+  EXPECT_EQ(*overwritten->Encode("a b"), (std::vector<int32_t>{7, 6}));  // the newest id of "a"
   EXPECT_NE(ParseFairseqDict("a 5\nb 2\na 1\n").status().message().find("line 3: duplicate symbol \"a\""),
             absl::string_view::npos);
   EXPECT_NE(ParseFairseqDict("a 5\nnospace\n").status().message().find("line 2"), absl::string_view::npos);
@@ -165,7 +168,6 @@ TEST(Tokenizer, StyleDetectionAndValidation) {
   EXPECT_EQ(DetectTokenizerStyle(with({"007", "12"})), TokenizerStyle::kWord);  // leading zeros: not bytes
   EXPECT_FALSE(Tokenizer::Create(TokenizerStyle::kByte, with({"256"})).ok());
   EXPECT_FALSE(Tokenizer::Create(TokenizerStyle::kChar, with({"ab"})).ok());
-  EXPECT_FALSE(Tokenizer::Create(TokenizerStyle::kWord, with({"a", "a"})).ok());
   EXPECT_FALSE(Tokenizer::Create(TokenizerStyle::kWord, {"<s>", "</s>", "<pad>", "<unk>"}).ok());
   EXPECT_FALSE(Tokenizer::FromJson("{\"style\": \"bpe\", \"symbols\": []}").ok());
   EXPECT_FALSE(Tokenizer::FromJson("not json").ok());
