@@ -10,7 +10,7 @@ DEB_PACKAGES := build-essential cmake ninja-build pkg-config git \
 # Only for regenerating fixtures (tests/reference); the tests themselves need no Python.
 REFERENCE_PACKAGES := python3-torch python3-numpy
 
-.PHONY: deps deps-reference build test test-asan test-tsan fixtures bench clean
+.PHONY: deps deps-reference build build-cuda test-gpu test test-asan test-tsan fixtures bench clean
 
 # Idempotent: installs only what is missing (needs root, as on CI and the dev machines).
 deps:
@@ -34,6 +34,16 @@ build:
 
 test: build
 	ctest --preset default -j $(JOBS)
+
+# The CUDA backend (kernels/) for sm_80 and sm_90; builds without a GPU (nvcc only).
+build-cuda:
+	cmake --preset cuda
+	cmake --build --preset cuda -j $(JOBS)
+
+# GPU tests: each exits 77 (skipped) where no CUDA device is present. On a GPU machine,
+# tests/gpu/run.sh also runs compute-sanitizer and the GPU benchmark.
+test-gpu: build-cuda
+	ctest --preset cuda -L gpu
 
 test-asan:
 	cmake --preset asan
