@@ -1,0 +1,548 @@
+// seqboat-bench-runtime: CPU backend decode and prefill speed on the paper's enwik8 model with
+// random weights, at set GAU activation rates, against this machine's memory-bandwidth roofline.
+#include <cblas.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "bench/cpu_contention.h"
+#include "bench/memory_bandwidth.h"
+#include "bench/random_model.h"
+#include "bench/router_calibration.h"
+#include "bench/runtime_bench_report.h"
+#include "runtime/cpu/cpu_backend.h"
+#include "runtime/model/model.h"
+#include "runtime/util/status_macros.h"
+
+ABSL_FLAG(std::string, json_out, "", "Write every measurement as JSON to this path (empty: none).");
+ABSL_FLAG(int, threads, 0, "CPU threads for the backend and OpenBLAS (0 = all hardware threads).");
+ABSL_FLAG(bool, quick, false,
+          "Smoke run: fewer steps and repetitions, 1k positions only, a looser calibration.");
+ABSL_FLAG(std::string, model_dir, "/tmp", "Folder for the temporary random model files.");
+ABSL_FLAG(uint64_t, seed, 1, "Seed of the random weights and token streams.");
+ABSL_FLAG(double, contention_threshold, 0.15,
+          "Measure a configuration again when other processes took more than this share of "
+          "all CPUs while it ran (the table's oth% column).");
+ABSL_FLAG(int, contention_retries, 2,
+          "How many times a contended configuration is measured again; the least contended "
+          "attempt is kept.");
+
+namespace seqboat::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// A router bias this large decides every token (logit difference 2e4): rates exactly 0 and 1.
+constexpr float kAlwaysBias = 1.0e4f;
+
+// Removes the temporary model file (and the writer's .tmp) however the run ends.
+class TemporaryFile {
+ public:
+  explicit TemporaryFile(std::string path) : path_(std::move(path)) {}
+  ~TemporaryFile() {
+    std::error_code ignored;
+    std::filesystem::remove(path_, ignored);
+    std::filesystem::remove(path_ + ".tmp", ignored);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Bytes of fp32 weights a decode step reads, by part.
+struct WeightBytes {
+  double hx_per_layer = 0.0;   // hx_proj weight + bias (always)
+  double gau_per_layer = 0.0;  // mx_proj + h_proj, weights + biases (when any row activates)
+  double output = 0.0;         // output projection (tied: the embedding)
+  double fifo_entry = 0.0;     // one FIFO entry's key + value
+};
+
+double Percentile(std::vector<double> values, double fraction) {
+  if (values.empty()) return 0.0;
+  std::sort(values.begin(), values.end());
+  const double index = fraction * (values.size() - 1);
+  const size_t below = static_cast<size_t>(std::floor(index));
+  const size_t above = std::min(values.size() - 1, below + 1);
+  return values[below] + (index - below) * (values[above] - values[below]);
+}
+
+double Seconds(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// Progress lines on stderr, stamped with the seconds since the first one.
+void Progress(const std::string& line) {
+  static const Clock::time_point first = Clock::now();
+  std::cerr << absl::StrFormat("[bench %6.1fs] ", Seconds(first)) << line << std::endl;
+}
+
+Machine DescribeMachine(const BenchSettings& settings) {
+  Machine machine;
+  cpu_set_t cpus;
+  machine.nproc = sched_getaffinity(0, sizeof(cpus), &cpus) == 0
+                      ? CPU_COUNT(&cpus)
+                      : static_cast<int>(std::thread::hardware_concurrency());
+  // The first processor's entry; "model name" alone can be as vague as "AMD EPYC" in a VM.
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string family, model_number, stepping;
+  for (std::string line; std::getline(cpuinfo, line) && !line.empty();) {
+    const size_t colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    const std::string key(absl::StripAsciiWhitespace(line.substr(0, colon)));
+    const std::string value(absl::StripAsciiWhitespace(line.substr(colon + 1)));
+    if (key == "model name") machine.cpu_model = value;
+    if (key == "cpu family") family = value;
+    if (key == "model") model_number = value;
+    if (key == "stepping") stepping = value;
+  }
+  machine.cpu_family_model =
+      absl::StrCat("family ", family, " model ", model_number, " stepping ", stepping);
+  machine.date = absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::Now(), absl::UTCTimeZone());
+  const char* blas = openblas_get_config();
+  machine.blas_config = blas != nullptr ? blas : "";
+  Progress(absl::StrFormat("read bandwidth over %d MiB", settings.bandwidth_bytes >> 20));
+  // Contention only lowers a bandwidth: keep the best of the attempts.
+  for (int attempt = 0; attempt <= settings.contention_retries; ++attempt) {
+    const CpuContention contention;
+    const ReadBandwidth bandwidth = MeasureReadBandwidth(
+        settings.bandwidth_bytes, settings.threads, settings.bandwidth_passes);
+    const double others = contention.OthersShare();
+    if (attempt == 0 || bandwidth.all_threads > machine.read_bw_all) {
+      machine.read_bw_all = bandwidth.all_threads;
+      machine.bandwidth_others_share = others;
+    }
+    machine.read_bw_single = std::max(machine.read_bw_single, bandwidth.single_thread);
+    if (others <= settings.contention_threshold) break;
+  }
+  return machine;
+}
+
+WeightBytes StepWeightBytes(const ModelConfig& c) {
+  const double D = c.embed_dim, Z = c.z_dim, H = c.hidden_dim, V = c.vocab_size;
+  WeightBytes bytes;
+  bytes.hx_per_layer = 4.0 * ((2 + D) * D + (2 + D));
+  bytes.gau_per_layer = 4.0 * ((Z + 2 * H) * D + (Z + 2 * H) + D * H + D);
+  bytes.output = 4.0 * V * D;
+  bytes.fifo_entry = 4.0 * (Z + H);
+  return bytes;
+}
+
+// Copies `source` into slots 0..batch-1, then times decode steps of one token per slot.
+absl::StatusOr<DecodeRow> TimeDecode(CpuBackend& backend, const ModelConfig& config, SlotId source,
+                                     int batch, uint64_t token_seed, const BenchSettings& settings,
+                                     const Machine& machine) {
+  const int L = config.layers, V = config.vocab_size;
+  const int64_t cap = backend.fifo_capacity();
+  const WeightBytes weight = StepWeightBytes(config);
+  for (SlotId s = 0; s < batch; ++s) RETURN_IF_ERROR(backend.CopySlot(source, s));
+  const int total_steps = settings.warmup_steps + settings.max_steps;
+  const std::vector<int32_t> step_tokens =
+      RandomTokens(static_cast<int64_t>(batch) * total_steps, V, token_seed);
+  std::vector<float> logits(static_cast<size_t>(batch) * V);
+  std::vector<uint8_t> activations(static_cast<size_t>(batch) * L);
+  ForwardOutputs out;
+  out.logits = absl::MakeSpan(logits);
+  out.activations = absl::MakeSpan(activations);
+  std::vector<SequenceChunk> chunks(batch);
+  auto set_step = [&](int step) {
+    for (int b = 0; b < batch; ++b) {
+      chunks[b] = {
+          b, absl::MakeConstSpan(step_tokens).subspan(static_cast<size_t>(step) * batch + b, 1),
+          false};
+    }
+  };
+  for (int step = 0; step < settings.warmup_steps; ++step) {
+    set_step(step);
+    RETURN_IF_ERROR(backend.Forward(chunks, out));
+  }
+
+  DecodeRow row;
+  row.batch = batch;
+  row.layer_rates.assign(L, 0.0);
+  // FIFO fill before the first timed step: slot 0 for the report, every slot for the
+  // bytes each step's attention reads (tracked exactly from the activations).
+  std::vector<int32_t> fill(static_cast<size_t>(batch) * L);
+  for (int b = 0; b < batch; ++b) {
+    SlotStats stats;
+    RETURN_IF_ERROR(backend.Stats(b, &stats));
+    if (b == 0) {
+      row.position = stats.tokens;
+      double sum = 0;
+      row.fifo_min = row.fifo_max = stats.fifo_entries[0];
+      for (int32_t entries : stats.fifo_entries) {
+        sum += entries;
+        row.fifo_min = std::min<double>(row.fifo_min, entries);
+        row.fifo_max = std::max<double>(row.fifo_max, entries);
+      }
+      row.fifo_mean = sum / L;
+    }
+    std::copy(stats.fifo_entries.begin(), stats.fifo_entries.end(), fill.begin() + b * L);
+  }
+
+  std::vector<double> step_ms;
+  int64_t activated = 0, busy_layers = 0;
+  double weight_bytes = 0, fifo_bytes = 0;
+  const auto timing_start = Clock::now();
+  const CpuContention contention;
+  for (int step = 0; step < settings.max_steps; ++step) {
+    set_step(settings.warmup_steps + step);
+    const auto start = Clock::now();
+    RETURN_IF_ERROR(backend.Forward(chunks, out));
+    step_ms.push_back(1e3 * Seconds(start));
+    weight_bytes += L * weight.hx_per_layer + weight.output;
+    for (int l = 0; l < L; ++l) {
+      bool busy = false;
+      for (int b = 0; b < batch; ++b) {
+        if (!activations[b * L + l]) continue;
+        busy = true;
+        ++activated;
+        row.layer_rates[l] += 1.0;
+        int32_t& entries = fill[b * L + l];
+        fifo_bytes += entries * weight.fifo_entry;
+        entries = static_cast<int32_t>(std::min<int64_t>(entries + 1, cap));
+      }
+      if (busy) {
+        ++busy_layers;
+        weight_bytes += weight.gau_per_layer;
+      }
+    }
+    if (static_cast<int>(step_ms.size()) >= settings.min_steps &&
+        Seconds(timing_start) >= settings.step_budget_s) {
+      break;
+    }
+  }
+  row.others_share = contention.OthersShare();
+  row.steps = static_cast<int>(step_ms.size());
+  row.median_ms = Percentile(step_ms, 0.5);
+  row.p90_ms = Percentile(step_ms, 0.9);
+  double total_ms = 0;
+  for (double ms : step_ms) total_ms += ms;
+  row.mean_ms = total_ms / row.steps;
+  row.tokens_per_s = batch / (row.median_ms * 1e-3);
+  row.measured_rate = static_cast<double>(activated) / (static_cast<double>(row.steps) * batch * L);
+  for (double& rate_l : row.layer_rates) rate_l /= static_cast<double>(row.steps) * batch;
+  row.busy_layer_rate = static_cast<double>(busy_layers) / (static_cast<double>(row.steps) * L);
+  row.weight_bytes = weight_bytes / row.steps;
+  row.fifo_bytes = fifo_bytes / row.steps;
+  row.weight_bound_ms = 1e3 * row.weight_bytes / machine.bound_bandwidth();
+  row.weight_fifo_bound_ms = 1e3 * (row.weight_bytes + row.fifo_bytes) / machine.bound_bandwidth();
+  return row;
+}
+
+// Decode steps at every (position, batch) for one model: one slot is prefilled to each
+// position and copied into the batch's slots, then each step appends one token per slot.
+absl::Status BenchDecode(const Model& model, const RateSpec& rate, const BenchSettings& settings,
+                         const Machine& machine, std::vector<DecodeRow>* rows) {
+  const ModelConfig& config = model.config();
+  const int V = config.vocab_size;
+  const int max_batch = *std::max_element(settings.batches.begin(), settings.batches.end());
+  CpuBackendOptions options;
+  options.num_slots = max_batch + 1;
+  options.num_threads = settings.threads;
+  ASSIGN_OR_RETURN(std::unique_ptr<CpuBackend> backend, CpuBackend::Create(model, options));
+  const SlotId source = max_batch;
+
+  const int64_t last_position =
+      *std::max_element(settings.positions.begin(), settings.positions.end());
+  const std::vector<int32_t> prompt = RandomTokens(last_position, V, settings.seed + 11);
+  std::vector<float> prompt_logits(V);
+  int64_t consumed = 0;
+  for (int64_t position : settings.positions) {
+    const auto prefill_start = Clock::now();
+    while (consumed < position) {
+      const int64_t n = std::min<int64_t>(settings.prefill_chunk, position - consumed);
+      const SequenceChunk chunk{source, absl::MakeConstSpan(prompt).subspan(consumed, n), false};
+      ForwardOutputs out;
+      out.logits = absl::MakeSpan(prompt_logits);
+      RETURN_IF_ERROR(backend->Forward({&chunk, 1}, out));
+      consumed += n;
+    }
+    Progress(absl::StrFormat("rate %s: prefilled to %d in %.1f s", rate.label, position,
+                             Seconds(prefill_start)));
+    for (int batch : settings.batches) {
+      DecodeRow row;
+      for (int attempt = 0; attempt <= settings.contention_retries; ++attempt) {
+        ASSIGN_OR_RETURN(DecodeRow timed,
+                         TimeDecode(*backend, config, source, batch,
+                                    settings.seed + 1000 * position + batch, settings, machine));
+        timed.attempts = attempt + 1;
+        if (attempt == 0 || timed.others_share < row.others_share) row = std::move(timed);
+        if (row.others_share <= settings.contention_threshold ||
+            attempt == settings.contention_retries) {
+          break;
+        }
+        Progress(
+            absl::StrFormat("rate %s pos %d batch %d: other processes took %.0f%% of the "
+                            "CPUs; measuring again",
+                            rate.label, position, batch, 100 * row.others_share));
+      }
+      row.rate_label = rate.label;
+      Progress(absl::StrFormat("rate %s pos %d batch %d: %.3f ms/step (%d steps)", rate.label,
+                               row.position, batch, row.median_ms, row.steps));
+      rows->push_back(row);
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Single-sequence prefill of random prompts, as one Forward call and in chunks.
+absl::Status BenchPrefill(const Model& model, const RateSpec& rate, const BenchSettings& settings,
+                          std::vector<PrefillRow>* rows) {
+  const ModelConfig& config = model.config();
+  CpuBackendOptions options;
+  options.num_slots = 1;
+  options.num_threads = settings.threads;
+  ASSIGN_OR_RETURN(std::unique_ptr<CpuBackend> backend, CpuBackend::Create(model, options));
+  std::vector<float> logits(config.vocab_size);
+  // Returns the activation rate of one run of `tokens` in chunks of `chunk` from position 0.
+  auto run = [&](const std::vector<int32_t>& tokens, int chunk) -> absl::StatusOr<double> {
+    RETURN_IF_ERROR(backend->ResetSlot(0));
+    std::vector<uint8_t> activations(static_cast<size_t>(chunk) * config.layers);
+    int64_t activated = 0;
+    for (size_t begin = 0; begin < tokens.size(); begin += chunk) {
+      const size_t n = std::min<size_t>(chunk, tokens.size() - begin);
+      const SequenceChunk piece{0, absl::MakeConstSpan(tokens).subspan(begin, n), false};
+      ForwardOutputs out;
+      out.logits = absl::MakeSpan(logits);
+      out.activations = absl::MakeSpan(activations.data(), n * config.layers);
+      RETURN_IF_ERROR(backend->Forward({&piece, 1}, out));
+      for (size_t i = 0; i < n * config.layers; ++i) activated += activations[i];
+    }
+    return static_cast<double>(activated) / (tokens.size() * config.layers);
+  };
+  // One untimed run sizes the backend's scratch buffers.
+  RETURN_IF_ERROR(run(RandomTokens(settings.prefill_chunk, config.vocab_size, settings.seed + 5),
+                      settings.prefill_chunk)
+                      .status());
+  for (int length : settings.prompt_lengths) {
+    const std::vector<int32_t> tokens = RandomTokens(length, config.vocab_size, settings.seed + 7);
+    std::vector<int> chunks = {length};
+    if (length > settings.prefill_chunk) chunks.push_back(settings.prefill_chunk);
+    for (int chunk : chunks) {
+      PrefillRow row;
+      row.rate_label = rate.label;
+      row.prompt = length;
+      row.chunk = chunk;
+      row.reps = settings.prefill_reps;
+      // Each repetition is measured again (up to contention_retries times) while other
+      // processes take more than contention_threshold of the CPUs; the least contended counts.
+      std::vector<double> seconds;
+      double others_sum = 0.0;
+      for (int rep = 0; rep < settings.prefill_reps; ++rep) {
+        double best_seconds = 0.0, best_others = 2.0;
+        for (int attempt = 0; attempt <= settings.contention_retries; ++attempt) {
+          const CpuContention contention;
+          const auto start = Clock::now();
+          ASSIGN_OR_RETURN(row.measured_rate, run(tokens, chunk));
+          const double elapsed = Seconds(start), others = contention.OthersShare();
+          ++row.attempts;
+          if (others < best_others) {
+            best_seconds = elapsed;
+            best_others = others;
+          }
+          if (best_others <= settings.contention_threshold) break;
+        }
+        seconds.push_back(best_seconds);
+        others_sum += best_others;
+      }
+      row.others_share = others_sum / settings.prefill_reps;
+      row.median_s = Percentile(seconds, 0.5);
+      row.tokens_per_s = length / row.median_s;
+      Progress(absl::StrFormat("rate %s prefill %d in chunks of %d: %.0f tokens/s", rate.label,
+                               length, chunk, row.tokens_per_s));
+      rows->push_back(row);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<StateRow>> BenchStateBytes(const Model& model) {
+  const ModelConfig& c = model.config();
+  const double L = c.layers, D = c.embed_dim, N = c.n_dim, w = c.chunk_size, Z = c.z_dim,
+               H = c.hidden_dim, T = c.truncation_length;
+  std::vector<StateRow> rows;
+  for (EmaHorizon horizon : {EmaHorizon::kExact, EmaHorizon::kTrained}) {
+    CpuBackendOptions options;
+    options.num_slots = 1;
+    options.num_threads = 1;
+    options.ema_horizon = horizon;
+    ASSIGN_OR_RETURN(std::unique_ptr<CpuBackend> backend, CpuBackend::Create(model, options));
+    StateRow row;
+    const bool trained = horizon == EmaHorizon::kTrained;
+    row.horizon = trained ? "trained" : "exact";
+    row.backend_bytes = backend->state_bytes_per_slot();
+    const double ring = trained ? L * T * D * 4 : 0.0;
+    row.formula_bytes = L * (D * N * 4 + w * (Z + H) * 4) + ring;
+    row.formula_fp16_bytes = L * (D * N * 4 + w * (Z + H) * 2) + ring;
+    rows.push_back(row);
+  }
+  return rows;
+}
+
+absl::Status Run() {
+  BenchSettings settings;
+  settings.quick = absl::GetFlag(FLAGS_quick);
+  settings.seed = absl::GetFlag(FLAGS_seed);
+  settings.contention_threshold = absl::GetFlag(FLAGS_contention_threshold);
+  settings.contention_retries = std::max(0, absl::GetFlag(FLAGS_contention_retries));
+  const int threads_flag = absl::GetFlag(FLAGS_threads);
+  if (threads_flag < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--threads is ", threads_flag, "; expected >= 0"));
+  }
+  settings.threads = threads_flag > 0
+                         ? threads_flag
+                         : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  openblas_set_num_threads(settings.threads);
+  const std::string model_dir = absl::GetFlag(FLAGS_model_dir);
+  if (!std::filesystem::is_directory(model_dir)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--model_dir ", model_dir, " is not an existing folder"));
+  }
+  const TemporaryFile model_file((std::filesystem::path(model_dir) /
+                                  absl::StrCat("seqboat_bench_random_", getpid(), ".safetensors"))
+                                     .string());
+  settings.model_path = model_file.path();
+  settings.calibration.probe.num_threads = settings.threads;
+  settings.calibration.probe.token_seed = settings.seed + 3;
+  if (settings.quick) {
+    settings.positions = {1024};
+    settings.warmup_steps = 1;
+    settings.min_steps = 3;
+    settings.max_steps = 20;
+    settings.step_budget_s = 0.2;
+    settings.prefill_reps = 1;
+    settings.calibration.probe.warmup_tokens = 512;
+    settings.calibration.probe.tokens = 256;
+    settings.calibration.tolerance = 0.03;
+    settings.calibration.max_passes = 4;
+    settings.bandwidth_bytes = size_t{512} << 20;
+    settings.bandwidth_passes = 2;
+  } else {
+    settings.calibration.probe.warmup_tokens = 2048;
+    settings.calibration.probe.tokens = 512;
+    settings.calibration.tolerance = 0.01;
+    settings.calibration.max_passes = 6;
+  }
+  const std::string json_out = absl::GetFlag(FLAGS_json_out);
+
+  BenchResults results;
+  const CpuContention run_contention;
+  const double load_average_start = LoadAverage1m();
+  results.machine = DescribeMachine(settings);
+  results.machine.load_average_start = load_average_start;
+  results.config = PaperEnwik8Config();
+  const ModelConfig& config = results.config;
+  const auto generate_start = Clock::now();
+  ASSIGN_OR_RETURN(std::unique_ptr<RandomModel> controlled,
+                   RandomModel::Generate(config, settings.seed));
+  RandomModelOptions dense_options;
+  dense_options.router = RouterStyle::kDense;
+  ASSIGN_OR_RETURN(std::unique_ptr<RandomModel> dense,
+                   RandomModel::Generate(config, settings.seed, dense_options));
+  results.parameters = controlled->parameter_count();
+  Progress(absl::StrFormat("generated 2 x %.1fM random parameters in %.1f s",
+                           controlled->parameter_count() / 1e6, Seconds(generate_start)));
+
+  // Rates: 0 and 100% by a bias that decides every token; 10% and 50% calibrated per layer;
+  // the natural rate is the dense-router model's own at bias 0.
+  const int L = config.layers;
+  auto rate_spec = [&](std::string label, double target, bool natural, float bias) {
+    RateSpec rate;
+    rate.label = std::move(label);
+    rate.target = target;
+    rate.natural = natural;
+    rate.layer_biases.assign(L, bias);
+    return rate;
+  };
+  std::vector<RateSpec>& rates = results.rates;
+  rates = {rate_spec("0%", 0.0, false, -kAlwaysBias), rate_spec("10%", 0.10, false, 0.0f),
+           rate_spec("50%", 0.50, false, 0.0f), rate_spec("100%", 1.0, false, kAlwaysBias),
+           rate_spec("natural", -1.0, true, 0.0f)};
+  for (RateSpec& rate : rates) {
+    if (rate.target <= 0.0 || rate.target >= 1.0) continue;
+    const auto start = Clock::now();
+    ASSIGN_OR_RETURN(
+        RouterCalibration calibration,
+        CalibrateRouterBiases(*controlled, settings.model_path, rate.target, settings.calibration));
+    rate.layer_biases = calibration.layer_biases;
+    rate.probe_rate = calibration.probe_rate;
+    rate.probe_layer_rates = calibration.layer_rates;
+    rate.passes = calibration.passes;
+    Progress(absl::StrFormat("calibrated %s: probe rate %.2f%% (%d passes, %.1f s)", rate.label,
+                             100 * rate.probe_rate, calibration.passes, Seconds(start)));
+  }
+
+  for (RateSpec& rate : rates) {
+    const RandomModel& random_model = rate.natural ? *dense : *controlled;
+    RETURN_IF_ERROR(random_model.Write(settings.model_path, rate.layer_biases));
+    ASSIGN_OR_RETURN(std::unique_ptr<Model> model, Model::Load(settings.model_path));
+    if (rate.probe_rate < 0) {
+      ASSIGN_OR_RETURN(ProbeResult probe, RunActivationProbe(*model, settings.calibration.probe));
+      rate.probe_rate = probe.rate;
+      rate.probe_layer_rates = probe.layer_rates;
+    }
+    if (!rate.natural) {
+      RETURN_IF_ERROR(BenchDecode(*model, rate, settings, results.machine, &results.decode));
+    }
+    if (rate.label == "50%" || rate.natural) {
+      RETURN_IF_ERROR(BenchPrefill(*model, rate, settings, &results.prefill));
+    }
+    if (results.state.empty()) {
+      ASSIGN_OR_RETURN(results.state, BenchStateBytes(*model));
+    }
+  }
+
+  results.machine.load_average_end = LoadAverage1m();
+  results.machine.run_others_share = run_contention.OthersShare();
+  PrintReport(settings, results);
+  if (!json_out.empty()) {
+    std::filesystem::path out_path(json_out);
+    std::error_code ignored;
+    if (out_path.has_parent_path()) {
+      std::filesystem::create_directories(out_path.parent_path(), ignored);
+    }
+    std::ofstream out(json_out);
+    out << ReportJson(settings, results);
+    if (!out) return absl::PermissionDeniedError(absl::StrCat(json_out, ": cannot write"));
+    Progress(absl::StrCat("wrote ", json_out));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace seqboat::bench
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Benchmarks the CPU backend on the paper's enwik8 SeqBoat config with random weights:\n"
+      "decode step time by batch, activation rate and position; prefill throughput; state\n"
+      "bytes; memory-bandwidth roofline. Prints a table; --json_out writes every number.");
+  absl::ParseCommandLine(argc, argv);
+  const absl::Status status = seqboat::bench::Run();
+  if (!status.ok()) {
+    std::cerr << "seqboat-bench-runtime: " << status << std::endl;
+    return 1;
+  }
+  return 0;
+}
