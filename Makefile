@@ -62,6 +62,7 @@ fixtures: deps-reference
 bench:
 	cmake --preset release
 	cmake --build --preset release -j $(JOBS) --target seqboat-bench-runtime
+	mkdir -p bench/results
 	./build-release/bin/seqboat-bench-runtime --json_out bench/results/runtime_cpu.json
 
 clean:
