@@ -171,8 +171,6 @@ class CudaBackend final : public Backend {
   void CarveScratch(Carver& carver, const Capacity& c, Scratch* s) const;
   void CarveStaging(Carver& carver, const Capacity& c, HostStaging* h) const;
   absl::Status EnsureCapacity(const Capacity& need);
-  absl::Status ValidateBatch(absl::Span<const SequenceChunk> batch,
-                             const ForwardOutputs& out) const;
   absl::Status CheckSlot(SlotId slot, const char* what) const;
   // Everything from the upload to the downloads, on stream_; no host synchronisation.
   absl::Status Enqueue(const Shape& shape);
@@ -381,70 +379,14 @@ absl::Status CudaBackend<T>::EnsureCapacity(const Capacity& need) {
 
 template <typename T>
 absl::Status CudaBackend<T>::CheckSlot(SlotId slot, const char* what) const {
-  if (slot < 0 || slot >= num_slots()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        what, " slot ", slot, " out of range; this backend has ", num_slots(), " slots"));
-  }
-  return absl::OkStatus();
+  return CheckSlotId(slot, num_slots(), what);
 }
 
-template <typename T>
-absl::Status CudaBackend<T>::ValidateBatch(absl::Span<const SequenceChunk> batch,
-                                           const ForwardOutputs& out) const {
-  absl::flat_hash_set<SlotId> seen;
-  for (size_t c = 0; c < batch.size(); ++c) {
-    const SequenceChunk& chunk = batch[c];
-    RETURN_IF_ERROR(CheckSlot(chunk.slot, absl::StrCat("Forward: chunk ", c).c_str()));
-    if (!seen.insert(chunk.slot).second) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("Forward: slot ", chunk.slot, " appears twice in one batch"));
-    }
-    if (chunk.tokens.empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("Forward: chunk ", c, " (slot ", chunk.slot, ") has no tokens"));
-    }
-    for (size_t i = 0; i < chunk.tokens.size(); ++i) {
-      const int32_t token = chunk.tokens[i];
-      if (token < 0 || token >= config_.vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat("Forward: chunk ", c, " token ", i,
-                                                       " is id ", token, "; expected 0..",
-                                                       config_.vocab_size - 1));
-      }
-      if (token == kPadId) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("Forward: chunk ", c, " token ", i,
-                         " is the padding id 1, which is never model input"));
-      }
-    }
-  }
-  const int64_t rows = LogitRows(batch), tokens = TotalTokens(batch);
-  if (tokens > (int64_t{1} << 30)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("Forward: ", tokens, " tokens in one call; at most 2^30"));
-  }
-  if (static_cast<int64_t>(out.logits.size()) != rows * config_.vocab_size) {
-    return absl::InvalidArgumentError(absl::StrCat("Forward: logits buffer holds ",
-                                                   out.logits.size(), " floats; the batch needs ",
-                                                   rows, " x ", config_.vocab_size));
-  }
-  const int64_t decisions = tokens * config_.layers;
-  if (!out.activations.empty() && static_cast<int64_t>(out.activations.size()) != decisions) {
-    return absl::InvalidArgumentError(absl::StrCat("Forward: activations buffer holds ",
-                                                   out.activations.size(), "; expected ", tokens,
-                                                   " x ", config_.layers));
-  }
-  if (!out.confidences.empty() && static_cast<int64_t>(out.confidences.size()) != decisions) {
-    return absl::InvalidArgumentError(absl::StrCat("Forward: confidences buffer holds ",
-                                                   out.confidences.size(), "; expected ", tokens,
-                                                   " x ", config_.layers));
-  }
-  return absl::OkStatus();
-}
 
 template <typename T>
 absl::Status CudaBackend<T>::Forward(absl::Span<const SequenceChunk> batch,
                                      const ForwardOutputs& out) {
-  RETURN_IF_ERROR(ValidateBatch(batch, out));
+  RETURN_IF_ERROR(ValidateForward(batch, out, num_slots(), config_.vocab_size, config_.layers));
   if (batch.empty()) return absl::OkStatus();
   SEQBOAT_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
   Shape shape;

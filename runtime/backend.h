@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 
 namespace seqboat {
@@ -61,6 +62,13 @@ class Backend {
   virtual absl::Status CopySlot(SlotId from, SlotId to) = 0;  // state snapshot (prefix reuse)
   virtual absl::Status Stats(SlotId slot, SlotStats* stats) const = 0;
 };
+
+// InvalidArgument unless `slot` names one of `num_slots` slots; `what` prefixes the message.
+absl::Status CheckSlotId(SlotId slot, int num_slots, absl::string_view what);
+// The checks every backend makes before Forward touches a slot: slots in range and unique,
+// chunks non-empty, token ids in [0, V) and never the padding id, output buffers sized.
+absl::Status ValidateForward(absl::Span<const SequenceChunk> batch, const ForwardOutputs& out,
+                             int num_slots, int vocab_size, int layers);
 
 // Rows of ForwardOutputs::logits that a batch produces.
 int64_t LogitRows(absl::Span<const SequenceChunk> batch);

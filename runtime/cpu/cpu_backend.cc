@@ -8,14 +8,12 @@
 #include <new>
 #include <thread>
 
-#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "runtime/util/status_macros.h"
 
 namespace seqboat {
 
 namespace {
-constexpr int32_t kPadId = 1;
 // Below this many multiply-adds a parallel loop costs more than it saves.
 constexpr int64_t kMinParallelWork = 1 << 15;
 // Consecutive activated rows of a prefill chunk attend as one block of BLAS products when
@@ -112,11 +110,7 @@ absl::Status CpuBackend::AllocateSlots(int count) {
 }
 
 absl::Status CpuBackend::CheckSlot(SlotId slot, const char* what) const {
-  if (slot < 0 || slot >= num_slots()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        what, " slot ", slot, " out of range; this backend has ", num_slots(), " slots"));
-  }
-  return absl::OkStatus();
+  return CheckSlotId(slot, num_slots(), what);
 }
 
 absl::Status CpuBackend::ResetSlot(SlotId slot_id) {
@@ -178,56 +172,8 @@ absl::Status CpuBackend::Stats(SlotId slot_id, SlotStats* stats) const {
   return absl::OkStatus();
 }
 
-absl::Status CpuBackend::ValidateBatch(absl::Span<const SequenceChunk> batch,
-                                       const ForwardOutputs& out) const {
-  absl::flat_hash_set<SlotId> seen;
-  for (size_t c = 0; c < batch.size(); ++c) {
-    const SequenceChunk& chunk = batch[c];
-    RETURN_IF_ERROR(CheckSlot(chunk.slot, absl::StrCat("Forward: chunk ", c).c_str()));
-    if (!seen.insert(chunk.slot).second) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("Forward: slot ", chunk.slot, " appears twice in one batch"));
-    }
-    if (chunk.tokens.empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("Forward: chunk ", c, " (slot ", chunk.slot, ") has no tokens"));
-    }
-    for (size_t i = 0; i < chunk.tokens.size(); ++i) {
-      const int32_t token = chunk.tokens[i];
-      if (token < 0 || token >= config_.vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat("Forward: chunk ", c, " token ", i,
-                                                       " is id ", token, "; expected 0..",
-                                                       config_.vocab_size - 1));
-      }
-      if (token == kPadId) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("Forward: chunk ", c, " token ", i,
-                         " is the padding id 1, which is never model input"));
-      }
-    }
-  }
-  const int64_t rows = LogitRows(batch), tokens = TotalTokens(batch);
-  if (static_cast<int64_t>(out.logits.size()) != rows * config_.vocab_size) {
-    return absl::InvalidArgumentError(absl::StrCat("Forward: logits buffer holds ",
-                                                   out.logits.size(), " floats; the batch needs ",
-                                                   rows, " x ", config_.vocab_size));
-  }
-  const int64_t decisions = tokens * config_.layers;
-  if (!out.activations.empty() && static_cast<int64_t>(out.activations.size()) != decisions) {
-    return absl::InvalidArgumentError(absl::StrCat("Forward: activations buffer holds ",
-                                                   out.activations.size(), "; expected ", tokens,
-                                                   " x ", config_.layers));
-  }
-  if (!out.confidences.empty() && static_cast<int64_t>(out.confidences.size()) != decisions) {
-    return absl::InvalidArgumentError(absl::StrCat("Forward: confidences buffer holds ",
-                                                   out.confidences.size(), "; expected ", tokens,
-                                                   " x ", config_.layers));
-  }
-  return absl::OkStatus();
-}
-
 absl::Status CpuBackend::Forward(absl::Span<const SequenceChunk> batch, const ForwardOutputs& out) {
-  RETURN_IF_ERROR(ValidateBatch(batch, out));
+  RETURN_IF_ERROR(ValidateForward(batch, out, num_slots(), config_.vocab_size, config_.layers));
   if (batch.empty()) return absl::OkStatus();
   const int D = config_.embed_dim, Z = config_.z_dim;
   const ModelWeights& weights = model_.weights();

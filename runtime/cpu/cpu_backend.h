@@ -59,8 +59,6 @@ class CpuBackend final : public Backend {
   };
 
   CpuBackend(const Model& model, const CpuBackendOptions& options);
-  absl::Status ValidateBatch(absl::Span<const SequenceChunk> batch,
-                             const ForwardOutputs& out) const;
   absl::Status AllocateSlots(int count);
   absl::Status CheckSlot(SlotId slot, const char* what) const;
   void RunLayer(int layer, absl::Span<const SequenceChunk> batch, const ForwardOutputs& out);
