@@ -6,7 +6,7 @@ JOBS ?= $(shell nproc)
 DEB_PACKAGES := build-essential cmake ninja-build pkg-config git \
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev \
   prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev nlohmann-json3-dev libssl-dev \
-  clang-14 libclang-rt-14-dev prometheus python3-grpcio python3-grpc-tools
+  clang-14 libclang-rt-14-dev prometheus python3-grpcio python3-yaml curl
 # Only for regenerating fixtures (tests/reference); the tests themselves need no Python.
 REFERENCE_PACKAGES := python3-torch python3-numpy
 

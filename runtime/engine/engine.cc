@@ -13,7 +13,8 @@ namespace seqboat {
 const char* FinishReasonName(FinishReason reason) {
   switch (reason) {
     case FinishReason::kLength: return "length";
-    case FinishReason::kStop: return "stop";
+    case FinishReason::kStop: return "stop_sequence";
+    case FinishReason::kStopToken: return "stop_token";
     case FinishReason::kEos: return "eos";
     case FinishReason::kCancelled: return "cancelled";
     case FinishReason::kDeadline: return "deadline";
@@ -29,6 +30,8 @@ struct Engine::Sequence {
   std::unique_ptr<Sampler> sampler;
   SlotId slot = -1;
   int64_t prefilled = 0;     // prompt tokens through the model
+  int64_t cached = 0;        // of those, restored from the prefix cache
+  int64_t snapshot_at = 0;   // > 0: copy the state into the prefix cache after this many
   int32_t last_token = -1;   // the next decode step's input
   int64_t generated = 0;
   absl::Time submitted_at, admitted_at, first_token_at, last_token_at;
@@ -39,8 +42,11 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Backend* backend, const M
                                                        const EngineOptions& options,
                                                        EngineObserver* observer) {
   if (options.max_running < 1) return absl::InvalidArgumentError("max_running must be >= 1");
-  if (options.max_running > backend->num_slots()) {
-    return absl::InvalidArgumentError(absl::StrCat("max_running ", options.max_running, " exceeds the backend's ",
+  if (options.prefix_cache_slots < 0) return absl::InvalidArgumentError("prefix_cache_slots must be >= 0");
+  if (options.prefix_cache_block < 1) return absl::InvalidArgumentError("prefix_cache_block must be >= 1");
+  if (options.max_running + options.prefix_cache_slots > backend->num_slots()) {
+    return absl::InvalidArgumentError(absl::StrCat("max_running ", options.max_running, " + prefix_cache_slots ",
+                                                   options.prefix_cache_slots, " exceed the backend's ",
                                                    backend->num_slots(), " state slots"));
   }
   if (options.max_waiting < 0) return absl::InvalidArgumentError("max_waiting must be >= 0");
@@ -54,6 +60,11 @@ Engine::Engine(Backend* backend, const ModelConfig& config, const EngineOptions&
                EngineObserver* observer)
     : backend_(backend), config_(config), options_(options), observer_(observer) {
   for (SlotId slot = options.max_running - 1; slot >= 0; --slot) free_slots_.push_back(slot);
+  if (options.prefix_cache_slots > 0) {
+    std::vector<SlotId> cache_slots;
+    for (int i = 0; i < options.prefix_cache_slots; ++i) cache_slots.push_back(options.max_running + i);
+    prefix_cache_ = std::make_unique<PrefixCache>(std::move(cache_slots), options.prefix_cache_block);
+  }
   heartbeat_ns_ = absl::ToUnixNanos(absl::Now());
   thread_ = std::thread([this] { Loop(); });
 }
@@ -126,7 +137,10 @@ void Engine::Shutdown(absl::Duration grace) {
 void Engine::Loop() {
   for (;;) {
     heartbeat_ns_ = absl::ToUnixNanos(absl::Now());
-    if (RunIteration()) continue;
+    if (RunIteration()) {
+      if (options_.iteration_delay > absl::ZeroDuration()) absl::SleepFor(options_.iteration_delay);
+      continue;
+    }
     std::unique_lock<std::mutex> lock(mu_);
     if (stop_ && submitted_.empty() && waiting_.empty() && running_.empty()) return;
     // Idle: sleep until a submission, waking now and then to keep the heartbeat fresh.
@@ -143,6 +157,7 @@ void Engine::Finish(Sequence& sequence, FinishReason reason, const std::string& 
   info.reason = reason;
   info.error = error;
   info.prompt_tokens = sequence.params.prompt.size();
+  info.cached_prompt_tokens = sequence.cached;
   info.generated_tokens = sequence.generated;
   info.queue_time = (sequence.admitted_at == absl::Time() ? now : sequence.admitted_at) - sequence.submitted_at;
   info.time_to_first_token =
@@ -187,21 +202,44 @@ bool Engine::RunIteration() {
   if (waiting_.empty() && running_.empty()) return false;
 
   std::vector<WaitingRequest> waiting;
-  for (const auto& sequence : waiting_) waiting.push_back({sequence->handle->id, static_cast<int64_t>(sequence->params.prompt.size())});
+  for (const auto& sequence : waiting_) {
+    int64_t to_prefill = static_cast<int64_t>(sequence->params.prompt.size());
+    if (prefix_cache_ != nullptr) {
+      if (auto hit = prefix_cache_->Peek(sequence->params.prompt)) to_prefill -= hit->tokens;
+    }
+    waiting.push_back({sequence->handle->id, to_prefill});
+  }
   std::vector<RunningSequence> running;
   for (const auto& sequence : running_) {
     running.push_back({sequence->handle->id, static_cast<int64_t>(sequence->params.prompt.size()) - sequence->prefilled});
   }
   const IterationPlan plan = PlanIteration(waiting, running, {options_.max_running, options_.prefill_budget});
+  IterationStats stats;
   for (size_t i = 0; i < plan.admitted.size(); ++i) {
     std::unique_ptr<Sequence> sequence = std::move(waiting_.front());
     waiting_.pop_front();
     sequence->slot = free_slots_.back();
     free_slots_.pop_back();
     sequence->admitted_at = now;
-    absl::Status reset = backend_->ResetSlot(sequence->slot);
+    absl::Status start = absl::OkStatus();
+    if (prefix_cache_ != nullptr) {
+      const std::vector<int32_t>& prompt = sequence->params.prompt;
+      std::optional<PrefixCache::Hit> hit = prefix_cache_->Lookup(prompt);
+      if (hit.has_value() && backend_->CopySlot(hit->slot, sequence->slot).ok()) {
+        sequence->prefilled = sequence->cached = hit->tokens;
+        ++stats.prefix_cache_hits;
+        stats.prefix_cache_hit_tokens += hit->tokens;
+      } else {
+        if (hit.has_value()) prefix_cache_->Drop(hit->slot);
+        start = backend_->ResetSlot(sequence->slot);
+        ++stats.prefix_cache_misses;
+      }
+      sequence->snapshot_at = prefix_cache_->SnapshotPoint(prompt, sequence->prefilled);
+    } else {
+      start = backend_->ResetSlot(sequence->slot);
+    }
     running_.push_back(std::move(sequence));
-    if (!reset.ok()) Finish(*running_.back(), FinishReason::kError, std::string(reset.message()));
+    if (!start.ok()) Finish(*running_.back(), FinishReason::kError, std::string(start.message()));
   }
   running_count_ = running_.size();
   waiting_count_ = waiting_.size();
@@ -213,7 +251,6 @@ bool Engine::RunIteration() {
   std::vector<bool> batch_decodes;
   std::vector<int32_t> decode_inputs;
   decode_inputs.reserve(plan.chunks.size());
-  IterationStats stats;
   for (const ScheduledChunk& chunk : plan.chunks) {
     Sequence* sequence = by_id[chunk.id];
     if (sequence->finished) continue;
@@ -222,9 +259,13 @@ bool Engine::RunIteration() {
       batch.push_back({sequence->slot, absl::MakeConstSpan(&decode_inputs.back(), 1), false});
       ++stats.decode_sequences;
     } else {
-      batch.push_back({sequence->slot,
-                       absl::MakeConstSpan(sequence->params.prompt.data() + sequence->prefilled, chunk.tokens), false});
-      stats.prefill_tokens += chunk.tokens;
+      int64_t n = std::min<int64_t>(chunk.tokens, sequence->params.prompt.size() - sequence->prefilled);
+      // Stop at a prefix-cache snapshot point; the rest of the prompt goes next iteration.
+      if (sequence->snapshot_at > sequence->prefilled) n = std::min(n, sequence->snapshot_at - sequence->prefilled);
+      if (n <= 0) continue;
+      batch.push_back({sequence->slot, absl::MakeConstSpan(sequence->params.prompt.data() + sequence->prefilled, n),
+                       false});
+      stats.prefill_tokens += n;
     }
     batch_sequences.push_back(sequence);
     batch_decodes.push_back(chunk.decode);
@@ -235,6 +276,7 @@ bool Engine::RunIteration() {
   }
   const int V = config_.vocab_size, L = config_.layers;
   const int64_t tokens = TotalTokens(batch);
+  stats.sequences = static_cast<int64_t>(batch.size());
   std::vector<float> logits(batch.size() * V);
   std::vector<uint8_t> activations(tokens * L);
   const absl::Time step_start = absl::Now();
@@ -261,6 +303,11 @@ bool Engine::RunIteration() {
     token_row += n;
     if (!batch_decodes[i]) {
       sequence.prefilled += n;
+      if (sequence.snapshot_at > 0 && sequence.prefilled == sequence.snapshot_at) {
+        const SlotId snapshot = prefix_cache_->Insert(sequence.params.prompt, sequence.snapshot_at);
+        if (snapshot >= 0 && !backend_->CopySlot(sequence.slot, snapshot).ok()) prefix_cache_->Drop(snapshot);
+        sequence.snapshot_at = 0;
+      }
       if (sequence.prefilled < static_cast<int64_t>(sequence.params.prompt.size())) continue;  // more prompt to go
     }
     const absl::Span<const float> row(logits.data() + i * V, V);
@@ -280,10 +327,11 @@ bool Engine::RunIteration() {
       continue;
     }
     if (sequence.sampler->IsStopToken(generated.token)) {
-      Finish(sequence, FinishReason::kStop);
+      Finish(sequence, FinishReason::kStopToken);
       continue;
     }
     ++sequence.generated;
+    ++stats.generated_tokens;
     if (!sequence.sink->OnToken(generated)) {
       Finish(sequence, FinishReason::kStop);
     } else if (sequence.generated >= sequence.params.max_new_tokens) {
@@ -292,6 +340,10 @@ bool Engine::RunIteration() {
   }
   stats.running = running_.size();
   stats.waiting = waiting_.size();
+  if (prefix_cache_ != nullptr) {
+    stats.prefix_cache_entries = prefix_cache_->entries();
+    stats.prefix_cache_bytes = prefix_cache_->entries() * static_cast<int64_t>(backend_->state_bytes_per_slot());
+  }
   if (observer_ != nullptr) observer_->OnIteration(stats);
   ReleaseFinished();
   return true;

@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "runtime/backend.h"
+#include "runtime/engine/prefix_cache.h"
 #include "runtime/engine/request.h"
 #include "runtime/model/config.h"
 
@@ -25,10 +26,15 @@ struct EngineOptions {
   int64_t prefill_budget = 256;    // prompt tokens per iteration over all prefilling sequences
   int64_t max_prompt_tokens = 8192;
   int32_t max_new_tokens_limit = 4096;
+  // Backend slots beyond max_running that hold prefix-state snapshots (0 = no prefix cache).
+  int prefix_cache_slots = 0;
+  int64_t prefix_cache_block = 32;  // snapshots are taken at multiples of this many tokens
+  absl::Duration iteration_delay = absl::ZeroDuration();  // testing: a pause after every iteration (a slow device)
 };
 
 // What happened in one iteration, for metrics. Reported on the engine thread.
 struct IterationStats {
+  int64_t sequences = 0;  // chunks in the batch (decode steps and prefill chunks)
   int64_t decode_sequences = 0;
   int64_t prefill_tokens = 0;
   int64_t running = 0;
@@ -36,6 +42,13 @@ struct IterationStats {
   absl::Duration step_time;               // the backend's Forward call
   std::vector<int64_t> activated_tokens;  // [L] tokens of this iteration that ran each layer's GAU
   int64_t tokens = 0;                     // tokens through the model this iteration
+  int64_t generated_tokens = 0;           // tokens sampled and handed to sinks
+  // Prefix cache: lookups made while admitting this iteration's requests, and its size now.
+  int64_t prefix_cache_hits = 0;
+  int64_t prefix_cache_misses = 0;
+  int64_t prefix_cache_hit_tokens = 0;
+  int64_t prefix_cache_entries = 0;
+  int64_t prefix_cache_bytes = 0;
 };
 
 class EngineObserver {
@@ -94,6 +107,7 @@ class Engine {
   std::deque<std::unique_ptr<Sequence>> waiting_;
   std::vector<std::unique_ptr<Sequence>> running_;
   std::vector<SlotId> free_slots_;
+  std::unique_ptr<PrefixCache> prefix_cache_;  // null when off
 
   std::atomic<int64_t> heartbeat_ns_{0};
   std::atomic<int64_t> running_count_{0};

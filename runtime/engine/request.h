@@ -23,7 +23,8 @@ struct GenerationParams {
   absl::Time deadline = absl::InfiniteFuture();
 };
 
-enum class FinishReason { kLength, kStop, kEos, kCancelled, kDeadline, kError };
+// kStop: the sink asked to stop (a stop sequence); kStopToken: a stop token was sampled.
+enum class FinishReason { kLength, kStop, kStopToken, kEos, kCancelled, kDeadline, kError };
 const char* FinishReasonName(FinishReason reason);
 
 struct GeneratedToken {

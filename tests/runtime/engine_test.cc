@@ -242,5 +242,66 @@ TEST_F(EngineTest, ShutdownLetsShortRequestsFinishAndCancelsTheRest) {
   EXPECT_EQ(engine->Submit(Greedy(3), quick).status().code(), absl::StatusCode::kUnavailable);
 }
 
+// Counts what the engine reports about the prefix cache.
+class CacheObserver : public EngineObserver {
+ public:
+  void OnIteration(const IterationStats& stats) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    hits += stats.prefix_cache_hits;
+    misses += stats.prefix_cache_misses;
+    hit_tokens += stats.prefix_cache_hit_tokens;
+    entries = stats.prefix_cache_entries;
+  }
+  std::mutex mu_;
+  int64_t hits = 0, misses = 0, hit_tokens = 0, entries = 0;
+};
+
+TEST_F(EngineTest, PrefixCacheReusesSharedPrefixStateAndKeepsTokensExact) {
+  ASSERT_GE(prompt_.size(), 40u);
+  const std::vector<int32_t> shared(prompt_.begin(), prompt_.begin() + 20);
+  auto with_tail = [&](int from, int to) {
+    std::vector<int32_t> p = shared;
+    p.insert(p.end(), prompt_.begin() + from, prompt_.begin() + to);
+    return p;
+  };
+  // Tails that differ from each other right after the shared 20 tokens.
+  const std::vector<std::vector<int32_t>> prompts = {with_tail(20, 30), with_tail(30, 40), with_tail(22, 31),
+                                                     with_tail(25, 39)};
+  for (size_t i = 1; i < prompts.size(); ++i) ASSERT_NE(prompts[i][20], prompts[0][20]);
+  CacheObserver observer;
+  // Two request slots and two snapshot slots; a small prefill budget makes chunks cross the
+  // block boundaries (8, 16) that snapshots must stop at.
+  auto engine = Engine::Create(backend_.get(), model_->config(),
+                               {.max_running = 2, .max_waiting = 8, .prefill_budget = 5, .prefix_cache_slots = 2,
+                                .prefix_cache_block = 8},
+                               &observer);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  std::vector<FinishInfo> infos;
+  for (const auto& prompt : prompts) {
+    auto sink = std::make_shared<CollectingSink>();
+    GenerationParams params = Greedy(12);
+    params.prompt = prompt;
+    ASSERT_TRUE((*engine)->Submit(params, sink).ok());
+    infos.push_back(sink->Wait());
+    EXPECT_EQ(sink->tokens(), GreedyReference(prompt, 12)) << "prompt " << infos.size() - 1;
+  }
+  // The first prompt only marks its boundaries as seen; the second shares 16 tokens
+  // (two blocks) with it and snapshots there; the third and fourth restore that snapshot.
+  EXPECT_EQ(infos[0].cached_prompt_tokens, 0);
+  EXPECT_EQ(infos[1].cached_prompt_tokens, 0);
+  EXPECT_EQ(infos[2].cached_prompt_tokens, 16);
+  EXPECT_EQ(infos[3].cached_prompt_tokens, 16);
+  (*engine)->Shutdown(absl::Seconds(1));
+  EXPECT_EQ(observer.hits, 2);
+  EXPECT_EQ(observer.misses, 2);
+  EXPECT_EQ(observer.hit_tokens, 32);
+  EXPECT_EQ(observer.entries, 1);
+}
+
+TEST_F(EngineTest, RefusesMoreSlotsThanTheBackendHas) {
+  auto engine = Engine::Create(backend_.get(), model_->config(), {.max_running = 3, .prefix_cache_slots = 2}, nullptr);
+  EXPECT_EQ(engine.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace seqboat

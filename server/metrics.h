@@ -1,0 +1,56 @@
+// The server's Prometheus metrics (names in server/README.md), fed by the engine through
+// EngineObserver and by the gRPC service. Every method is thread-safe.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "runtime/engine/engine.h"
+
+namespace prometheus {
+class Counter;
+template <typename T>
+class Family;
+class Gauge;
+class Histogram;
+class Registry;
+}  // namespace prometheus
+
+namespace seqboat::server {
+
+class Metrics final : public EngineObserver {
+ public:
+  explicit Metrics(int layers);
+  ~Metrics() override;
+
+  std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
+
+  // EngineObserver (engine thread).
+  void OnIteration(const IterationStats& stats) override;
+  void OnFinish(const FinishInfo& info) override;
+  void OnTokenEmitted(absl::Duration since_previous_token) override;
+
+  // A Generate call ended with this gRPC status code name (e.g. "OK").
+  void RecordRequest(const std::string& code);
+  void SetServing(bool serving);
+  void SetQueue(int64_t running, int64_t waiting);
+  void SetStateMemory(int slots, int64_t bytes_per_sequence, int64_t bytes_allocated);
+
+ private:
+  prometheus::Counter& RequestCounter(const std::string& code);
+
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Counter>* requests_family_;
+  std::vector<std::pair<std::string, prometheus::Counter*>> finished_by_reason_;
+  prometheus::Histogram *ttft_, *itl_, *duration_, *queue_time_, *batch_size_, *step_time_;
+  prometheus::Counter *prompt_tokens_, *generated_tokens_, *iterations_, *model_tokens_;
+  prometheus::Counter *cache_hits_, *cache_misses_, *cache_hit_tokens_;
+  prometheus::Gauge *running_, *waiting_, *serving_, *slots_, *slots_in_use_, *state_bytes_,
+      *state_bytes_per_sequence_, *cache_entries_, *cache_bytes_;
+  std::vector<prometheus::Counter*> activated_;  // [L]
+  std::vector<prometheus::Gauge*> activation_ratio_;  // [L]
+};
+
+}  // namespace seqboat::server
