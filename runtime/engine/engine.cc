@@ -185,6 +185,8 @@ bool Engine::RunIteration() {
       waiting_.push_back(std::move(submitted_.front()));
       submitted_.pop_front();
     }
+    // Under the same lock as the move, so that Submit never sees a request in neither count.
+    waiting_count_ = waiting_.size();
     drain_deadline = drain_deadline_;
   }
   // Cancellations, deadlines and the end of a drain free their slots before planning.

@@ -3,9 +3,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/model/tokenizer.h"
 
 namespace seqboat {
 namespace {
@@ -74,6 +76,8 @@ int32_t Sampler::Sample(absl::Span<const float> logits) {
   for (const auto& [token, count] : generated_) {
     adjusted_[token] -= params_.presence_penalty + params_.frequency_penalty * count;
   }
+  // The padding id is never a model input, so it is never drawn (as fairseq's generator).
+  if (kPadId < V) adjusted_[kPadId] = -std::numeric_limits<float>::infinity();
   // Greedy: the first maximum (lowest id on ties). A draw is still consumed, so that the
   // i-th draw of a request stays the i-th token whatever its temperature schedule.
   if (params_.temperature == 0.0f) {

@@ -1,5 +1,6 @@
 // Per-request token sampling: penalties, temperature, top-k, top-p, min-p, and a
 // counter-based RNG so a seeded request draws the same tokens alone or in any batch.
+// The padding id is never drawn: it is never a model input.
 #pragma once
 
 #include <cstdint>

@@ -175,10 +175,11 @@ TEST_F(EngineTest, FullQueueIsResourceExhaustedAtOnce) {
     if (i == 1) {  // let the first request take the only slot, so the queue is what remains
       ASSERT_TRUE(WaitFor([&] { return engine->running() == 1; }));
     }
-    sinks.push_back(std::make_shared<CollectingSink>());
-    auto handle = engine->Submit(Greedy(kEndless), sinks.back());
+    auto sink = std::make_shared<CollectingSink>();
+    auto handle = engine->Submit(Greedy(kEndless), sink);
     if (handle.ok()) {
       handles.push_back(*handle);
+      sinks.push_back(sink);
     } else {
       EXPECT_EQ(handle.status().code(), absl::StatusCode::kResourceExhausted);
       ++exhausted;

@@ -60,9 +60,9 @@ TEST(Sampler, GreedyIsArgmaxWithLowestIdOnTies) {
   p.temperature = 0.0f;
   Sampler sampler(p, 8);
   EXPECT_EQ(sampler.Sample(kLogits), 7);
-  std::vector<float> tie = {0.0f, 5.0f, 5.0f};
-  Sampler tie_sampler(p, 3);
-  EXPECT_EQ(tie_sampler.Sample(tie), 1);
+  std::vector<float> tie = {0.0f, 1.0f, 5.0f, 5.0f};
+  Sampler tie_sampler(p, 4);
+  EXPECT_EQ(tie_sampler.Sample(tie), 2);
   SamplingParams k1;
   k1.top_k = 1;
   k1.temperature = 3.0f;
@@ -70,12 +70,29 @@ TEST(Sampler, GreedyIsArgmaxWithLowestIdOnTies) {
   for (int i = 0; i < 50; ++i) EXPECT_EQ(top1.Sample(kLogits), 7);
 }
 
+TEST(Sampler, NeverDrawsThePaddingId) {
+  // The padding id (1) is far the most likely here, yet neither greedy nor sampling takes it.
+  const std::vector<float> logits = {0.0f, 30.0f, 0.5f, -1.0f};
+  SamplingParams p;
+  p.temperature = 0.0f;
+  EXPECT_EQ(Sampler(p, 4).Sample(logits), 2);
+  p.temperature = 2.0f;
+  p.seed = 5;
+  Sampler sampler(p, 4);
+  std::vector<int> counts(4);
+  for (int i = 0; i < 2000; ++i) ++counts[sampler.Sample(logits)];
+  EXPECT_EQ(counts[1], 0);
+  EXPECT_GT(counts[0], 0);
+  EXPECT_GT(counts[2], 0);
+}
+
 // The exact target distribution, computed here independently of the sampler.
 std::vector<double> Target(const SamplingParams& p, const std::vector<float>& logits) {
   const int V = logits.size();
   std::vector<double> prob(V);
   double total = 0.0;
-  for (int i = 0; i < V; ++i) total += prob[i] = std::exp(logits[i] / p.temperature);
+  // The padding id (1) is never drawn: probability 0 before any filter.
+  for (int i = 0; i < V; ++i) total += prob[i] = i == 1 ? 0.0 : std::exp(logits[i] / p.temperature);
   for (double& x : prob) x /= total;
   std::vector<int> order(V);
   std::iota(order.begin(), order.end(), 0);
@@ -162,34 +179,35 @@ TEST(Sampler, SeedDeterminesTheSequence) {
 }
 
 TEST(Sampler, PenaltiesAdjustLogitsAsSpecified) {
-  // Vocabulary of 3, greedy: check which token wins after hand-computed penalties.
-  const std::vector<float> logits = {2.0f, 1.9f, -0.5f};
+  // Vocabulary of 4 (id 1 is the padding id, never drawn), greedy: check which token wins
+  // after hand-computed penalties.
+  const std::vector<float> logits = {2.0f, -3.0f, 1.9f, -0.5f};
   SamplingParams p;
   p.temperature = 0.0f;
   p.repetition_penalty = 1.1f;  // token 0 seen: 2.0 / 1.1 = 1.818 < 1.9
-  Sampler repetition(p, 3);
+  Sampler repetition(p, 4);
   repetition.ObservePrompt(std::vector<int32_t>{0});
-  EXPECT_EQ(repetition.Sample(logits), 1);
+  EXPECT_EQ(repetition.Sample(logits), 2);
   p.repetition_penalty = 1.0f;
   p.presence_penalty = 0.05f;  // token 0 generated once: 2.0 - 0.05 = 1.95 > 1.9
-  Sampler presence(p, 3);
+  Sampler presence(p, 4);
   presence.ObserveGenerated(0);
   EXPECT_EQ(presence.Sample(logits), 0);
   p.frequency_penalty = 0.04f;  // twice: 2.0 - 0.05 - 0.08 = 1.87 < 1.9
-  Sampler frequency(p, 3);
+  Sampler frequency(p, 4);
   frequency.ObserveGenerated(0);
   frequency.ObserveGenerated(0);
-  EXPECT_EQ(frequency.Sample(logits), 1);
+  EXPECT_EQ(frequency.Sample(logits), 2);
   // Presence/frequency ignore prompt tokens.
-  Sampler prompt_only(p, 3);
+  Sampler prompt_only(p, 4);
   prompt_only.ObservePrompt(std::vector<int32_t>{0, 0, 0});
   EXPECT_EQ(prompt_only.Sample(logits), 0);
   // Positive logits are divided by the penalty, negative ones multiplied: 0.2, 0.19, -5.
   SamplingParams neg;
   neg.temperature = 0.0f;
   neg.repetition_penalty = 10.0f;
-  Sampler negative(neg, 3);
-  negative.ObservePrompt(std::vector<int32_t>{0, 1, 2});
+  Sampler negative(neg, 4);
+  negative.ObservePrompt(std::vector<int32_t>{0, 2, 3});
   EXPECT_EQ(negative.Sample(logits), 0);
 }
 
