@@ -38,6 +38,10 @@ ABSL_FLAG(int, threads, 0, "CPU threads for the backend and OpenBLAS (0 = all ha
 ABSL_FLAG(bool, quick, false,
           "Smoke run: fewer steps and repetitions, 1k positions only, a looser calibration.");
 ABSL_FLAG(std::string, model_dir, "/tmp", "Folder for the temporary random model files.");
+ABSL_FLAG(std::string, write_model, "",
+          "Only write the paper-size random model, its routers calibrated to --write_model_rate, "
+          "to this path (for serving benchmarks) and exit.");
+ABSL_FLAG(double, write_model_rate, 0.5, "GAU activation rate the --write_model routers are calibrated to.");
 ABSL_FLAG(uint64_t, seed, 1, "Seed of the random weights and token streams.");
 ABSL_FLAG(double, contention_threshold, 0.15,
           "Measure a configuration again when other processes took more than this share of "
@@ -445,6 +449,20 @@ absl::Status Run() {
     settings.calibration.max_passes = 6;
   }
   const std::string json_out = absl::GetFlag(FLAGS_json_out);
+
+  if (const std::string out = absl::GetFlag(FLAGS_write_model); !out.empty()) {
+    const double target = absl::GetFlag(FLAGS_write_model_rate);
+    if (!(target > 0.0 && target < 1.0)) {
+      return absl::InvalidArgumentError(absl::StrCat("--write_model_rate ", target, ": expected in (0, 1)"));
+    }
+    ASSIGN_OR_RETURN(std::unique_ptr<RandomModel> model, RandomModel::Generate(PaperEnwik8Config(), settings.seed));
+    ASSIGN_OR_RETURN(RouterCalibration calibration,
+                     CalibrateRouterBiases(*model, settings.model_path, target, settings.calibration));
+    RETURN_IF_ERROR(model->Write(out, calibration.layer_biases));
+    Progress(absl::StrFormat("wrote %s: %.1fM parameters, probe activation rate %.1f%%", out,
+                             model->parameter_count() / 1e6, 100 * calibration.probe_rate));
+    return absl::OkStatus();
+  }
 
   BenchResults results;
   const CpuContention run_contention;

@@ -53,7 +53,6 @@ bool IsSingleCodePoint(absl::string_view symbol) {
   return SequenceLength(static_cast<uint8_t>(symbol[0])) == static_cast<int>(symbol.size());
 }
 
-bool IsAsciiSpace(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f'; }
 
 }  // namespace
 
