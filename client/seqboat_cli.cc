@@ -1,0 +1,425 @@
+// seqboat-cli: the command-line client of seqboat-server (gRPC only).
+//   seqboat-cli generate "PROMPT" [--max_new_tokens N --temperature T ... --json]
+//   seqboat-cli info | tokenize "TEXT" | bench --concurrency N --requests N ...
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "client/cli_lib.h"
+#include "google/protobuf/util/json_util.h"
+#include "nlohmann/json.hpp"
+#include "seqboat/v1/seqboat.grpc.pb.h"
+
+// Connection.
+ABSL_FLAG(std::string, server, "127.0.0.1:50051", "Server address HOST:PORT.");
+ABSL_FLAG(std::string, api_key, "", "Sent as 'authorization: Bearer KEY'.");
+ABSL_FLAG(std::string, tls_ca, "", "PEM root certificate: connect with TLS (else plaintext).");
+ABSL_FLAG(std::string, tls_server_name, "", "With --tls_ca: the name the certificate must hold, if not the host.");
+ABSL_FLAG(double, timeout_s, 0, "Deadline of each call in seconds; 0 = none.");
+ABSL_FLAG(bool, json, false, "Print the server's messages as JSON lines instead of text.");
+// generate: every field of the request, named as in the proto.
+ABSL_FLAG(std::string, tokens, "", "generate: prompt token ids (2,17,9) instead of the text.");
+ABSL_FLAG(std::optional<int32_t>, max_new_tokens, std::nullopt, "Tokens to generate at most (server default 16).");
+ABSL_FLAG(std::optional<float>, temperature, std::nullopt, "0 = greedy (server default 1).");
+ABSL_FLAG(int32_t, top_k, 0, "Keep the k most likely tokens; 0 = off.");
+ABSL_FLAG(std::optional<float>, top_p, std::nullopt, "Nucleus mass in (0, 1].");
+ABSL_FLAG(float, min_p, 0, "Drop tokens below min_p times the most likely one's probability.");
+ABSL_FLAG(std::optional<float>, repetition_penalty, std::nullopt, "> 1 discourages tokens already seen.");
+ABSL_FLAG(float, presence_penalty, 0, "Subtracted once from the logit of each generated token.");
+ABSL_FLAG(float, frequency_penalty, 0, "Subtracted per occurrence from the logit of each generated token.");
+ABSL_FLAG(std::optional<uint64_t>, seed, std::nullopt, "Sampling seed (the server draws one if unset).");
+ABSL_FLAG(std::string, stop, "", "Stop sequences, comma-separated ('\\,' is a comma).");
+ABSL_FLAG(std::string, stop_token_ids, "", "Stop token ids, comma-separated.");
+ABSL_FLAG(bool, ignore_eos, false, "Keep generating past </s>.");
+ABSL_FLAG(int32_t, logprobs, 0, "Alternatives reported per token (--json shows them).");
+ABSL_FLAG(bool, return_activations, false, "Per token, which layers ran the GAU (--json shows them).");
+ABSL_FLAG(std::string, request_id, "", "Request id echoed by the server.");
+// bench.
+ABSL_FLAG(int32_t, concurrency, 1, "bench: requests in flight at once.");
+ABSL_FLAG(int64_t, requests, 0, "bench: requests to send (default 100 unless --duration_s).");
+ABSL_FLAG(double, duration_s, 0, "bench: send requests for this long instead of --requests.");
+ABSL_FLAG(int32_t, prompt_tokens, 128, "bench: prompt length in tokens.");
+ABSL_FLAG(int32_t, output_tokens, 128, "bench: tokens generated per request (ignore_eos, exact).");
+ABSL_FLAG(double, shared_prefix_ratio, 0, "bench: fraction of each prompt shared by all requests (prefix cache).");
+ABSL_FLAG(std::string, json_out, "", "bench: also write the JSON report to this file.");
+
+namespace seqboat::cli {
+namespace {
+
+namespace v1 = ::seqboat::v1;
+using Clock = std::chrono::steady_clock;
+
+constexpr int kUsageError = 2;
+constexpr int kCallError = 1;
+
+int Fail(int code, const std::string& message) {
+  fprintf(stderr, "seqboat-cli: %s\n", message.c_str());
+  return code;
+}
+
+const char* CodeName(grpc::StatusCode code) {
+  static const char* kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+                                 "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+                                 "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+                                 "UNAUTHENTICATED"};
+  const int index = static_cast<int>(code);
+  return index >= 0 && index < 17 ? kNames[index] : "UNKNOWN";
+}
+
+int CallFailed(const grpc::Status& status) {
+  return Fail(kCallError, absl::StrCat(CodeName(status.error_code()), ": ", status.error_message()));
+}
+
+std::string ToJson(const google::protobuf::Message& message) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions options;
+  (void)google::protobuf::util::MessageToJsonString(message, &out, options);
+  return out;
+}
+
+absl::StatusOr<std::shared_ptr<grpc::Channel>> Connect() {
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  grpc::ChannelArguments arguments;
+  if (const std::string ca = absl::GetFlag(FLAGS_tls_ca); !ca.empty()) {
+    std::ifstream in(ca, std::ios::binary);
+    if (!in) return absl::InvalidArgumentError(absl::StrCat("--tls_ca: cannot read ", ca));
+    grpc::SslCredentialsOptions options;
+    options.pem_root_certs.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    credentials = grpc::SslCredentials(options);
+    if (const std::string name = absl::GetFlag(FLAGS_tls_server_name); !name.empty()) {
+      arguments.SetSslTargetNameOverride(name);
+    }
+  }
+  return grpc::CreateCustomChannel(absl::GetFlag(FLAGS_server), credentials, arguments);
+}
+
+void Prepare(grpc::ClientContext* context) {
+  if (const std::string key = absl::GetFlag(FLAGS_api_key); !key.empty()) {
+    context->AddMetadata("authorization", "Bearer " + key);
+  }
+  if (const double timeout = absl::GetFlag(FLAGS_timeout_s); timeout > 0) {
+    context->set_deadline(std::chrono::system_clock::now() +
+                          std::chrono::microseconds(static_cast<int64_t>(timeout * 1e6)));
+  }
+}
+
+absl::Status FillRequest(const std::string& prompt, v1::GenerateRequest* request) {
+  if (const std::string tokens = absl::GetFlag(FLAGS_tokens); !tokens.empty()) {
+    auto ids = ParseIdList(tokens, "tokens");
+    if (!ids.ok()) return ids.status();
+    for (int32_t id : *ids) request->mutable_tokens()->add_ids(id);
+  } else {
+    request->set_text(prompt);
+  }
+  v1::SamplingParams* sampling = request->mutable_sampling();
+  if (auto t = absl::GetFlag(FLAGS_temperature)) sampling->set_temperature(*t);
+  sampling->set_top_k(absl::GetFlag(FLAGS_top_k));
+  if (auto p = absl::GetFlag(FLAGS_top_p)) sampling->set_top_p(*p);
+  sampling->set_min_p(absl::GetFlag(FLAGS_min_p));
+  if (auto r = absl::GetFlag(FLAGS_repetition_penalty)) sampling->set_repetition_penalty(*r);
+  sampling->set_presence_penalty(absl::GetFlag(FLAGS_presence_penalty));
+  sampling->set_frequency_penalty(absl::GetFlag(FLAGS_frequency_penalty));
+  if (auto s = absl::GetFlag(FLAGS_seed)) sampling->set_seed(*s);
+  v1::StoppingParams* stopping = request->mutable_stopping();
+  if (auto n = absl::GetFlag(FLAGS_max_new_tokens)) stopping->set_max_new_tokens(*n);
+  auto stops = ParseStringList(absl::GetFlag(FLAGS_stop), "stop");
+  if (!stops.ok()) return stops.status();
+  for (const std::string& stop : *stops) stopping->add_stop(stop);
+  auto stop_ids = ParseIdList(absl::GetFlag(FLAGS_stop_token_ids), "stop_token_ids");
+  if (!stop_ids.ok()) return stop_ids.status();
+  for (int32_t id : *stop_ids) stopping->add_stop_token_ids(id);
+  stopping->set_ignore_eos(absl::GetFlag(FLAGS_ignore_eos));
+  request->set_logprobs(absl::GetFlag(FLAGS_logprobs));
+  request->set_return_activations(absl::GetFlag(FLAGS_return_activations));
+  request->set_request_id(absl::GetFlag(FLAGS_request_id));
+  return absl::OkStatus();
+}
+
+int Generate(v1::SeqBoat::Stub& stub, const std::vector<char*>& args) {
+  if (args.size() != 1 && absl::GetFlag(FLAGS_tokens).empty()) {
+    return Fail(kUsageError, "generate: expected one PROMPT argument (quote it), or --tokens");
+  }
+  v1::GenerateRequest request;
+  if (absl::Status filled = FillRequest(args.empty() ? "" : args[0], &request); !filled.ok()) {
+    return Fail(kUsageError, std::string(filled.message()));
+  }
+  grpc::ClientContext context;
+  Prepare(&context);
+  const bool json = absl::GetFlag(FLAGS_json);
+  const auto start = Clock::now();
+  std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader = stub.Generate(&context, request);
+  v1::GenerateResponse response;
+  v1::FinishInfo finish;
+  while (reader->Read(&response)) {
+    if (json) {
+      printf("%s\n", ToJson(response).c_str());
+    } else {
+      fwrite(response.text().data(), 1, response.text().size(), stdout);
+    }
+    fflush(stdout);
+    if (response.has_finish()) finish = response.finish();
+  }
+  grpc::Status status = reader->Finish();
+  if (!json) printf("\n");
+  if (!status.ok()) return CallFailed(status);
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  fprintf(stderr, "[%s: %lld prompt + %lld generated tokens (%lld from the prefix cache); first token %.1f ms, "
+          "total %.1f ms, %.1f tokens/s; seed %llu]\n",
+          v1::FinishReason_Name(finish.reason()).c_str(), static_cast<long long>(finish.prompt_tokens()),
+          static_cast<long long>(finish.generated_tokens()), static_cast<long long>(finish.cached_prompt_tokens()),
+          1e3 * finish.time_to_first_token_seconds(), 1e3 * seconds,
+          finish.generated_tokens() / std::max(seconds, 1e-9), static_cast<unsigned long long>(finish.seed()));
+  return 0;
+}
+
+int Info(v1::SeqBoat::Stub& stub) {
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::ModelInfo info;
+  grpc::Status status = stub.GetModelInfo(&context, v1::GetModelInfoRequest(), &info);
+  if (!status.ok()) return CallFailed(status);
+  if (absl::GetFlag(FLAGS_json)) {
+    printf("%s\n", ToJson(info).c_str());
+    return 0;
+  }
+  printf("model file        %s\n", info.model_file().c_str());
+  printf("parameters        %lld\n", static_cast<long long>(info.parameters()));
+  printf("layers            %d (D=%d Z=%d H=%d N=%d), window w=%d, %s attention\n", info.layers(), info.embed_dim(),
+         info.z_dim(), info.hidden_dim(), info.n_dim(), info.window(), info.attention().c_str());
+  printf("vocabulary        %d (%s)\n", info.vocab_size(), info.tokenizer_style().c_str());
+  printf("backend           %s, EMA horizon %s\n", info.backend().c_str(), info.ema_horizon().c_str());
+  printf("state / sequence  %.3f MB\n", info.state_bytes_per_sequence() / 1e6);
+  printf("prefix cache      %.1f MB\n", info.prefix_cache_bytes() / 1e6);
+  const v1::Limits& l = info.limits();
+  printf("limits            batch %d, waiting %d, prompt %lld tokens, max_new_tokens %d, %d stop sequences of "
+         "%d bytes, %d logprobs, prefill chunk %lld\n",
+         l.max_batch(), l.max_waiting(), static_cast<long long>(l.max_prompt_tokens()), l.max_new_tokens_limit(),
+         l.max_stop_sequences(), l.max_stop_bytes(), l.max_logprobs(), static_cast<long long>(l.prefill_chunk()));
+  printf("server            seqboat-server %s\n", info.server_version().c_str());
+  return 0;
+}
+
+int Tokenize(v1::SeqBoat::Stub& stub, const std::vector<char*>& args) {
+  if (args.size() != 1) return Fail(kUsageError, "tokenize: expected one TEXT argument (quote it)");
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::TokenizeRequest request;
+  request.set_text(args[0]);
+  v1::TokenizeResponse response;
+  grpc::Status status = stub.Tokenize(&context, request, &response);
+  if (!status.ok()) return CallFailed(status);
+  if (absl::GetFlag(FLAGS_json)) {
+    printf("%s\n", ToJson(response).c_str());
+    return 0;
+  }
+  for (int i = 0; i < response.token_ids_size(); ++i) {
+    printf("%6d  %s\n", response.token_ids(i), nlohmann::json(response.pieces(i)).dump().c_str());
+  }
+  return 0;
+}
+
+// ---- bench ------------------------------------------------------------------------------
+struct Sample {
+  double ttft = -1, e2e = 0;
+  std::vector<double> itl;
+  int64_t tokens = 0;
+  grpc::StatusCode code = grpc::OK;
+};
+
+int Bench(const std::shared_ptr<grpc::Channel>& channel) {
+  const int concurrency = absl::GetFlag(FLAGS_concurrency);
+  const double duration = absl::GetFlag(FLAGS_duration_s);
+  int64_t requests = absl::GetFlag(FLAGS_requests);
+  const int prompt_tokens = absl::GetFlag(FLAGS_prompt_tokens), output_tokens = absl::GetFlag(FLAGS_output_tokens);
+  const double shared = absl::GetFlag(FLAGS_shared_prefix_ratio);
+  if (concurrency < 1) return Fail(kUsageError, "--concurrency: expected >= 1");
+  if (requests < 0 || duration < 0) return Fail(kUsageError, "--requests and --duration_s: expected >= 0");
+  if (requests > 0 && duration > 0) return Fail(kUsageError, "bench: give --requests or --duration_s, not both");
+  if (requests == 0 && duration == 0) requests = 100;
+  if (prompt_tokens < 1 || output_tokens < 1) return Fail(kUsageError, "--prompt_tokens, --output_tokens: expected >= 1");
+  if (!(shared >= 0 && shared <= 1)) return Fail(kUsageError, "--shared_prefix_ratio: expected in [0, 1]");
+
+  auto stub = v1::SeqBoat::NewStub(channel);
+  grpc::ClientContext info_context;
+  Prepare(&info_context);
+  v1::ModelInfo info;
+  if (grpc::Status status = stub->GetModelInfo(&info_context, v1::GetModelInfoRequest(), &info); !status.ok()) {
+    return CallFailed(status);
+  }
+  const int V = info.vocab_size();
+  const uint64_t seed = absl::GetFlag(FLAGS_seed).value_or(1);
+  // Prompts: </s>, then a prefix shared by every request, then tokens of its own.
+  const int shared_tokens = static_cast<int>(std::lround(shared * (prompt_tokens - 1)));
+  std::vector<int32_t> prefix = {2};
+  {
+    std::mt19937_64 rng(seed);
+    for (int i = 0; i < shared_tokens; ++i) prefix.push_back(4 + static_cast<int32_t>(rng() % (V - 4)));
+  }
+
+  std::mutex mu;
+  std::vector<Sample> samples;
+  std::atomic<int64_t> next{0}, done{0}, tokens_out{0}, errors{0};
+  const auto start = Clock::now();
+  auto keep_going = [&](int64_t index) {
+    if (requests > 0) return index < requests;
+    return std::chrono::duration<double>(Clock::now() - start).count() < duration;
+  };
+  auto worker = [&](int w) {
+    for (int64_t index = next++; keep_going(index); index = next++) {
+      v1::GenerateRequest request;
+      auto* ids = request.mutable_tokens();
+      for (int32_t id : prefix) ids->add_ids(id);
+      std::mt19937_64 rng(seed * 1000003 + index);
+      while (ids->ids_size() < prompt_tokens) ids->add_ids(4 + static_cast<int32_t>(rng() % (V - 4)));
+      request.mutable_sampling()->set_temperature(absl::GetFlag(FLAGS_temperature).value_or(1.0f));
+      request.mutable_sampling()->set_seed(seed + index);
+      request.mutable_stopping()->set_max_new_tokens(output_tokens);
+      request.mutable_stopping()->set_ignore_eos(true);
+      grpc::ClientContext context;
+      Prepare(&context);
+      Sample sample;
+      const auto sent = Clock::now();
+      auto previous = sent;
+      auto reader = stub->Generate(&context, request);
+      v1::GenerateResponse response;
+      while (reader->Read(&response)) {
+        const int k = response.token_ids_size();
+        if (k == 0) continue;
+        const auto now = Clock::now();
+        const double gap = std::chrono::duration<double>(now - previous).count();
+        if (sample.ttft < 0) {
+          sample.ttft = gap;
+          // The first token's message may carry more: their share of the wait is unknown.
+        } else {
+          // Coalesced tokens share the gap since the previous message equally.
+          for (int i = 0; i < k; ++i) sample.itl.push_back(gap / k);
+        }
+        previous = now;
+        sample.tokens += k;
+        tokens_out += k;
+      }
+      sample.code = reader->Finish().error_code();
+      sample.e2e = std::chrono::duration<double>(Clock::now() - sent).count();
+      if (sample.code != grpc::OK) ++errors;
+      ++done;
+      std::lock_guard<std::mutex> lock(mu);
+      samples.push_back(std::move(sample));
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int w = 0; w < concurrency; ++w) threads.emplace_back(worker, w);
+  std::atomic<bool> finished{false};
+  std::thread progress([&] {
+    while (!finished) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      const double t = std::chrono::duration<double>(Clock::now() - start).count();
+      fprintf(stderr, "\r%lld%s requests done, %.0f tokens/s, %lld errors, %.1f s   ",
+              static_cast<long long>(done.load()),
+              requests > 0 ? absl::StrCat("/", requests).c_str() : "", tokens_out.load() / std::max(t, 1e-9),
+              static_cast<long long>(errors.load()), t);
+    }
+  });
+  for (auto& t : threads) t.join();
+  finished = true;
+  progress.join();
+  fprintf(stderr, "\n");
+  const double wall = std::chrono::duration<double>(Clock::now() - start).count();
+
+  std::vector<double> ttft, itl, e2e;
+  std::map<std::string, int64_t> by_code;
+  int64_t ok = 0, generated = 0;
+  for (const Sample& s : samples) {
+    ++by_code[CodeName(s.code)];
+    if (s.code != grpc::OK) continue;
+    ++ok;
+    generated += s.tokens;
+    if (s.ttft >= 0) ttft.push_back(s.ttft * 1e3);
+    for (double x : s.itl) itl.push_back(x * 1e3);
+    e2e.push_back(s.e2e * 1e3);
+  }
+  const LatencySummary t = Summarize(ttft), i = Summarize(itl), e = Summarize(e2e);
+  printf("seqboat-cli bench: %s, concurrency %d, prompt %d tokens (%d shared), %d output tokens\n",
+         absl::GetFlag(FLAGS_server).c_str(), concurrency, prompt_tokens, shared_tokens + 1, output_tokens);
+  printf("requests ok %lld, failed %lld; wall %.2f s; %.1f output tokens/s; %.2f requests/s\n",
+         static_cast<long long>(ok), static_cast<long long>(samples.size() - ok), wall, generated / wall, ok / wall);
+  printf("%-26s %10s %10s %10s %10s %10s\n", "latency (ms)", "mean", "p50", "p90", "p99", "max");
+  auto row = [](const char* name, const LatencySummary& s) {
+    printf("%-26s %10.2f %10.2f %10.2f %10.2f %10.2f\n", name, s.mean, s.p50, s.p90, s.p99, s.max);
+  };
+  row("time to first token", t);
+  row("inter-token latency", i);
+  row("end to end", e);
+  auto summary = [](const LatencySummary& s) {
+    return nlohmann::json{{"count", s.count}, {"mean", s.mean}, {"p50", s.p50}, {"p90", s.p90}, {"p99", s.p99},
+                          {"max", s.max}};
+  };
+  nlohmann::json report = {{"server", absl::GetFlag(FLAGS_server)},
+                           {"concurrency", concurrency},
+                           {"prompt_tokens", prompt_tokens},
+                           {"shared_prefix_tokens", shared_tokens + 1},
+                           {"output_tokens", output_tokens},
+                           {"requests_ok", ok},
+                           {"requests_by_code", by_code},
+                           {"wall_s", wall},
+                           {"output_tokens_per_s", generated / wall},
+                           {"requests_per_s", ok / wall},
+                           {"ttft_ms", summary(t)},
+                           {"itl_ms", summary(i)},
+                           {"e2e_ms", summary(e)},
+                           {"model", {{"parameters", info.parameters()}, {"backend", info.backend()}}}};
+  printf("%s\n", report.dump().c_str());
+  if (const std::string path = absl::GetFlag(FLAGS_json_out); !path.empty()) {
+    std::ofstream(path) << report.dump(2) << "\n";
+  }
+  return errors.load() == 0 ? 0 : kCallError;
+}
+
+constexpr char kUsage[] =
+    "seqboat-cli: talks to seqboat-server over gRPC.\n"
+    "  seqboat-cli generate \"PROMPT\" [--max_new_tokens N] [--temperature T] [--top_k K] [--top_p P]\n"
+    "              [--min_p P] [--seed S] [--stop a,b] [--stop_token_ids 2,5] [--ignore_eos] [--logprobs N]\n"
+    "              [--return_activations] [--json] [--tokens 2,17,9]\n"
+    "  seqboat-cli info [--json]\n"
+    "  seqboat-cli tokenize \"TEXT\" [--json]\n"
+    "  seqboat-cli bench [--concurrency N] [--requests N | --duration_s S] [--prompt_tokens N]\n"
+    "              [--output_tokens N] [--shared_prefix_ratio R] [--json_out FILE]\n"
+    "Every command: [--server HOST:PORT] [--api_key KEY] [--tls_ca FILE] [--timeout_s S]";
+
+int Main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(kUsage);
+  std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
+  if (rest.size() < 2) return Fail(kUsageError, absl::StrCat("expected a command\n", kUsage));
+  const std::string command = rest[1];
+  const std::vector<char*> args(rest.begin() + 2, rest.end());
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = Connect();
+  if (!channel.ok()) return Fail(kUsageError, std::string(channel.status().message()));
+  auto stub = v1::SeqBoat::NewStub(*channel);
+  if (command == "generate") return Generate(*stub, args);
+  if (command == "info" && args.empty()) return Info(*stub);
+  if (command == "tokenize") return Tokenize(*stub, args);
+  if (command == "bench" && args.empty()) return Bench(*channel);
+  return Fail(kUsageError, absl::StrCat("unknown command or extra arguments: '", command,
+                                        "'; expected generate, info, tokenize or bench\n", kUsage));
+}
+
+}  // namespace
+}  // namespace seqboat::cli
+
+int main(int argc, char** argv) { return seqboat::cli::Main(argc, argv); }
