@@ -1,0 +1,87 @@
+"""API keys (authorization: Bearer KEY) and TLS, with the Python client and seqboat-cli."""
+import os
+import subprocess
+import tempfile
+import unittest
+
+import harness
+from harness import pb, pb_grpc, grpc, health_pb2, health_pb2_grpc
+
+
+class AuthTest(unittest.TestCase):
+    def test_api_keys(self):
+        with tempfile.TemporaryDirectory() as d:
+            keys = os.path.join(d, "keys")
+            with open(keys, "w") as f:
+                f.write("# operators\nalpha-key\n\nbeta-key  # second\n")
+            server = harness.Server("--api_keys_file", keys)
+            try:
+                stub = server.stub()
+                request = harness.greedy_request(text="hi", n=3)
+                for metadata in (None, [("authorization", "Bearer wrong")], [("authorization", "alpha-key")]):
+                    with self.assertRaises(grpc.RpcError) as ctx:
+                        list(stub.Generate(request, metadata=metadata))
+                    self.assertEqual(ctx.exception.code(), grpc.StatusCode.UNAUTHENTICATED, metadata)
+                with self.assertRaises(grpc.RpcError) as ctx:
+                    stub.GetModelInfo(pb.GetModelInfoRequest())
+                self.assertEqual(ctx.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+                for key in ("alpha-key", "beta-key"):
+                    _, tokens, _, _ = harness.collect(
+                        stub.Generate(request, metadata=[("authorization", "Bearer " + key)]))
+                    self.assertEqual(len(tokens), 3)
+                # Health needs no key (probes).
+                health = health_pb2_grpc.HealthStub(server.channel())
+                self.assertEqual(health.Check(health_pb2.HealthCheckRequest()).status,
+                                 health_pb2.HealthCheckResponse.SERVING)
+                cli = [harness.binary("seqboat-cli"), "--server", server.address, "generate", "hi",
+                       "--max_new_tokens", "3"]
+                self.assertEqual(subprocess.run(cli, capture_output=True).returncode, 1)
+                ok = subprocess.run(cli + ["--api_key", "beta-key"], capture_output=True, text=True)
+                self.assertEqual(ok.returncode, 0, ok.stderr)
+                self.assertEqual(server.metric("seqboat_requests_total", 'code="UNAUTHENTICATED"'), 4)
+            finally:
+                self.assertEqual(server.stop(), 0)
+
+    def test_tls(self):
+        with tempfile.TemporaryDirectory() as d:
+            key, cert = os.path.join(d, "key.pem"), os.path.join(d, "cert.pem")
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                            "-days", "1", "-subj", "/CN=localhost",
+                            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"], check=True, capture_output=True)
+            server = harness.Server("--tls_cert", cert, "--tls_key", key)
+            try:
+                with open(cert, "rb") as f:
+                    credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+                stub = pb_grpc.SeqBoatStub(grpc.secure_channel(server.address, credentials))
+                _, tokens, finish, _ = harness.collect(stub.Generate(harness.greedy_request(text="hi", n=4)))
+                self.assertEqual(len(tokens), 4)
+                with self.assertRaises(grpc.RpcError) as ctx:
+                    server.stub().GetModelInfo(pb.GetModelInfoRequest(), timeout=5)
+                self.assertEqual(ctx.exception.code(), grpc.StatusCode.UNAVAILABLE)
+                cli = subprocess.run([harness.binary("seqboat-cli"), "--server", server.address, "--tls_ca", cert,
+                                      "info", "--json"], capture_output=True, text=True)
+                self.assertEqual(cli.returncode, 0, cli.stderr)
+                self.assertIn('"vocabSize"', cli.stdout)
+            finally:
+                self.assertEqual(server.stop(), 0)
+
+    def test_bad_flags_exit_2_with_a_message(self):
+        server_bin = harness.binary("seqboat-server")
+        cases = [
+            ([], "--model"),
+            (["--model", "/nonexistent.safetensors"], "/nonexistent.safetensors"),
+            (["--model", harness.TINY, "--device", "tpu"], "--device"),
+            (["--model", harness.TINY, "--max_batch", "0"], "--max_batch"),
+            (["--model", harness.TINY, "--tls_cert", "x.pem"], "--tls_cert"),
+            (["--model", harness.TINY, "--no_such_flag"], "no_such_flag"),
+            (["--model", harness.TINY, "--max_batch", "many"], "max_batch"),
+            (["--model", harness.TINY, "--listen", "256.0.0.1:1"], "--listen"),
+        ]
+        for args, named in cases:
+            r = subprocess.run([server_bin, "--metrics_listen", ""] + args, capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 2, (args, r.stderr))
+            self.assertIn(named, r.stderr, args)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,145 @@
+"""Generation against teacher forcing, the C++ client against the Python one (interop),
+logprobs and activations, seeding, and every invalid field."""
+import json
+import math
+import subprocess
+import threading
+import unittest
+
+import numpy as np
+
+import harness
+from harness import pb, grpc
+
+
+def greedy_from_logits(logits_row):
+    row = np.array(logits_row, dtype=np.float64)
+    row[1] = -np.inf  # the padding id is never drawn
+    return int(np.argmax(row))  # first maximum: lowest id on ties
+
+
+class GenerateTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.server = harness.Server("--max_new_tokens_limit", "64")
+        cls.stub = cls.server.stub()
+        cls.info = cls.stub.GetModelInfo(pb.GetModelInfoRequest())
+        cls.prompt = harness.fixture_prompt()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+
+    def check_greedy(self, prompt, generated):
+        logits = harness.eval_logits(prompt + generated)
+        for i, token in enumerate(generated):
+            self.assertEqual(token, greedy_from_logits(logits[len(prompt) - 1 + i]), "token %d" % i)
+
+    def test_greedy_tokens_equal_teacher_forced_argmax(self):
+        _, tokens, finish, _ = harness.collect(self.stub.Generate(harness.greedy_request(self.prompt, n=40)))
+        self.assertEqual(len(tokens), 40)
+        self.assertEqual(finish.reason, pb.FINISH_REASON_LENGTH)
+        self.assertEqual(finish.prompt_tokens, len(self.prompt))
+        self.assertEqual(finish.generated_tokens, 40)
+        self.check_greedy(self.prompt, tokens)
+
+    def test_interop_cpp_cli_and_python_client_agree(self):
+        cli = subprocess.run([harness.binary("seqboat-cli"), "--server", self.server.address, "generate", "--json",
+                              "--tokens", ",".join(map(str, self.prompt)), "--temperature", "0",
+                              "--max_new_tokens", "30", "--ignore_eos"], capture_output=True, text=True, check=True)
+        messages = [json.loads(line) for line in cli.stdout.splitlines() if line.strip()]
+        cli_tokens = [t for m in messages for t in m.get("tokenIds", [])]
+        self.assertEqual(messages[-1]["finish"]["reason"], "FINISH_REASON_LENGTH")
+        _, py_tokens, _, _ = harness.collect(self.stub.Generate(harness.greedy_request(self.prompt, n=30)))
+        self.assertEqual(cli_tokens, py_tokens)
+        self.check_greedy(self.prompt, cli_tokens)
+
+    def test_text_prompt_is_tokenized_after_the_start_token(self):
+        tokenized = self.stub.Tokenize(pb.TokenizeRequest(text="The boat "))
+        self.assertEqual(tokenized.token_ids[0], 2)
+        self.assertEqual(len(tokenized.token_ids), 1 + len("The boat ".encode()))
+        _, tokens, finish, _ = harness.collect(self.stub.Generate(harness.greedy_request(text="The boat ", n=12)))
+        self.assertEqual(finish.prompt_tokens, len(tokenized.token_ids))
+        self.check_greedy(list(tokenized.token_ids), tokens)
+
+    def test_model_info_matches_the_model_file(self):
+        config = harness.model_config()
+        self.assertEqual(self.info.vocab_size, config["vocab_size"])
+        self.assertEqual(self.info.layers, config["layers"])
+        self.assertEqual(self.info.window, config["chunk_size"])
+        self.assertEqual(self.info.embed_dim, config["embed_dim"])
+        self.assertEqual(self.info.tokenizer_style, "byte")
+        self.assertEqual(self.info.backend, "cpu")
+        self.assertGreater(self.info.state_bytes_per_sequence, 0)
+        self.assertEqual(self.info.limits.max_new_tokens_limit, 64)
+
+    def test_logprobs_and_activations(self):
+        request = harness.greedy_request(self.prompt, n=8, logprobs=3, return_activations=True)
+        _, tokens, _, messages = harness.collect(self.stub.Generate(request))
+        logprobs = [lp for m in messages for lp in m.logprobs]
+        activations = [a for m in messages for a in m.activations]
+        self.assertEqual(len(logprobs), len(tokens))
+        self.assertEqual(len(activations), len(tokens))
+        logits = harness.eval_logits(self.prompt + tokens).astype(np.float64)
+        for i, (token, lp) in enumerate(zip(tokens, logprobs)):
+            row = logits[len(self.prompt) - 1 + i]
+            log_softmax = row - (row.max() + math.log(np.exp(row - row.max()).sum()))
+            self.assertEqual(lp.token_id, token)
+            self.assertAlmostEqual(lp.logprob, log_softmax[token], delta=1e-4)
+            self.assertEqual(len(lp.top), 3)
+            self.assertEqual([a.token_id for a in lp.top], list(np.argsort(-log_softmax, kind="stable")[:3]))
+            self.assertTrue(all(lp.top[k].logprob >= lp.top[k + 1].logprob for k in range(2)))
+        for a in activations:
+            self.assertEqual(len(a.layers), self.info.layers)
+
+    def test_seeded_sampling_repeats_alone_and_in_company(self):
+        def sampled(seed):
+            r = pb.GenerateRequest()
+            r.tokens.ids.extend(self.prompt)
+            r.sampling.temperature = 1.5
+            r.sampling.seed = seed
+            r.stopping.max_new_tokens = 24
+            r.stopping.ignore_eos = True
+            _, tokens, finish, _ = harness.collect(self.stub.Generate(r))
+            self.assertEqual(finish.seed, seed)
+            return tokens
+
+        first = sampled(1234)
+        self.assertEqual(sampled(1234), first)
+        self.assertNotEqual(sampled(999), first)
+        results = [None] * 6
+        threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, sampled(1234))) for i in range(6)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        for r in results:
+            self.assertEqual(r, first)
+
+    def test_invalid_requests_name_the_field_and_the_server_keeps_serving(self):
+        V = self.info.vocab_size
+
+        def expect(field, build):
+            r = harness.greedy_request(self.prompt, n=4)
+            build(r)
+            with self.assertRaises(grpc.RpcError) as ctx:
+                list(self.stub.Generate(r))
+            self.assertEqual(ctx.exception.code(), grpc.StatusCode.INVALID_ARGUMENT, field)
+            self.assertIn(field, ctx.exception.details())
+
+        expect("text", lambda r: r.ClearField("tokens") or setattr(r, "text", ""))
+        expect("prompt", lambda r: r.ClearField("tokens"))
+        expect("tokens.ids", lambda r: r.tokens.ids.append(V))
+        expect("tokens.ids", lambda r: r.tokens.ids.append(1))
+        expect("sampling.temperature", lambda r: setattr(r.sampling, "temperature", -1.0))
+        expect("sampling.top_p", lambda r: setattr(r.sampling, "top_p", 0.0))
+        expect("sampling.top_p", lambda r: setattr(r.sampling, "top_p", 1.5))
+        expect("max_new_tokens", lambda r: setattr(r.stopping, "max_new_tokens", 65))
+        expect("stopping.stop", lambda r: r.stopping.stop.extend(["x"] * (self.info.limits.max_stop_sequences + 1)))
+        expect("logprobs", lambda r: setattr(r, "logprobs", self.info.limits.max_logprobs + 1))
+        expect("stopping.stop_token_ids", lambda r: r.stopping.stop_token_ids.append(V))
+        _, tokens, finish, _ = harness.collect(self.stub.Generate(harness.greedy_request(self.prompt, n=5)))
+        self.assertEqual(len(tokens), 5)
+        self.assertEqual(self.server.metric("seqboat_requests_total", 'code="INVALID_ARGUMENT"'), 11)
+
+
+if __name__ == "__main__":
+    unittest.main()
