@@ -141,5 +141,30 @@ class GenerateTest(unittest.TestCase):
         self.assertEqual(self.server.metric("seqboat_requests_total", 'code="INVALID_ARGUMENT"'), 11)
 
 
+class PrefixCacheTest(unittest.TestCase):
+    def test_shared_prefix_state_is_reused_and_tokens_stay_exact(self):
+        shared = harness.fixture_prompt() * 3  # 72 tokens
+        tails = [[10 + i, 20 + i, 30 + i, 40 + i] for i in range(4)]
+        cached = harness.Server("--prefix_cache_block", "16")
+        plain = harness.Server("--prefix_cache_mb", "0")
+        try:
+            results = []
+            for tail in tails:
+                _, tokens, finish, _ = harness.collect(cached.stub().Generate(harness.greedy_request(shared + tail, n=12)))
+                _, expected, _, _ = harness.collect(plain.stub().Generate(harness.greedy_request(shared + tail, n=12)))
+                self.assertEqual(tokens, expected)
+                results.append(finish.cached_prompt_tokens)
+            # The first prompt marks its block boundaries, the second snapshots the shared 64
+            # tokens (4 blocks of 16), the rest restore them.
+            self.assertEqual(results, [0, 0, 64, 64])
+            self.assertEqual(cached.metric("seqboat_prefix_cache_hits_total"), 2)
+            self.assertEqual(cached.metric("seqboat_prefix_cache_hit_tokens_total"), 128)
+            self.assertEqual(cached.metric("seqboat_prefix_cache_entries"), 1)
+            self.assertEqual(plain.metric("seqboat_prefix_cache_hits_total"), 0)
+        finally:
+            cached.stop()
+            plain.stop()
+
+
 if __name__ == "__main__":
     unittest.main()

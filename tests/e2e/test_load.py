@@ -140,6 +140,30 @@ class LoadTest(unittest.TestCase):
         server.proc.wait(10)
         self.assertEqual(server.proc.returncode, 0, server.stderr())
 
+    def test_silent_engine_reports_not_serving(self):
+        # Each iteration is followed by a 2.5 s pause: the heartbeat goes stale (1 s timeout)
+        # while a request runs, and health must say so; idle again, it must recover.
+        server = harness.Server("--debug_step_delay_ms", "2500", "--heartbeat_timeout_s", "1",
+                                "--shutdown_grace_s", "1")
+        try:
+            health = health_pb2_grpc.HealthStub(server.channel())
+            check = lambda: health.Check(health_pb2.HealthCheckRequest(service="seqboat.v1.SeqBoat")).status
+            self.assertEqual(check(), health_pb2.HealthCheckResponse.SERVING)
+            call = server.stub().Generate(long_request(3), timeout=30)
+            statuses, end = set(), time.time() + 6
+            while time.time() < end and health_pb2.HealthCheckResponse.NOT_SERVING not in statuses:
+                statuses.add(check())
+                time.sleep(0.1)
+            self.assertIn(health_pb2.HealthCheckResponse.NOT_SERVING, statuses)
+            self.assertEqual(server.metric("seqboat_engine_serving"), 0)
+            list(call)
+            end = time.time() + 6
+            while time.time() < end and check() != health_pb2.HealthCheckResponse.SERVING:
+                time.sleep(0.1)
+            self.assertEqual(check(), health_pb2.HealthCheckResponse.SERVING)
+        finally:
+            self.assertEqual(server.stop(), 0, server.stderr())
+
 
 if __name__ == "__main__":
     unittest.main()
