@@ -234,7 +234,7 @@ absl::Status CpuBackend::Forward(absl::Span<const SequenceChunk> batch, const Fo
               final_rows.data());
   }
   cpu::Linear(final_rows.data(), logit_rows.size(), D, weights.output, nullptr, config_.vocab_size,
-              out.logits.data());
+              out.logits.data(), &pool_);
 
   for (const SequenceChunk& chunk : batch) slots_[chunk.slot].position += chunk.tokens.size();
   return absl::OkStatus();
@@ -256,7 +256,7 @@ void CpuBackend::RunLayer(int l, absl::Span<const SequenceChunk> batch, const Fo
   RunEma(l, batch);
   // 4. hx_proj over every row: router logits and the skip projection.
   hx_.resize(rows * (2 + D));
-  cpu::Linear(mx_.data(), rows, D, layer.hx_proj_weight, layer.hx_proj_bias, 2 + D, hx_.data());
+  cpu::Linear(mx_.data(), rows, D, layer.hx_proj_weight, layer.hx_proj_bias, 2 + D, hx_.data(), &pool_);
   // 5. Router: tempered softmax over two logits; ties go to "not activated".
   const double inv_temp = std::exp(-static_cast<double>(layer.router_log_temp[0]));
   router_confidence_.resize(rows);
@@ -343,7 +343,7 @@ void CpuBackend::RunGau(int l, absl::Span<const SequenceChunk> batch) {
   }
   projected_.resize(R * P);
   cpu::Linear(compact_.data(), R, D, layer.mx_proj_weight, layer.mx_proj_bias, P,
-              projected_.data());
+              projected_.data(), &pool_);
   cpu::SiluInPlace(projected_.data(), R * P);
   queries_.resize(R * Z);
   keys_.resize(R * Z);
@@ -458,7 +458,7 @@ void CpuBackend::RunGau(int l, absl::Span<const SequenceChunk> batch) {
 
   // Extract: h_proj, scale by the router's confidence, scatter back to the rows.
   gau_out_.resize(R * D);
-  cpu::Linear(attended_.data(), R, H, layer.h_proj_weight, layer.h_proj_bias, D, gau_out_.data());
+  cpu::Linear(attended_.data(), R, H, layer.h_proj_weight, layer.h_proj_bias, D, gau_out_.data(), &pool_);
   for (int64_t a = 0; a < R; ++a) {
     const int64_t row = activated_rows_[a];
     const float confidence = router_confidence_[row];
@@ -500,9 +500,9 @@ void CpuBackend::RunFfn(int l) {
     std::memcpy(ffn_in_.data(), x_.data(), sizeof(float) * rows * D);
   }
   ffn_hidden_.resize(rows * F);
-  cpu::Linear(ffn_in_.data(), rows, D, layer.fc1_weight, layer.fc1_bias, F, ffn_hidden_.data());
+  cpu::Linear(ffn_in_.data(), rows, D, layer.fc1_weight, layer.fc1_bias, F, ffn_hidden_.data(), &pool_);
   cpu::SiluInPlace(ffn_hidden_.data(), rows * F);
-  cpu::Linear(ffn_hidden_.data(), rows, F, layer.fc2_weight, layer.fc2_bias, D, ffn_in_.data());
+  cpu::Linear(ffn_hidden_.data(), rows, F, layer.fc2_weight, layer.fc2_bias, D, ffn_in_.data(), &pool_);
   for (int64_t i = 0; i < rows * D; ++i) x_[i] += ffn_in_[i];
   if (!config_.normalize_before)
     cpu::Norm(config_.norm, layer.ffn_norm, x_.data(), rows, D, x_.data());

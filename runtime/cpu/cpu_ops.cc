@@ -18,9 +18,36 @@ namespace seqboat::cpu {
 #define SEQBOAT_SIMD_CLONES
 #endif
 
+namespace {
+
+// Outputs [begin, end) of y = x . w^T + bias for rows <= kStreamRows: each weight row is read
+// once from memory and dotted with every x row (which stay in L1).
+SEQBOAT_SIMD_CLONES
+void LinearStreamRange(const float* x, int64_t rows, int64_t in, const float* w, const float* bias,
+                       int64_t out, float* y, int64_t begin, int64_t end) {
+  for (int64_t o = begin; o < end; ++o) {
+    const float* wo = w + o * in;
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* xr = x + r * in;
+      float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+      for (int64_t i = 0; i < in; ++i) acc += xr[i] * wo[i];
+      y[r * out + o] = bias != nullptr ? acc + bias[o] : acc;
+    }
+  }
+}
+
+}  // namespace
+
 void Linear(const float* x, int64_t rows, int64_t in, const float* w, const float* bias,
-            int64_t out, float* y) {
+            int64_t out, float* y, ThreadPool* pool) {
   if (rows == 0 || out == 0) return;
+  if (pool != nullptr && rows >= 2 && rows <= kStreamRows) {
+    pool->ParallelFor(out, [&](int64_t begin, int64_t end) {
+      LinearStreamRange(x, rows, in, w, bias, out, y, begin, end);
+    });
+    return;
+  }
   float beta = 0.0f;
   if (bias != nullptr) {
     for (int64_t r = 0; r < rows; ++r) std::memcpy(y + r * out, bias, out * sizeof(float));

@@ -6,12 +6,17 @@
 
 #include "runtime/model/config.h"
 #include "runtime/model/model.h"
+#include "runtime/util/thread_pool.h"
 
 namespace seqboat::cpu {
 
-// y[rows, out] = x[rows, in] . w[out, in]^T (+ bias[out] when non-null). BLAS.
+// y[rows, out] = x[rows, in] . w[out, in]^T (+ bias[out] when non-null). BLAS, except for
+// 2..kStreamRows rows with a pool: then a kernel that reads each weight row once for all rows
+// (OpenBLAS's sgemm packs the whole weight matrix on every call, which dominates small
+// decode batches), split over the pool's threads by output.
+constexpr int64_t kStreamRows = 8;
 void Linear(const float* x, int64_t rows, int64_t in, const float* w, const float* bias,
-            int64_t out, float* y);
+            int64_t out, float* y, ThreadPool* pool = nullptr);
 
 // y[rows, dim] = norm(x) per row; eps 1e-5; non-affine when weights.weight is null.
 void Norm(NormKind kind, const NormWeights& weights, const float* x, int64_t rows, int64_t dim,
