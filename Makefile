@@ -1,4 +1,4 @@
-# Thin wrapper over CMake presets: deps, build, test, fixtures, bench.
+# Thin wrapper over CMake presets: deps, build, test, serve, fixtures, bench.
 SHELL := /bin/bash
 JOBS ?= $(shell nproc)
 
@@ -6,11 +6,11 @@ JOBS ?= $(shell nproc)
 DEB_PACKAGES := build-essential cmake ninja-build pkg-config git \
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev \
   prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev nlohmann-json3-dev libssl-dev \
-  clang-14 libclang-rt-14-dev prometheus python3-grpcio python3-yaml curl
+  clang-14 libclang-rt-14-dev prometheus python3-grpcio python3-yaml python3-numpy curl openssl
 # Only for regenerating fixtures (tests/reference); the tests themselves need no Python.
 REFERENCE_PACKAGES := python3-torch python3-numpy
 
-.PHONY: deps deps-reference build build-cuda test-gpu test test-asan test-tsan fixtures bench clean
+.PHONY: deps deps-reference build build-cuda test-gpu test test-asan test-tsan fixtures bench clean serve
 
 # Idempotent: installs only what is missing (needs root, as on CI and the dev machines).
 deps:
@@ -28,12 +28,16 @@ install-packages:
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
 	else echo "all Debian packages present"; fi
 
-build:
+build: deps
 	cmake --preset default
 	cmake --build --preset default -j $(JOBS)
 
 test: build
 	ctest --preset default -j $(JOBS)
+
+# Converts the bundled demo model and serves it on 127.0.0.1:50051 (Ctrl-C stops it).
+serve: build
+	scripts/serve_demo.sh
 
 # The CUDA backend (kernels/) for sm_80 and sm_90; builds without a GPU (nvcc only).
 build-cuda:
