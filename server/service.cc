@@ -151,13 +151,17 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
   void HandleFinish(const FinishInfo& info);
 
   void OnWriteDone(bool ok) override {
+    std::shared_ptr<RequestHandle> handle;
+    Action action;
     {
       std::lock_guard<std::mutex> lock(mu_);
       write_in_flight_ = false;
       if (!ok) stream_broken_ = true;
+      handle = handle_;
+      action = DecideLocked();
     }
-    if (!ok) CancelEngine();
-    Pump();
+    if (!ok && handle != nullptr) handle->Cancel();  // the client is gone
+    Execute(action);
   }
 
   void OnCancel() override {
@@ -183,7 +187,10 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
     }
     if (handle != nullptr) handle->Cancel();
   }
+  enum class Action { kNothing, kWrite, kFinish };
   void MoveReleasedLocked();
+  Action DecideLocked();    // with mu_ held: the next write or the finish, claimed
+  void Execute(Action action);  // without mu_; kFinish may delete `this`
   void Pump();
 
   const std::shared_ptr<SeqBoatService::Shared> shared_;
@@ -292,6 +299,7 @@ bool GenerateCall::HandleToken(const GeneratedToken& token) {
 }
 
 void GenerateCall::HandleFinish(const FinishInfo& info) {
+  Action action;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (info.reason != FinishReason::kStop) {
@@ -319,42 +327,57 @@ void GenerateCall::HandleFinish(const FinishInfo& info) {
                               : grpc::Status(grpc::CANCELLED, "cancelled by the client");
     }
     engine_done_ = true;
+    // Decided under the lock that published engine_done_: once it is visible, a gRPC thread
+    // may finish the call and delete `this`, so this thread must not touch it afterwards
+    // unless it is the one that starts the next write or the finish.
+    action = DecideLocked();
   }
-  Pump();
+  Execute(action);
 }
 
-void GenerateCall::Pump() {
-  enum { kNothing, kWrite, kFinish } action = kNothing;
-  grpc::Status status;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (finish_called_ || write_in_flight_) return;
-    const bool has_chunk = !pending_.text().empty() || pending_.token_ids_size() > 0;
-    if (!stream_broken_ && !client_cancelled_ && has_chunk) {
-      writing_.Clear();
-      writing_.Swap(&pending_);
-      writing_.set_request_id(request_id_);
-      write_in_flight_ = true;
-      action = kWrite;
-    } else if (engine_done_ && !final_sent_ && !stream_broken_ && !client_cancelled_) {
-      writing_.Clear();
-      writing_.Swap(&final_);
-      writing_.set_request_id(request_id_);
-      final_sent_ = true;
-      write_in_flight_ = true;
-      action = kWrite;
-    } else if (engine_done_) {
-      finish_called_ = true;
-      status = final_status_;
-      action = kFinish;
-    }
+GenerateCall::Action GenerateCall::DecideLocked() {
+  if (finish_called_ || write_in_flight_) return Action::kNothing;
+  const bool has_chunk = !pending_.text().empty() || pending_.token_ids_size() > 0;
+  if (!stream_broken_ && !client_cancelled_ && has_chunk) {
+    writing_.Clear();
+    writing_.Swap(&pending_);
+    writing_.set_request_id(request_id_);
+    write_in_flight_ = true;
+    return Action::kWrite;
   }
-  if (action == kWrite) {
+  if (engine_done_ && !final_sent_ && !stream_broken_ && !client_cancelled_) {
+    writing_.Clear();
+    writing_.Swap(&final_);
+    writing_.set_request_id(request_id_);
+    final_sent_ = true;
+    write_in_flight_ = true;
+    return Action::kWrite;
+  }
+  if (engine_done_) {
+    finish_called_ = true;
+    return Action::kFinish;
+  }
+  return Action::kNothing;
+}
+
+void GenerateCall::Execute(Action action) {
+  if (action == Action::kWrite) {
     StartWrite(&writing_);
-  } else if (action == kFinish) {
+  } else if (action == Action::kFinish) {
+    // final_status_ is no longer written once finish_called_ is set.
+    const grpc::Status status = final_status_;
     if (shared_->metrics != nullptr) shared_->metrics->RecordRequest(CodeName(status.error_code()));
     Finish(status);  // may delete `this` at once: nothing after it
   }
+}
+
+void GenerateCall::Pump() {
+  Action action;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    action = DecideLocked();
+  }
+  Execute(action);
 }
 
 }  // namespace
