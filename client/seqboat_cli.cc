@@ -178,6 +178,7 @@ int Generate(v1::SeqBoat::Stub& stub, const std::vector<char*>& args) {
   }
   grpc::Status status = reader->Finish();
   if (!json) printf("\n");
+  fflush(stdout);  // the summary on stderr comes after the text, also when both are piped
   if (!status.ok()) return CallFailed(status);
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   fprintf(stderr, "[%s: %lld prompt + %lld generated tokens (%lld from the prefix cache); first token %.1f ms, "

@@ -13,7 +13,7 @@ fi
 cat >&2 <<MSG
 
 Serving the demo model ($MODEL). In another terminal:
-  $BIN/seqboat-cli generate "The computer" --max_new_tokens 200 --temperature 0.8
+  $BIN/seqboat-cli generate "The computer" --max_new_tokens 200 --temperature 0.8 --ignore_eos
   $BIN/seqboat-cli info
   curl -s http://127.0.0.1:9464/metrics | grep seqboat_
 Ctrl-C drains and stops the server.

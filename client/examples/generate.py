@@ -28,6 +28,7 @@ def main():
     ap.add_argument("--server", default="127.0.0.1:50051")
     ap.add_argument("--max_new_tokens", type=int, default=100)
     ap.add_argument("--temperature", type=float, default=0.8)
+    ap.add_argument("--stop_at_eos", action="store_true", help="end at the model's </s>")
     args = ap.parse_args()
     pb, pb_grpc = load_stubs()
     import grpc
@@ -36,6 +37,8 @@ def main():
     request = pb.GenerateRequest(text=args.prompt)
     request.sampling.temperature = args.temperature
     request.stopping.max_new_tokens = args.max_new_tokens
+    # Byte-level models (the demo one) end every line with </s>: keep writing past it.
+    request.stopping.ignore_eos = not args.stop_at_eos
     for response in stub.Generate(request):
         print(response.text, end="", flush=True)
         if response.HasField("finish"):
