@@ -23,10 +23,10 @@ run() {  # NAME CONCURRENCY REQUESTS SHARED_RATIO
 }
 # Warm-up (first requests touch the weights).
 "$BIN/seqboat-cli" --server "$server" bench --concurrency 1 --requests 2 --prompt_tokens 16 --output_tokens 4 >/dev/null
-run c1 1 $((PER_WORKER * 2)) 0
-run c8 8 $((PER_WORKER * 8)) 0
+run c1 1 $((PER_WORKER * 4)) 0
+run c8 8 $((PER_WORKER * 16)) 0
 run c64 64 $((PER_WORKER * 64)) 0
 # Prefix cache: every prompt shares 90% of its tokens; compare TTFT with c8.
-run c8_shared90 8 $((PER_WORKER * 8)) 0.9
+run c8_shared90 8 $((PER_WORKER * 16)) 0.9
 echo
 curl -s "http://$metrics/metrics" | grep -E "^seqboat_(engine_step_seconds|batch_size)_(sum|count)|^seqboat_prefix_cache_(hits|misses)_total|^seqboat_engine_iterations_total"

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -326,10 +327,12 @@ int Bench(const std::shared_ptr<grpc::Channel>& channel) {
   };
   std::vector<std::thread> threads;
   for (int w = 0; w < concurrency; ++w) threads.emplace_back(worker, w);
-  std::atomic<bool> finished{false};
+  std::mutex progress_mu;
+  std::condition_variable progress_cv;
+  bool finished = false;
   std::thread progress([&] {
-    while (!finished) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    std::unique_lock<std::mutex> lock(progress_mu);
+    while (!progress_cv.wait_for(lock, std::chrono::milliseconds(200), [&] { return finished; })) {
       const double t = std::chrono::duration<double>(Clock::now() - start).count();
       fprintf(stderr, "\r%lld%s requests done, %.0f tokens/s, %lld errors, %.1f s   ",
               static_cast<long long>(done.load()),
@@ -338,10 +341,14 @@ int Bench(const std::shared_ptr<grpc::Channel>& channel) {
     }
   });
   for (auto& t : threads) t.join();
-  finished = true;
+  const double wall = std::chrono::duration<double>(Clock::now() - start).count();
+  {
+    std::lock_guard<std::mutex> lock(progress_mu);
+    finished = true;
+  }
+  progress_cv.notify_one();
   progress.join();
   fprintf(stderr, "\n");
-  const double wall = std::chrono::duration<double>(Clock::now() - start).count();
 
   std::vector<double> ttft, itl, e2e;
   std::map<std::string, int64_t> by_code;

@@ -43,9 +43,13 @@ void Linear(const float* x, int64_t rows, int64_t in, const float* w, const floa
             int64_t out, float* y, ThreadPool* pool) {
   if (rows == 0 || out == 0) return;
   if (pool != nullptr && rows >= 2 && rows <= kStreamRows) {
-    pool->ParallelFor(out, [&](int64_t begin, int64_t end) {
-      LinearStreamRange(x, rows, in, w, bias, out, y, begin, end);
-    });
+    if (rows * in * out < kMinParallelLinear) {  // waking a thread costs more than the work
+      LinearStreamRange(x, rows, in, w, bias, out, y, 0, out);
+    } else {
+      pool->ParallelFor(out, [&](int64_t begin, int64_t end) {
+        LinearStreamRange(x, rows, in, w, bias, out, y, begin, end);
+      });
+    }
     return;
   }
   float beta = 0.0f;

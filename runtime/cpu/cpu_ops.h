@@ -15,6 +15,8 @@ namespace seqboat::cpu {
 // (OpenBLAS's sgemm packs the whole weight matrix on every call, which dominates small
 // decode batches), split over the pool's threads by output.
 constexpr int64_t kStreamRows = 8;
+// Below this many multiply-adds the streaming kernel runs on the calling thread alone.
+constexpr int64_t kMinParallelLinear = 1 << 16;
 void Linear(const float* x, int64_t rows, int64_t in, const float* w, const float* bias,
             int64_t out, float* y, ThreadPool* pool = nullptr);
 

@@ -151,21 +151,27 @@ TEST(CpuOps, LinearMatchesADirectDotProductOnEveryPath) {
   std::mt19937 rng(7);
   std::normal_distribution<float> normal;
   ThreadPool pool(3);
-  const int64_t in = 37, out = 29;
-  std::vector<float> w(out * in), bias(out);
-  for (float& v : w) v = normal(rng);
-  for (float& v : bias) v = normal(rng);
-  for (int64_t rows : {1, 2, 3, 5, 8, 9, 16}) {
-    std::vector<float> x(rows * in);
-    for (float& v : x) v = normal(rng);
-    for (bool with_bias : {false, true}) {
-      std::vector<float> y(rows * out, -1.0f);
-      Linear(x.data(), rows, in, w.data(), with_bias ? bias.data() : nullptr, out, y.data(), &pool);
-      for (int64_t r = 0; r < rows; ++r) {
-        for (int64_t o = 0; o < out; ++o) {
-          double expected = with_bias ? bias[o] : 0.0;
-          for (int64_t i = 0; i < in; ++i) expected += static_cast<double>(x[r * in + i]) * w[o * in + i];
-          EXPECT_NEAR(y[r * out + o], expected, 1e-4) << "rows " << rows << " r " << r << " o " << o;
+  // in: shorter than one 16-lane block, and blocks plus a tail; out odd (paired outputs).
+  for (const int64_t in : {5, 37}) {
+    const int64_t out = 29;
+    std::vector<float> w(out * in), bias(out);
+    for (float& v : w) v = normal(rng);
+    for (float& v : bias) v = normal(rng);
+    for (int64_t rows : {1, 2, 3, 4, 5, 6, 7, 8, 9, 16}) {
+      std::vector<float> x(rows * in);
+      for (float& v : x) v = normal(rng);
+      for (bool with_bias : {false, true}) {
+        std::vector<float> y(rows * out, -1.0f);
+        Linear(x.data(), rows, in, w.data(), with_bias ? bias.data() : nullptr, out, y.data(),
+               &pool);
+        for (int64_t r = 0; r < rows; ++r) {
+          for (int64_t o = 0; o < out; ++o) {
+            double expected = with_bias ? bias[o] : 0.0;
+            for (int64_t i = 0; i < in; ++i)
+              expected += static_cast<double>(x[r * in + i]) * w[o * in + i];
+            EXPECT_NEAR(y[r * out + o], expected, 1e-4)
+                << "in " << in << " rows " << rows << " r " << r << " o " << o;
+          }
         }
       }
     }
