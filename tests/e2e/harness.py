@@ -19,7 +19,8 @@ PROTO_DIR = os.environ.get("SEQBOAT_PROTO_DIR", os.path.join(HERE, "..", "..", "
 TINY = os.path.join(FIXTURES, "enwik8_tiny", "model.safetensors")
 
 _stub_dir = tempfile.mkdtemp(prefix="seqboat_e2e_stubs_")
-for proto_path, proto in ((PROTO_DIR, "seqboat/v1/seqboat.proto"), (HERE, "health.proto")):
+for proto_path, proto in ((PROTO_DIR, "seqboat/v1/seqboat.proto"), (HERE, "health.proto"),
+                          (HERE, "reflection.proto")):
     subprocess.run(["protoc", "--proto_path=" + proto_path, "--python_out=" + _stub_dir, "--grpc_out=" + _stub_dir,
                     "--plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin", proto], check=True)
 sys.path.insert(0, _stub_dir)
@@ -29,6 +30,8 @@ from seqboat.v1 import seqboat_pb2 as pb  # noqa: E402,F401
 from seqboat.v1 import seqboat_pb2_grpc as pb_grpc  # noqa: E402
 import health_pb2  # noqa: E402,F401
 import health_pb2_grpc  # noqa: E402
+import reflection_pb2  # noqa: E402,F401
+import reflection_pb2_grpc  # noqa: E402,F401
 
 
 def binary(name):

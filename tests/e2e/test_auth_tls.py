@@ -5,7 +5,7 @@ import tempfile
 import unittest
 
 import harness
-from harness import pb, pb_grpc, grpc, health_pb2, health_pb2_grpc
+from harness import pb, pb_grpc, grpc, health_pb2, health_pb2_grpc, reflection_pb2, reflection_pb2_grpc
 
 
 class AuthTest(unittest.TestCase):
@@ -33,6 +33,11 @@ class AuthTest(unittest.TestCase):
                 health = health_pb2_grpc.HealthStub(server.channel())
                 self.assertEqual(health.Check(health_pb2.HealthCheckRequest()).status,
                                  health_pb2.HealthCheckResponse.SERVING)
+                # Nor does reflection (the schema is public; tools such as grpcurl use it).
+                reflection = reflection_pb2_grpc.ServerReflectionStub(server.channel())
+                listed = list(reflection.ServerReflectionInfo(
+                    iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10))
+                self.assertIn("seqboat.v1.SeqBoat", [s.name for s in listed[0].list_services_response.service])
                 cli = [harness.binary("seqboat-cli"), "--server", server.address, "generate", "hi",
                        "--max_new_tokens", "3"]
                 self.assertEqual(subprocess.run(cli, capture_output=True).returncode, 1)

@@ -114,6 +114,26 @@ class GenerateTest(unittest.TestCase):
         for r in results:
             self.assertEqual(r, first)
 
+    def test_server_reflection_describes_our_api(self):
+        from google.protobuf import descriptor_pb2
+        from harness import reflection_pb2 as rpb, reflection_pb2_grpc as rpb_grpc
+        requests = [rpb.ServerReflectionRequest(list_services=""),
+                    rpb.ServerReflectionRequest(file_containing_symbol="seqboat.v1.SeqBoat"),
+                    rpb.ServerReflectionRequest(file_containing_symbol="seqboat.v1.NoSuchThing")]
+        stub = rpb_grpc.ServerReflectionStub(self.server.channel())
+        listed, described, missing = list(stub.ServerReflectionInfo(iter(requests), timeout=10))
+        names = {s.name for s in listed.list_services_response.service}
+        self.assertLessEqual({"seqboat.v1.SeqBoat", "grpc.health.v1.Health"}, names)
+        files = [descriptor_pb2.FileDescriptorProto.FromString(b)
+                 for b in described.file_descriptor_response.file_descriptor_proto]
+        ours = next(f for f in files if f.name == "seqboat/v1/seqboat.proto")
+        # The server describes exactly the API these Python stubs were compiled from.
+        self.assertEqual(ours, descriptor_pb2.FileDescriptorProto.FromString(pb.DESCRIPTOR.serialized_pb))
+        methods = {m.name: m for m in ours.service[0].method}
+        self.assertTrue(methods["Generate"].server_streaming)
+        self.assertLessEqual({"Generate", "Tokenize", "GetModelInfo"}, set(methods))
+        self.assertEqual(missing.error_response.error_code, grpc.StatusCode.NOT_FOUND.value[0])
+
     def test_invalid_requests_name_the_field_and_the_server_keeps_serving(self):
         V = self.info.vocab_size
 
