@@ -18,6 +18,7 @@
 #include "runtime/engine/engine.h"
 #include "runtime/model/config.h"
 
+ABSL_FLAG(int, sampling_threads, 1, "Engine threads that sample an iteration's tokens.");
 ABSL_FLAG(int, vocab_size, 256, "Vocabulary of the stand-in model (sampling cost grows with it).");
 ABSL_FLAG(int, layers, 14, "Layers (activation bookkeeping grows with them).");
 ABSL_FLAG(int, steps, 2000, "Decode steps per batch size.");
@@ -84,8 +85,10 @@ int Run() {
   config.layers = absl::GetFlag(FLAGS_layers);
   const int steps = absl::GetFlag(FLAGS_steps);
   nlohmann::json results = nlohmann::json::array();
-  printf("engine overhead per iteration (null backend, V=%d, L=%d, %d decode steps, temperature %.1f)\n",
-         config.vocab_size, config.layers, steps, absl::GetFlag(FLAGS_temperature));
+  printf("engine overhead per iteration (null backend, V=%d, L=%d, %d decode steps, temperature %.1f, "
+         "%d sampling threads)\n",
+         config.vocab_size, config.layers, steps, absl::GetFlag(FLAGS_temperature),
+         absl::GetFlag(FLAGS_sampling_threads));
   printf("%8s %14s %16s %16s\n", "batch", "iteration us", "per token us", "backend us");
   for (int batch : {1, 8, 64, 256}) {
     NullBackend backend(batch, config.vocab_size, config.layers);
@@ -94,6 +97,7 @@ int Run() {
     options.max_running = batch;
     options.max_waiting = batch;
     options.max_new_tokens_limit = steps;
+    options.sampling_threads = absl::GetFlag(FLAGS_sampling_threads);
     auto engine = Engine::Create(&backend, config, options, &timer);
     if (!engine.ok()) {
       fprintf(stderr, "seqboat-bench-engine: %s\n", std::string(engine.status().message()).c_str());

@@ -1,5 +1,6 @@
 // seqboat-server: loads a model file, starts the engine on a backend, serves the
 // seqboat.v1.SeqBoat gRPC API with health and reflection, and exports Prometheus metrics.
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -42,6 +43,9 @@ ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9464",
           "Prometheus /metrics address HOST:PORT; empty turns metrics off; port 0 picks a free port.");
 ABSL_FLAG(std::string, device, "cpu", "Backend: cpu or cuda.");
 ABSL_FLAG(int32_t, threads, 0, "CPU backend threads; 0 = every hardware thread.");
+ABSL_FLAG(int32_t, sampling_threads, 0,
+          "Threads sampling each iteration's tokens (pays off for large vocabularies and batches); "
+          "0 = half the hardware threads, at most 8.");
 ABSL_FLAG(std::string, ema_horizon, "exact", "MD-EMA horizon: exact (untruncated) or trained (truncated kernel).");
 ABSL_FLAG(int32_t, fifo_capacity, 0, "FIFO bound for SeqBoat-full models (chunk_size <= 0); 0 takes the model's w.");
 ABSL_FLAG(int32_t, max_batch, 8, "Sequences decoded together (state slots for requests).");
@@ -108,6 +112,7 @@ absl::Status CheckFlags() {
   };
   RETURN_IF_ERROR(non_negative("max_waiting", absl::GetFlag(FLAGS_max_waiting)));
   RETURN_IF_ERROR(non_negative("threads", absl::GetFlag(FLAGS_threads)));
+  RETURN_IF_ERROR(non_negative("sampling_threads", absl::GetFlag(FLAGS_sampling_threads)));
   RETURN_IF_ERROR(non_negative("fifo_capacity", absl::GetFlag(FLAGS_fifo_capacity)));
   RETURN_IF_ERROR(non_negative("prefix_cache_mb", static_cast<double>(absl::GetFlag(FLAGS_prefix_cache_mb))));
   RETURN_IF_ERROR(non_negative("shutdown_grace_s", absl::GetFlag(FLAGS_shutdown_grace_s)));
@@ -237,6 +242,10 @@ int Serve() {
   engine_options.prefix_cache_slots = cache_slots;
   engine_options.prefix_cache_block = absl::GetFlag(FLAGS_prefix_cache_block);
   engine_options.iteration_delay = absl::Milliseconds(absl::GetFlag(FLAGS_debug_step_delay_ms));
+  engine_options.sampling_threads = absl::GetFlag(FLAGS_sampling_threads);
+  if (engine_options.sampling_threads == 0) {
+    engine_options.sampling_threads = std::clamp(static_cast<int>(std::thread::hardware_concurrency()) / 2, 1, 8);
+  }
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(backend->get(), config, engine_options, &metrics);
   if (!engine.ok()) {
     fprintf(stderr, "seqboat-server: engine: %s\n", std::string(engine.status().message()).c_str());

@@ -53,6 +53,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Backend* backend, const M
   if (options.prefill_budget < 1) return absl::InvalidArgumentError("prefill_budget must be >= 1");
   if (options.max_prompt_tokens < 1) return absl::InvalidArgumentError("max_prompt_tokens must be >= 1");
   if (options.max_new_tokens_limit < 1) return absl::InvalidArgumentError("max_new_tokens_limit must be >= 1");
+  if (options.sampling_threads < 1) return absl::InvalidArgumentError("sampling_threads must be >= 1");
   return std::unique_ptr<Engine>(new Engine(backend, config, options, observer));
 }
 
@@ -65,6 +66,7 @@ Engine::Engine(Backend* backend, const ModelConfig& config, const EngineOptions&
     for (int i = 0; i < options.prefix_cache_slots; ++i) cache_slots.push_back(options.max_running + i);
     prefix_cache_ = std::make_unique<PrefixCache>(std::move(cache_slots), options.prefix_cache_block);
   }
+  if (options.sampling_threads > 1) sampling_pool_ = std::make_unique<ThreadPool>(options.sampling_threads);
   heartbeat_ns_ = absl::ToUnixNanos(absl::Now());
   thread_ = std::thread([this] { Loop(); });
 }
@@ -279,10 +281,14 @@ bool Engine::RunIteration() {
   const int V = config_.vocab_size, L = config_.layers;
   const int64_t tokens = TotalTokens(batch);
   stats.sequences = static_cast<int64_t>(batch.size());
-  std::vector<float> logits(batch.size() * V);
-  std::vector<uint8_t> activations(tokens * L);
+  // Reused across iterations: for a large vocabulary a fresh [batch, V] buffer costs more
+  // (allocation, zeroing, page faults) than sampling from it.
+  logits_.resize(batch.size() * V);
+  activations_.resize(tokens * L);
+  const absl::Span<const float> logits(logits_);
+  const absl::Span<const uint8_t> activations(activations_);
   const absl::Time step_start = absl::Now();
-  absl::Status status = backend_->Forward(batch, {absl::MakeSpan(logits), absl::MakeSpan(activations), {}});
+  absl::Status status = backend_->Forward(batch, {absl::MakeSpan(logits_), absl::MakeSpan(activations_), {}});
   stats.step_time = absl::Now() - step_start;
   if (!status.ok()) {
     // The backend changed no slot; the requests of this batch end with an error.
@@ -295,6 +301,35 @@ bool Engine::RunIteration() {
   stats.activated_tokens.assign(L, 0);
   for (int64_t t = 0; t < tokens; ++t) {
     for (int l = 0; l < L; ++l) stats.activated_tokens[l] += activations[t * L + l];
+  }
+  // Draw every token of the iteration first (in parallel when it pays: each sequence's
+  // sampler is its own), then hand them out in batch order on this thread.
+  auto samples_token = [&](size_t i) {
+    const Sequence& sequence = *batch_sequences[i];
+    return batch_decodes[i] || sequence.prefilled + static_cast<int64_t>(batch[i].tokens.size()) ==
+                                   static_cast<int64_t>(sequence.params.prompt.size());
+  };
+  sampled_.resize(batch.size());
+  auto draw = [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      if (!samples_token(i)) continue;
+      Sequence& sequence = *batch_sequences[i];
+      const absl::Span<const float> row(logits.data() + i * V, V);
+      GeneratedToken& generated = sampled_[i];
+      generated.token = sequence.sampler->Sample(row);
+      generated.logprob = 0.0f;
+      generated.top.clear();
+      if (sequence.params.top_logprobs > 0) {
+        Sampler::TopLogprobs(row, sequence.params.top_logprobs, generated.token, &generated.logprob,
+                             &generated.top);
+      }
+    }
+  };
+  if (sampling_pool_ != nullptr &&
+      static_cast<int64_t>(batch.size()) * V >= options_.parallel_sampling_min_logits) {
+    sampling_pool_->ParallelFor(batch.size(), draw);
+  } else {
+    draw(0, batch.size());
   }
   int64_t token_row = 0;
   const absl::Time sampled_at = absl::Now();
@@ -312,10 +347,8 @@ bool Engine::RunIteration() {
       }
       if (sequence.prefilled < static_cast<int64_t>(sequence.params.prompt.size())) continue;  // more prompt to go
     }
-    const absl::Span<const float> row(logits.data() + i * V, V);
-    GeneratedToken generated;
-    generated.token = sequence.sampler->Sample(row);
-    Sampler::TopLogprobs(row, sequence.params.top_logprobs, generated.token, &generated.logprob, &generated.top);
+    GeneratedToken& generated = sampled_[i];
+    generated.activations.clear();
     if (sequence.params.return_activations) {
       generated.activations.assign(activations.begin() + last_row * L, activations.begin() + (last_row + 1) * L);
     }

@@ -17,6 +17,7 @@
 #include "runtime/engine/prefix_cache.h"
 #include "runtime/engine/request.h"
 #include "runtime/model/config.h"
+#include "runtime/util/thread_pool.h"
 
 namespace seqboat {
 
@@ -30,6 +31,10 @@ struct EngineOptions {
   int prefix_cache_slots = 0;
   int64_t prefix_cache_block = 32;  // snapshots are taken at multiples of this many tokens
   absl::Duration iteration_delay = absl::ZeroDuration();  // testing: a pause after every iteration (a slow device)
+  // Threads that sample the batch's tokens (each sequence's sampler is independent); worth
+  // it for large vocabularies and batches. 1 = on the engine thread.
+  int sampling_threads = 1;
+  int64_t parallel_sampling_min_logits = 1 << 14;  // below this many logits per iteration: one thread
 };
 
 // What happened in one iteration, for metrics. Reported on the engine thread.
@@ -108,6 +113,10 @@ class Engine {
   std::vector<std::unique_ptr<Sequence>> running_;
   std::vector<SlotId> free_slots_;
   std::unique_ptr<PrefixCache> prefix_cache_;  // null when off
+  std::unique_ptr<ThreadPool> sampling_pool_;  // null when sampling_threads == 1
+  std::vector<GeneratedToken> sampled_;         // [batch] this iteration's draws (scratch)
+  std::vector<float> logits_;                   // [batch, V] scratch
+  std::vector<uint8_t> activations_;            // [tokens, L] scratch
 
   std::atomic<int64_t> heartbeat_ns_{0};
   std::atomic<int64_t> running_count_{0};

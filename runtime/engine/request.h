@@ -29,7 +29,7 @@ const char* FinishReasonName(FinishReason reason);
 
 struct GeneratedToken {
   int32_t token = 0;
-  float logprob = 0.0f;                 // under the model's raw distribution
+  float logprob = 0.0f;                 // under the model's raw distribution, when top_logprobs > 0
   std::vector<TokenLogprob> top;        // when top_logprobs > 0
   std::vector<uint8_t> activations;     // [L] when return_activations
 };

@@ -87,6 +87,19 @@ int32_t Sampler::Sample(absl::Span<const float> logits) {
   // Probabilities at the temperature, unnormalised (exp(x - max)).
   const float top = *std::max_element(adjusted_.begin(), adjusted_.end());
   for (float& x : adjusted_) x = std::exp((x - top) / params_.temperature);
+  if ((params_.top_k <= 0 || params_.top_k >= V) && params_.top_p >= 1.0f && params_.min_p <= 0.0f) {
+    // No filter: the same sums and scan as below over every id in order, without the
+    // candidate list (large vocabularies spend most of their sampling time here).
+    double total = 0.0;
+    for (float x : adjusted_) total += x;
+    const double target = NextUniform() * total;
+    double cumulative = 0.0;
+    for (int i = 0; i < V; ++i) {
+      cumulative += adjusted_[i];
+      if (target < cumulative) return i;
+    }
+    return V - 1;  // rounding at the very end of the mass
+  }
   auto more_likely = [&](int32_t a, int32_t b) {
     return adjusted_[a] != adjusted_[b] ? adjusted_[a] > adjusted_[b] : a < b;
   };
