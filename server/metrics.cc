@@ -1,4 +1,7 @@
+// Prometheus metrics: the families, and the engine observer that feeds them.
 #include "server/metrics.h"
+
+#include <cstdio>
 
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
@@ -66,6 +69,7 @@ Metrics::Metrics(int layers) : registry_(std::make_shared<prometheus::Registry>(
   cache_hits_ = counter("seqboat_prefix_cache_hits_total", "Requests that reused a cached prefix state");
   cache_misses_ = counter("seqboat_prefix_cache_misses_total", "Requests that found no cached prefix state");
   cache_hit_tokens_ = counter("seqboat_prefix_cache_hit_tokens_total", "Prompt tokens skipped thanks to the prefix cache");
+  backend_errors_ = counter("seqboat_backend_errors_total", "Backend forward calls that failed (their requests end with INTERNAL)");
   auto gauge = [&](const char* name, const char* help) {
     return &prometheus::BuildGauge().Name(name).Help(help).Register(registry).Add({});
   };
@@ -121,6 +125,13 @@ void Metrics::OnFinish(const FinishInfo& info) {
   if (info.generated_tokens > 0) ttft_->Observe(absl::ToDoubleSeconds(info.time_to_first_token));
   duration_->Observe(absl::ToDoubleSeconds(info.total_time));
   queue_time_->Observe(absl::ToDoubleSeconds(info.queue_time));
+}
+
+void Metrics::OnBackendError(const absl::Status& status, int64_t sequences) {
+  backend_errors_->Increment();
+  fprintf(stderr, "seqboat-server: %s: backend error, %lld requests end with INTERNAL: %s\n",
+          absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()).c_str(),
+          static_cast<long long>(sequences), std::string(status.message()).c_str());
 }
 
 void Metrics::OnTokenEmitted(absl::Duration since_previous_token) {

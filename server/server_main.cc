@@ -18,6 +18,8 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include "absl/debugging/failure_signal_handler.h"
+#include "absl/debugging/symbolize.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -27,6 +29,7 @@
 #include "absl/strings/strip.h"
 #include "absl/synchronization/notification.h"
 #include "runtime/cpu/cpu_backend.h"
+#include "runtime/fault_injecting_backend.h"
 #include "runtime/engine/engine.h"
 #include "runtime/model/model.h"
 #include "runtime/model/tokenizer.h"
@@ -63,6 +66,8 @@ ABSL_FLAG(std::string, api_keys_file, "",
 ABSL_FLAG(double, shutdown_grace_s, 30, "On SIGTERM/SIGINT, seconds in-flight streams get to finish.");
 ABSL_FLAG(double, heartbeat_timeout_s, 10, "Health turns NOT_SERVING when the engine loop is silent this long.");
 ABSL_FLAG(int32_t, debug_step_delay_ms, 0, "Testing: sleep this long after every engine iteration (a slow device).");
+ABSL_FLAG(int64_t, debug_fail_forward, 0,
+          "Testing: fail the Nth backend forward call as a device error would (0 = never).");
 
 namespace seqboat::server {
 namespace {
@@ -117,6 +122,7 @@ absl::Status CheckFlags() {
   RETURN_IF_ERROR(non_negative("prefix_cache_mb", static_cast<double>(absl::GetFlag(FLAGS_prefix_cache_mb))));
   RETURN_IF_ERROR(non_negative("shutdown_grace_s", absl::GetFlag(FLAGS_shutdown_grace_s)));
   RETURN_IF_ERROR(non_negative("debug_step_delay_ms", absl::GetFlag(FLAGS_debug_step_delay_ms)));
+  RETURN_IF_ERROR(non_negative("debug_fail_forward", static_cast<double>(absl::GetFlag(FLAGS_debug_fail_forward))));
   if (!(absl::GetFlag(FLAGS_heartbeat_timeout_s) > 0)) {
     return absl::InvalidArgumentError("--heartbeat_timeout_s: expected > 0");
   }
@@ -148,6 +154,14 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const Model& model, int slo
   options.num_threads = absl::GetFlag(FLAGS_threads);
   ASSIGN_OR_RETURN(std::unique_ptr<CpuBackend> backend, CpuBackend::Create(model, options));
   return std::unique_ptr<Backend>(std::move(backend));
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeServingBackend(const Model& model, int slots) {
+  ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, MakeBackend(model, slots));
+  if (const int64_t fail = absl::GetFlag(FLAGS_debug_fail_forward); fail > 0) {
+    return std::unique_ptr<Backend>(std::make_unique<FaultInjectingBackend>(std::move(backend), fail));
+  }
+  return backend;
 }
 
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeCredentials() {
@@ -208,7 +222,7 @@ int Serve() {
   }
   const int64_t cache_budget = absl::GetFlag(FLAGS_prefix_cache_mb) << 20;
   const int cache_slots = static_cast<int>(std::min<int64_t>(cache_budget / static_cast<int64_t>(state_bytes), 4096));
-  absl::StatusOr<std::unique_ptr<Backend>> backend = MakeBackend(**model, max_batch + cache_slots);
+  absl::StatusOr<std::unique_ptr<Backend>> backend = MakeServingBackend(**model, max_batch + cache_slots);
   if (!backend.ok()) {
     fprintf(stderr, "seqboat-server: backend with %d state slots: %s\n", max_batch + cache_slots,
             std::string(backend.status().message()).c_str());
@@ -364,6 +378,11 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // A crash (SIGSEGV, SIGABRT, ...) prints a symbolized stack trace to stderr before the
+  // process dies, so that a failure in production or CI names where it happened. SIGTERM
+  // stays blocked above and is still taken by sigwait.
+  absl::InitializeSymbolizer(argv[0]);
+  absl::InstallFailureSignalHandler(absl::FailureSignalHandlerOptions());
 
   absl::SetProgramUsageMessage(
       "Serves a SeqBoat model over gRPC (seqboat.v1.SeqBoat) with Prometheus metrics.\n"

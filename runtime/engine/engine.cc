@@ -292,6 +292,7 @@ bool Engine::RunIteration() {
   stats.step_time = absl::Now() - step_start;
   if (!status.ok()) {
     // The backend changed no slot; the requests of this batch end with an error.
+    if (observer_ != nullptr) observer_->OnBackendError(status, static_cast<int64_t>(batch_sequences.size()));
     for (Sequence* sequence : batch_sequences) Finish(*sequence, FinishReason::kError, std::string(status.message()));
     ReleaseFinished();
     return true;
@@ -373,6 +374,7 @@ bool Engine::RunIteration() {
       Finish(sequence, FinishReason::kLength);
     }
   }
+  ReleaseFinished();  // first, so that the counts below exclude requests that just ended
   stats.running = running_.size();
   stats.waiting = waiting_.size();
   if (prefix_cache_ != nullptr) {
@@ -380,7 +382,6 @@ bool Engine::RunIteration() {
     stats.prefix_cache_bytes = prefix_cache_->entries() * static_cast<int64_t>(backend_->state_bytes_per_slot());
   }
   if (observer_ != nullptr) observer_->OnIteration(stats);
-  ReleaseFinished();
   return true;
 }
 

@@ -62,6 +62,9 @@ class EngineObserver {
   virtual void OnIteration(const IterationStats& stats) {}
   virtual void OnFinish(const FinishInfo& info) {}
   virtual void OnTokenEmitted(absl::Duration since_previous_token) {}
+  // The backend failed a Forward call; the `sequences` requests of that batch end with
+  // FinishReason::kError and the engine goes on with the others.
+  virtual void OnBackendError(const absl::Status& status, int64_t sequences) {}
 };
 
 class Engine {

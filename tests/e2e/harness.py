@@ -53,6 +53,7 @@ class Server:
     """A seqboat-server process; stop() sends SIGTERM and returns the exit code."""
 
     def __init__(self, *flags, model=TINY, metrics=True):
+        self.stderr_text = None  # kept once stop() removes the file
         self.stderr_file = tempfile.NamedTemporaryFile(prefix="seqboat_server_", suffix=".log", delete=False)
         args = [binary("seqboat-server"), "--model", model, "--listen", "127.0.0.1:0",
                 "--metrics_listen", "127.0.0.1:0" if metrics else ""] + list(flags)
@@ -83,6 +84,8 @@ class Server:
         self.exit_code = None
 
     def stderr(self):
+        if self.stderr_text is not None:
+            return self.stderr_text
         with open(self.stderr_file.name) as f:
             return f.read()
 
@@ -105,6 +108,12 @@ class Server:
         raise KeyError(key)
 
     def stop(self, timeout=30):
+        if self.stderr_text is not None:  # stopped before
+            return self.exit_code
+        if self.proc.poll() is not None and self.exit_code is None:
+            # Already ended: unless a test signalled it, it crashed; show why (the stack trace).
+            sys.stderr.write("seqboat-server on port %s had already ended (exit code %s) when stop() was called; its stderr:\n%s\n"
+                             % (self.port, self.proc.returncode, self.stderr()[-20000:]))
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -114,7 +123,9 @@ class Server:
                 self.proc.wait()
         self.exit_code = self.proc.returncode
         self.proc.stdout.close()
+        self.stderr_text = self.stderr()
         self.stderr_file.close()
+        os.unlink(self.stderr_file.name)
         return self.exit_code
 
 

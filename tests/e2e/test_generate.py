@@ -4,6 +4,7 @@ import json
 import math
 import subprocess
 import threading
+import time
 import unittest
 
 import numpy as np
@@ -184,6 +185,42 @@ class PrefixCacheTest(unittest.TestCase):
         finally:
             cached.stop()
             plain.stop()
+
+
+class BackendErrorTest(unittest.TestCase):
+    def test_a_failed_forward_ends_its_requests_with_internal_and_serving_goes_on(self):
+        # The 10th forward call fails as a device error would (--debug_fail_forward).
+        server = harness.Server("--debug_fail_forward", "10")
+        try:
+            stub = server.stub()
+            prompt = harness.fixture_prompt()
+            messages = []
+            with self.assertRaises(grpc.RpcError) as ctx:
+                for message in stub.Generate(harness.greedy_request(prompt, n=40)):
+                    messages.append(message)
+            self.assertEqual(ctx.exception.code(), grpc.StatusCode.INTERNAL)
+            self.assertIn("injected fault in Forward call 10", ctx.exception.details())
+            self.assertTrue(messages and messages[-1].HasField("finish"), "a final message comes first")
+            self.assertEqual(messages[-1].finish.reason, pb.FINISH_REASON_ERROR)
+            self.assertLess(messages[-1].finish.generated_tokens, 40)
+            # The server keeps serving, exactly.
+            _, tokens, finish, _ = harness.collect(stub.Generate(harness.greedy_request(prompt, n=20)))
+            logits = harness.eval_logits(prompt + tokens)
+            self.assertEqual(tokens, [greedy_from_logits(logits[len(prompt) - 1 + i]) for i in range(20)])
+            health = harness.health_pb2_grpc.HealthStub(server.channel())
+            self.assertEqual(health.Check(harness.health_pb2.HealthCheckRequest()).status,
+                             harness.health_pb2.HealthCheckResponse.SERVING)
+            self.assertEqual(server.metric("seqboat_backend_errors_total"), 1)
+            self.assertEqual(server.metric("seqboat_requests_total", 'code="INTERNAL"'), 1)
+            self.assertEqual(server.metric("seqboat_requests_total", 'code="OK"'), 1)
+            # The gauges follow within the health watchdog's period (100 ms).
+            end = time.time() + 5
+            while server.metric("seqboat_state_slots_in_use") != 0 and time.time() < end:
+                time.sleep(0.05)
+            self.assertEqual(server.metric("seqboat_state_slots_in_use"), 0)
+        finally:
+            self.assertEqual(server.stop(), 0)
+        self.assertIn("backend error, 1 requests end with INTERNAL: injected fault", server.stderr())
 
 
 if __name__ == "__main__":

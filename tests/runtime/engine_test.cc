@@ -2,6 +2,7 @@
 // teacher forcing, seeded sampling does not depend on batch company, limits, cancellation,
 // deadlines and drain.
 #include "runtime/engine/engine.h"
+#include "runtime/fault_injecting_backend.h"
 
 #include <algorithm>
 #include <condition_variable>
@@ -216,6 +217,56 @@ TEST_F(EngineTest, ParallelSamplingDrawsTheSameTokensAndLogprobs) {
   EXPECT_TRUE(std::all_of(serial.second[0].begin(), serial.second[0].end(), [](float v) { return v == 0.0f; }))
       << "no logprobs asked, none computed";
   EXPECT_TRUE(std::all_of(serial.second[2].begin(), serial.second[2].end(), [](float v) { return v < 0.0f; }));
+}
+
+class ErrorObserver : public EngineObserver {
+ public:
+  void OnBackendError(const absl::Status& status, int64_t sequences) override {
+    std::lock_guard<std::mutex> lock(mu);
+    errors.push_back(std::string(status.message()));
+    failed_sequences += sequences;
+  }
+  std::mutex mu;
+  std::vector<std::string> errors;
+  int64_t failed_sequences = 0;
+};
+
+TEST_F(EngineTest, BackendErrorEndsThatBatchAndTheEngineGoesOn) {
+  // The requests in the failing (fifth) Forward call end with the backend's reason; a
+  // request submitted afterwards decodes exactly, from slots the failure left unchanged.
+  ErrorObserver observer;
+  FaultInjectingBackend faulty(std::move(backend_), 5);
+  auto made = Engine::Create(&faulty, model_->config(), {.max_running = 2, .max_waiting = 8, .prefill_budget = 64},
+                             &observer);
+  ASSERT_TRUE(made.ok()) << made.status();
+  std::unique_ptr<Engine> engine = std::move(*made);
+  std::vector<std::shared_ptr<CollectingSink>> failing;
+  for (int i = 0; i < 2; ++i) {
+    failing.push_back(std::make_shared<CollectingSink>());
+    ASSERT_TRUE(engine->Submit(Greedy(30), failing.back()).ok());
+  }
+  // Whether the second request joined the first before call 5 depends on timing: the ones
+  // in that batch fail, any other finishes exactly.
+  int64_t errors = 0;
+  for (auto& sink : failing) {
+    const FinishInfo info = sink->Wait();
+    if (info.reason == FinishReason::kError) {
+      ++errors;
+      EXPECT_NE(info.error.find("injected fault in Forward call 5"), std::string::npos) << info.error;
+      EXPECT_LT(info.generated_tokens, 30);
+    } else {
+      EXPECT_EQ(info.reason, FinishReason::kLength);
+      EXPECT_EQ(sink->tokens(), GreedyReference(prompt_, 30));
+    }
+  }
+  EXPECT_GE(errors, 1);
+  auto after = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(engine->Submit(Greedy(20), after).ok());
+  EXPECT_EQ(after->Wait().reason, FinishReason::kLength);
+  EXPECT_EQ(after->tokens(), GreedyReference(prompt_, 20));
+  std::lock_guard<std::mutex> lock(observer.mu);
+  ASSERT_EQ(observer.errors.size(), 1u);
+  EXPECT_EQ(observer.failed_sequences, errors);
 }
 
 TEST_F(EngineTest, FullQueueIsResourceExhaustedAtOnce) {

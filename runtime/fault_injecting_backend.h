@@ -1,0 +1,35 @@
+// A Backend decorator that fails chosen Forward calls, as a device error would: the call
+// returns INTERNAL and changes no slot. For testing what the engine and the server do when
+// the backend fails (seqboat-server --debug_fail_forward).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "runtime/backend.h"
+
+namespace seqboat {
+
+class FaultInjectingBackend final : public Backend {
+ public:
+  // Fails the `fail_call`-th Forward call (1-based; 0 = never) and passes everything else on.
+  FaultInjectingBackend(std::unique_ptr<Backend> inner, int64_t fail_call)
+      : inner_(std::move(inner)), fail_call_(fail_call) {}
+
+  int num_slots() const override { return inner_->num_slots(); }
+  const char* name() const override { return inner_->name(); }
+  size_t state_bytes_per_slot() const override { return inner_->state_bytes_per_slot(); }
+  absl::Status Forward(absl::Span<const SequenceChunk> batch, const ForwardOutputs& out) override;
+  absl::Status ResetSlot(SlotId slot) override { return inner_->ResetSlot(slot); }
+  absl::Status CopySlot(SlotId from, SlotId to) override { return inner_->CopySlot(from, to); }
+  absl::Status Stats(SlotId slot, SlotStats* stats) const override { return inner_->Stats(slot, stats); }
+
+  int64_t forward_calls() const { return calls_; }
+
+ private:
+  std::unique_ptr<Backend> inner_;
+  const int64_t fail_call_;
+  int64_t calls_ = 0;
+};
+
+}  // namespace seqboat
