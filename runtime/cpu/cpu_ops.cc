@@ -20,30 +20,78 @@ namespace seqboat::cpu {
 
 namespace {
 
-// Outputs [begin, end) of y = x . w^T + bias for rows <= kStreamRows: each weight row is read
-// once from memory and dotted with every x row (which stay in L1).
-SEQBOAT_SIMD_CLONES
-void LinearStreamRange(const float* x, int64_t rows, int64_t in, const float* w, const float* bias,
-                       int64_t out, float* y, int64_t begin, int64_t end) {
+// Outputs [begin, end) of y = x . w^T + bias for R rows: each weight row is read once from
+// memory and dotted with every x row (which stay in L1). Each row keeps kVecs independent
+// vector accumulators of 8 lanes: a single accumulator per dot would wait on the latency of
+// every multiply-add. The lanes are summed in a fixed order, so a result never depends on
+// the thread split.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+typedef float Vec8 __attribute__((vector_size(32)));
+
+// Unaligned load. Always inlined, so the by-value Vec8 never crosses a call: the ABI note
+// GCC gives for the portable clone does not apply.
+__attribute__((always_inline)) inline Vec8 LoadVec8(const float* p) {
+  Vec8 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+template <int R, int kVecs>
+__attribute__((always_inline)) inline void StreamRows(const float* x, int64_t in, const float* w,
+                                                      const float* bias, int64_t out, float* y,
+                                                      int64_t begin, int64_t end) {
+  constexpr int kStep = 8 * kVecs;
+  const int64_t body = in - in % kStep;
   for (int64_t o = begin; o < end; ++o) {
     const float* wo = w + o * in;
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* xr = x + r * in;
-      float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-      for (int64_t i = 0; i < in; ++i) acc += xr[i] * wo[i];
-      y[r * out + o] = bias != nullptr ? acc + bias[o] : acc;
+    Vec8 acc[R][kVecs] = {};
+    for (int64_t i = 0; i < body; i += kStep) {
+      Vec8 wv[kVecs];
+#pragma GCC unroll 4
+      for (int v = 0; v < kVecs; ++v) wv[v] = LoadVec8(wo + i + 8 * v);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 4
+        for (int v = 0; v < kVecs; ++v) acc[r][v] += LoadVec8(x + r * in + i + 8 * v) * wv[v];
+      }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      Vec8 total = acc[r][0];
+#pragma GCC unroll 4
+      for (int v = 1; v < kVecs; ++v) total += acc[r][v];
+      float sum = ((total[0] + total[4]) + (total[1] + total[5])) + ((total[2] + total[6]) + (total[3] + total[7]));
+      for (int64_t i = body; i < in; ++i) sum += x[r * in + i] * wo[i];
+      y[r * out + o] = bias != nullptr ? sum + bias[o] : sum;
     }
   }
 }
+
+SEQBOAT_SIMD_CLONES
+void LinearStreamRange(const float* x, int64_t rows, int64_t in, const float* w, const float* bias,
+                       int64_t out, float* y, int64_t begin, int64_t end) {
+  switch (rows) {
+    case 1: return StreamRows<1, 4>(x, in, w, bias, out, y, begin, end);
+    case 2: return StreamRows<2, 4>(x, in, w, bias, out, y, begin, end);
+    case 3: return StreamRows<3, 2>(x, in, w, bias, out, y, begin, end);
+    case 4: return StreamRows<4, 2>(x, in, w, bias, out, y, begin, end);
+    case 5: return StreamRows<5, 2>(x, in, w, bias, out, y, begin, end);
+    case 6: return StreamRows<6, 2>(x, in, w, bias, out, y, begin, end);
+    case 7: return StreamRows<7, 1>(x, in, w, bias, out, y, begin, end);
+    default: return StreamRows<8, 1>(x, in, w, bias, out, y, begin, end);
+  }
+}
+#pragma GCC diagnostic pop
 
 }  // namespace
 
 void Linear(const float* x, int64_t rows, int64_t in, const float* w, const float* bias,
             int64_t out, float* y, ThreadPool* pool) {
   if (rows == 0 || out == 0) return;
-  if (pool != nullptr && rows >= 2 && rows <= kStreamRows) {
-    if (rows * in * out < kMinParallelLinear) {  // waking a thread costs more than the work
+  static_assert(kStreamRows == 8, "LinearStreamRange has kernels for 1..8 rows");
+  if (rows <= kStreamRows) {
+    if (pool == nullptr || rows * in * out < kMinParallelLinear) {  // waking a thread costs more
       LinearStreamRange(x, rows, in, w, bias, out, y, 0, out);
     } else {
       pool->ParallelFor(out, [&](int64_t begin, int64_t end) {
@@ -57,12 +105,7 @@ void Linear(const float* x, int64_t rows, int64_t in, const float* w, const floa
     for (int64_t r = 0; r < rows; ++r) std::memcpy(y + r * out, bias, out * sizeof(float));
     beta = 1.0f;
   }
-  if (rows == 1) {
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, w, in, x, 1, beta, y, 1);
-  } else {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, in, 1.0f, x, in, w, in, beta, y,
-                out);
-  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, in, 1.0f, x, in, w, in, beta, y, out);
 }
 
 void Norm(NormKind kind, const NormWeights& weights, const float* x, int64_t rows, int64_t dim,

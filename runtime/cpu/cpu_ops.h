@@ -10,10 +10,11 @@
 
 namespace seqboat::cpu {
 
-// y[rows, out] = x[rows, in] . w[out, in]^T (+ bias[out] when non-null). BLAS, except for
-// 2..kStreamRows rows with a pool: then a kernel that reads each weight row once for all rows
-// (OpenBLAS's sgemm packs the whole weight matrix on every call, which dominates small
-// decode batches), split over the pool's threads by output.
+// y[rows, out] = x[rows, in] . w[out, in]^T (+ bias[out] when non-null). OpenBLAS sgemm for
+// more than kStreamRows rows; up to kStreamRows rows (decode steps) our own kernel that reads
+// each weight row once for all rows (sgemm packs the whole weight matrix on every call, which
+// dominates small batches), split over the pool's threads by output. No BLAS gemv: Debian's
+// OpenBLAS 0.3.21 has out-of-bounds reads in threaded gemv (OpenBLAS issue #4013).
 constexpr int64_t kStreamRows = 8;
 // Below this many multiply-adds the streaming kernel runs on the calling thread alone.
 constexpr int64_t kMinParallelLinear = 1 << 16;

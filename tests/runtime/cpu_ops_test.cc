@@ -147,30 +147,34 @@ TEST(CpuOps, TrainedHorizonForgetsExactlyTInputs) {
 }
 
 TEST(CpuOps, LinearMatchesADirectDotProductOnEveryPath) {
-  // rows 1 (sgemv), 2..kStreamRows with a pool (the weight-streaming kernel), more (sgemm).
+  // 1..kStreamRows rows: the weight-streaming kernel (inline, or split over the pool when the
+  // product is large enough); more rows: sgemm.
   std::mt19937 rng(7);
   std::normal_distribution<float> normal;
   ThreadPool pool(3);
-  // in: shorter than one 16-lane block, and blocks plus a tail; out odd (paired outputs).
-  for (const int64_t in : {5, 37}) {
-    const int64_t out = 29;
+  // in: shorter than one vector, vector blocks plus a tail (8, 16 and 32-float steps); out:
+  // small (inline) and large enough for the pool.
+  for (const auto& [in, out] : {std::pair<int64_t, int64_t>{5, 29}, {37, 29}, {70, 1001}}) {
     std::vector<float> w(out * in), bias(out);
     for (float& v : w) v = normal(rng);
     for (float& v : bias) v = normal(rng);
     for (int64_t rows : {1, 2, 3, 4, 5, 6, 7, 8, 9, 16}) {
       std::vector<float> x(rows * in);
       for (float& v : x) v = normal(rng);
-      for (bool with_bias : {false, true}) {
-        std::vector<float> y(rows * out, -1.0f);
-        Linear(x.data(), rows, in, w.data(), with_bias ? bias.data() : nullptr, out, y.data(),
-               &pool);
-        for (int64_t r = 0; r < rows; ++r) {
-          for (int64_t o = 0; o < out; ++o) {
-            double expected = with_bias ? bias[o] : 0.0;
-            for (int64_t i = 0; i < in; ++i)
-              expected += static_cast<double>(x[r * in + i]) * w[o * in + i];
-            EXPECT_NEAR(y[r * out + o], expected, 1e-4)
-                << "in " << in << " rows " << rows << " r " << r << " o " << o;
+      for (ThreadPool* threads : {&pool, static_cast<ThreadPool*>(nullptr)}) {
+        for (bool with_bias : {false, true}) {
+          std::vector<float> y(rows * out, -1.0f);
+          Linear(x.data(), rows, in, w.data(), with_bias ? bias.data() : nullptr, out, y.data(),
+                 threads);
+          for (int64_t r = 0; r < rows; ++r) {
+            for (int64_t o = 0; o < out; ++o) {
+              double expected = with_bias ? bias[o] : 0.0;
+              for (int64_t i = 0; i < in; ++i)
+                expected += static_cast<double>(x[r * in + i]) * w[o * in + i];
+              ASSERT_NEAR(y[r * out + o], expected, 1e-4)
+                  << "in " << in << " rows " << rows << " r " << r << " o " << o
+                  << (threads != nullptr ? " pool" : " inline");
+            }
           }
         }
       }
