@@ -139,7 +139,9 @@ v1::FinishReason ToProto(FinishReason reason) {
 
 // One Generate call. The engine thread calls HandleToken/HandleFinish through CallSink; gRPC
 // calls the reactions. Every decision is made under mu_; StartWrite and Finish are called
-// after unlocking, and Finish is the last thing that touches `this` (OnDone deletes it).
+// after unlocking. Two references keep `this` alive: gRPC's (dropped in OnDone) and, once
+// the request is submitted, the engine's (dropped at the end of HandleFinish), so that the
+// engine thread may still be inside HandleFinish when gRPC is already done with the call.
 class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
  public:
   GenerateCall(std::shared_ptr<SeqBoatService::Shared> shared, grpc::CallbackServerContext* context)
@@ -172,7 +174,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
     CancelEngine();
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override { Unref(); }
 
  private:
   void Reject(const grpc::Status& status) {
@@ -187,6 +189,9 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
     }
     if (handle != nullptr) handle->Cancel();
   }
+  void Unref() {
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
   enum class Action { kNothing, kWrite, kFinish };
   void MoveReleasedLocked();
   Action DecideLocked();    // with mu_ held: the next write or the finish, claimed
@@ -195,6 +200,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
 
   const std::shared_ptr<SeqBoatService::Shared> shared_;
   grpc::CallbackServerContext* const context_;
+  std::atomic<int> refs_{1};  // gRPC's, plus the engine's while it holds the request
   std::string request_id_;
   bool want_logprobs_ = false;
   bool want_activations_ = false;
@@ -249,9 +255,13 @@ void GenerateCall::Start(const v1::GenerateRequest& request, bool accepting) {
   want_activations_ = params.return_activations;
   stop_filter_ = std::make_unique<StopFilter>(std::move(stops));
 
+  refs_.fetch_add(1, std::memory_order_relaxed);  // the engine's, dropped by HandleFinish
   absl::StatusOr<std::shared_ptr<RequestHandle>> handle =
       shared.engine->Submit(std::move(params), std::make_shared<CallSink>(this));
-  if (!handle.ok()) return Reject(ToGrpc(handle.status()));
+  if (!handle.ok()) {
+    refs_.fetch_sub(1, std::memory_order_relaxed);  // never submitted; gRPC's ref remains
+    return Reject(ToGrpc(handle.status()));
+  }
   bool cancelled;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -327,12 +337,10 @@ void GenerateCall::HandleFinish(const FinishInfo& info) {
                               : grpc::Status(grpc::CANCELLED, "cancelled by the client");
     }
     engine_done_ = true;
-    // Decided under the lock that published engine_done_: once it is visible, a gRPC thread
-    // may finish the call and delete `this`, so this thread must not touch it afterwards
-    // unless it is the one that starts the next write or the finish.
     action = DecideLocked();
   }
   Execute(action);
+  Unref();  // the engine is done with this call
 }
 
 GenerateCall::Action GenerateCall::DecideLocked() {
@@ -360,14 +368,14 @@ GenerateCall::Action GenerateCall::DecideLocked() {
   return Action::kNothing;
 }
 
-void GenerateCall::Execute(Action action) {
+void GenerateCall::Execute(Action action) {  // the caller holds a reference
   if (action == Action::kWrite) {
     StartWrite(&writing_);
   } else if (action == Action::kFinish) {
     // final_status_ is no longer written once finish_called_ is set.
     const grpc::Status status = final_status_;
     if (shared_->metrics != nullptr) shared_->metrics->RecordRequest(CodeName(status.error_code()));
-    Finish(status);  // may delete `this` at once: nothing after it
+    Finish(status);
   }
 }
 
