@@ -80,10 +80,13 @@ SlotId PrefixCache::Insert(absl::Span<const int32_t> prompt, int64_t tokens) {
   if (all_slots_.empty() || tokens <= 0 || tokens % block_ != 0 || tokens > static_cast<int64_t>(prompt.size())) {
     return -1;
   }
+  const std::vector<uint64_t> hashes = BoundaryHashes(prompt, tokens);
+  // Two requests with the same prompt admitted together both reach the snapshot point: the
+  // second has nothing to add.
+  if (Find(prompt, tokens, hashes.back()) != lru_.end()) return -1;
   if (free_slots_.empty()) Drop(lru_.back().slot);
   const SlotId slot = free_slots_.back();
   free_slots_.pop_back();
-  const std::vector<uint64_t> hashes = BoundaryHashes(prompt, tokens);
   Entry entry;
   entry.tokens.assign(prompt.begin(), prompt.begin() + tokens);
   entry.hash = hashes.back();

@@ -40,7 +40,8 @@ class PrefixCache {
   int64_t SnapshotPoint(absl::Span<const int32_t> prompt, int64_t after);
 
   // Claims a slot for the snapshot of prompt[0, tokens), evicting the least recently used
-  // entry when full; the caller copies the state into it. -1 when there are no slots.
+  // entry when full; the caller copies the state into it. -1 when there are no slots or the
+  // same prefix is already cached.
   SlotId Insert(absl::Span<const int32_t> prompt, int64_t tokens);
   // Forgets the entry in `slot` (its copy failed).
   void Drop(SlotId slot);

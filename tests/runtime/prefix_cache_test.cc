@@ -59,6 +59,18 @@ TEST(PrefixCacheTest, EvictsTheLeastRecentlyUsed) {
   EXPECT_EQ(cache.entries(), 1);
 }
 
+TEST(PrefixCacheTest, TheSamePrefixIsCachedOnce) {
+  // Two requests with one prompt admitted in the same iteration both reach the snapshot point.
+  PrefixCache cache({5, 6}, 4);
+  const std::vector<int32_t> p = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+  const std::vector<int32_t> q = {1, 2, 3, 4, 5, 6, 7, 8, 10};
+  EXPECT_EQ(cache.Insert(p, 8), 5);
+  EXPECT_EQ(cache.Insert(q, 8), -1);  // the same 8 tokens
+  EXPECT_EQ(cache.entries(), 1);
+  EXPECT_EQ(cache.Insert(q, 4), 6);  // a different (shorter) prefix is a new entry
+  EXPECT_EQ(cache.entries(), 2);
+}
+
 TEST(PrefixCacheTest, RefusesUnalignedOrEmptySnapshotsAndWorksWithoutSlots) {
   PrefixCache cache({3}, 4);
   const std::vector<int32_t> p = {1, 2, 3, 4, 5, 6, 7, 8, 9};
