@@ -24,8 +24,6 @@ class FaultInjectingBackend final : public Backend {
   absl::Status CopySlot(SlotId from, SlotId to) override { return inner_->CopySlot(from, to); }
   absl::Status Stats(SlotId slot, SlotStats* stats) const override { return inner_->Stats(slot, stats); }
 
-  int64_t forward_calls() const { return calls_; }
-
  private:
   std::unique_ptr<Backend> inner_;
   const int64_t fail_call_;

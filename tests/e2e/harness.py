@@ -110,7 +110,7 @@ class Server:
     def stop(self, timeout=30):
         if self.stderr_text is not None:  # stopped before
             return self.exit_code
-        if self.proc.poll() is not None and self.exit_code is None:
+        if self.proc.poll() is not None:
             # Already ended: unless a test signalled it, it crashed; show why (the stack trace).
             sys.stderr.write("seqboat-server on port %s had already ended (exit code %s) when stop() was called; its stderr:\n%s\n"
                              % (self.port, self.proc.returncode, self.stderr()[-20000:]))

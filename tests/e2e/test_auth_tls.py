@@ -81,6 +81,7 @@ class AuthTest(unittest.TestCase):
             (["--model", harness.TINY, "--no_such_flag"], "no_such_flag"),
             (["--model", harness.TINY, "--max_batch", "many"], "max_batch"),
             (["--model", harness.TINY, "--listen", "256.0.0.1:1"], "--listen"),
+            (["--model", harness.TINY, "--debug_fail_forward", "-1"], "--debug_fail_forward"),
         ]
         for args, named in cases:
             r = subprocess.run([server_bin, "--metrics_listen", ""] + args, capture_output=True, text=True, timeout=30)
