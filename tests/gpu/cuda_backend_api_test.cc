@@ -119,7 +119,7 @@ TEST_F(CudaApiTest, OptionsAndBudgetAreChecked) {
   // More state than any device holds: a clean RESOURCE_EXHAUSTED, no abort.
   CudaBackendOptions huge;
   huge.num_slots = 65536;
-  ModelConfig big = gpu_testing::Enwik8Config();
+  ModelConfig big = gpu_testing::PaperEnwik8Config();
   big.layers = 1;
   gpu_testing::RandomModelSpec spec;
   spec.config = big;

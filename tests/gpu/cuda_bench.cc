@@ -68,7 +68,7 @@ int Run(int argc, char** argv) {
                       : dtype_name == "f16" ? DType::kF16
                                             : DType::kBF16;
   gpu_testing::RandomModelSpec spec;
-  spec.config = gpu_testing::Enwik8Config();
+  spec.config = gpu_testing::PaperEnwik8Config();
   spec.dtype = dtype;
   spec.seed = 2024;
   const std::string path = gpu_testing::TempPath("enwik8_bench.safetensors");

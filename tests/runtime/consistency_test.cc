@@ -10,7 +10,7 @@
 #include "gtest/gtest.h"
 #include "runtime/cpu/cpu_backend.h"
 #include "runtime/model/model.h"
-#include "runtime/model/safetensors.h"
+#include "tests/util/random_model_file.h"
 
 namespace seqboat {
 namespace {
@@ -29,18 +29,11 @@ std::string Name(const Options& o) {
                       o.pre_norm ? "_pre" : "_post", o.ffn_dim ? "_ffn" : "", o.horizon == EmaHorizon::kTrained ? "_trained" : "");
 }
 
-// Writes a random model; the router bias is tuned by hand so that about half the tokens activate.
+// Writes a random model (tests/util) with these options; the flags that are not swept vary
+// with the seed.
 std::string WriteRandom(const Options& o, uint64_t seed) {
-  ModelConfig c;
-  c.embed_dim = 12;
-  c.z_dim = 8;
-  c.hidden_dim = 10;
-  c.n_dim = 3;
-  c.layers = 2;
-  c.chunk_size = 5;
-  c.vocab_size = 23;
-  c.truncation_length = 9;
-  c.max_positions = 32;
+  test_util::RandomModelSpec spec;
+  ModelConfig& c = spec.config = test_util::SmallConfig();
   c.attention = o.attention;
   c.position = o.position;
   c.norm = o.norm;
@@ -49,34 +42,11 @@ std::string WriteRandom(const Options& o, uint64_t seed) {
   c.normalize_embedding = seed % 3 == 0;
   c.tied_embeddings = seed % 2 == 1;
   c.ffn_dim = o.ffn_dim;
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<std::vector<float>> storage;
-  std::vector<TensorToWrite> tensors;
-  for (const ExpectedTensor& t : ExpectedTensors(c)) {
-    int64_t count = 1;
-    for (int64_t d : t.shape) count *= d;
-    const float scale = t.shape.size() == 2 ? 1.0f / std::sqrt(static_cast<float>(t.shape[1])) : 0.5f;
-    std::vector<float> values(count);
-    for (float& v : values) v = normal(rng) * scale;
-    if (t.name.ends_with("norm.weight") || t.name.ends_with("norm.scalar")) {
-      for (float& v : values) v = 1.0f + 0.1f * v;
-    }
-    if (t.name.ends_with("hx_proj.weight")) {  // decisive router rows
-      for (int i = 0; i < 2 * c.embed_dim; ++i) values[i] *= 6.0f;
-    }
-    storage.push_back(std::move(values));
-    tensors.push_back({t.name, DType::kF32, t.shape,
-                       {reinterpret_cast<const uint8_t*>(storage.back().data()), storage.back().size() * 4}});
-  }
-  const std::string path =
-      (std::filesystem::temp_directory_path() / ("seqboat_consistency_" + Name(o) + ".safetensors")).string();
-  std::map<std::string, std::string> metadata = {
-      {"format", "seqboat"}, {"format_version", "1"}, {"config", ModelConfigToJson(c)}, {"tokenizer", "{}"}};
-  EXPECT_TRUE(WriteSafetensors(path, metadata, tensors).ok());
+  spec.seed = seed;
+  const std::string path = test_util::TempPath("consistency_" + Name(o) + ".safetensors");
+  EXPECT_TRUE(test_util::WriteRandomModel(spec, path).ok());
   return path;
 }
-
 
 // Returns false (checking nothing) when the router is lopsided for this model.
 bool CheckPaths(const Model& model, CpuBackend& backend) {
