@@ -80,6 +80,7 @@ Metrics::Metrics(int layers) : registry_(std::make_shared<prometheus::Registry>(
   slots_in_use_ = gauge("seqboat_state_slots_in_use", "State slots held by requests");
   state_bytes_ = gauge("seqboat_state_bytes", "Bytes of state allocated (request slots and prefix cache)");
   state_bytes_per_sequence_ = gauge("seqboat_state_bytes_per_sequence", "Bytes of one sequence's state");
+  state_budget_ = gauge("seqboat_state_memory_budget_bytes", "Bytes the state may take (--state_memory_mb); 0 = no limit");
   cache_entries_ = gauge("seqboat_prefix_cache_entries", "Prefix-state snapshots held");
   cache_bytes_ = gauge("seqboat_prefix_cache_bytes", "Bytes the prefix-state snapshots hold");
   auto& activated = prometheus::BuildCounter()
@@ -152,10 +153,11 @@ void Metrics::SetQueue(int64_t running, int64_t waiting) {
   slots_in_use_->Set(static_cast<double>(running));
 }
 
-void Metrics::SetStateMemory(int slots, int64_t bytes_per_sequence, int64_t bytes_allocated) {
+void Metrics::SetStateMemory(int slots, int64_t bytes_per_sequence, int64_t bytes_allocated, int64_t budget_bytes) {
   slots_->Set(slots);
   state_bytes_per_sequence_->Set(static_cast<double>(bytes_per_sequence));
   state_bytes_->Set(static_cast<double>(bytes_allocated));
+  state_budget_->Set(static_cast<double>(budget_bytes));
 }
 
 }  // namespace seqboat::server

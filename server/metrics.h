@@ -38,7 +38,8 @@ class Metrics final : public EngineObserver {
   void RecordRequest(const std::string& code);
   void SetServing(bool serving);
   void SetQueue(int64_t running, int64_t waiting);
-  void SetStateMemory(int slots, int64_t bytes_per_sequence, int64_t bytes_allocated);
+  // budget_bytes: --state_memory_mb in bytes, 0 = no limit.
+  void SetStateMemory(int slots, int64_t bytes_per_sequence, int64_t bytes_allocated, int64_t budget_bytes);
 
  private:
   prometheus::Counter& RequestCounter(const std::string& code);
@@ -50,7 +51,7 @@ class Metrics final : public EngineObserver {
   prometheus::Counter *prompt_tokens_, *generated_tokens_, *iterations_, *model_tokens_;
   prometheus::Counter *cache_hits_, *cache_misses_, *cache_hit_tokens_, *backend_errors_;
   prometheus::Gauge *running_, *waiting_, *serving_, *slots_, *slots_in_use_, *state_bytes_,
-      *state_bytes_per_sequence_, *cache_entries_, *cache_bytes_;
+      *state_bytes_per_sequence_, *state_budget_, *cache_entries_, *cache_bytes_;
   std::vector<prometheus::Counter*> activated_;  // [L]
   std::vector<prometheus::Gauge*> activation_ratio_;  // [L]
 };

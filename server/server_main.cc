@@ -45,6 +45,14 @@ ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "gRPC address HOST:PORT; port 
 ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9464",
           "Prometheus /metrics address HOST:PORT; empty turns metrics off; port 0 picks a free port.");
 ABSL_FLAG(std::string, device, "cpu", "Backend: cpu or cuda.");
+ABSL_FLAG(int32_t, cuda_device, 0, "With --device cuda: the CUDA device ordinal.");
+ABSL_FLAG(std::string, weight_dtype, "as_stored",
+          "Matrices (and FIFO keys/values) on the device: as_stored, f32, f16 or bf16 (--device cuda; "
+          "the CPU backend computes in f32 whatever the file holds).");
+ABSL_FLAG(bool, cuda_graphs, true, "With --device cuda: replay decode steps from CUDA graphs.");
+ABSL_FLAG(int64_t, state_memory_mb, 0,
+          "Memory for all sequence state (request slots and prefix cache) in MiB; 0 = no limit. The "
+          "--max_batch request slots must fit; the prefix cache gets the rest, at most --prefix_cache_mb.");
 ABSL_FLAG(int32_t, threads, 0, "CPU backend threads; 0 = every hardware thread.");
 ABSL_FLAG(int32_t, sampling_threads, 0,
           "Threads sampling each iteration's tokens (pays off for large vocabularies and batches); "
@@ -98,6 +106,15 @@ absl::Status CheckFlags() {
   if (device != "cpu" && device != "cuda") {
     return absl::InvalidArgumentError(absl::StrCat("--device: '", device, "'; expected cpu or cuda"));
   }
+  const std::string weight_dtype = absl::GetFlag(FLAGS_weight_dtype);
+  if (weight_dtype != "as_stored" && weight_dtype != "f32" && weight_dtype != "f16" && weight_dtype != "bf16") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--weight_dtype: '", weight_dtype, "'; expected as_stored, f32, f16 or bf16"));
+  }
+  if (device == "cpu" && weight_dtype != "as_stored" && weight_dtype != "f32") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--weight_dtype ", weight_dtype, ": the CPU backend computes in f32; use f32 or as_stored (or --device cuda)"));
+  }
   const std::string horizon = absl::GetFlag(FLAGS_ema_horizon);
   if (horizon != "exact" && horizon != "trained") {
     return absl::InvalidArgumentError(absl::StrCat("--ema_horizon: '", horizon, "'; expected exact or trained"));
@@ -120,6 +137,8 @@ absl::Status CheckFlags() {
   RETURN_IF_ERROR(non_negative("sampling_threads", absl::GetFlag(FLAGS_sampling_threads)));
   RETURN_IF_ERROR(non_negative("fifo_capacity", absl::GetFlag(FLAGS_fifo_capacity)));
   RETURN_IF_ERROR(non_negative("prefix_cache_mb", static_cast<double>(absl::GetFlag(FLAGS_prefix_cache_mb))));
+  RETURN_IF_ERROR(non_negative("state_memory_mb", static_cast<double>(absl::GetFlag(FLAGS_state_memory_mb))));
+  RETURN_IF_ERROR(non_negative("cuda_device", absl::GetFlag(FLAGS_cuda_device)));
   RETURN_IF_ERROR(non_negative("shutdown_grace_s", absl::GetFlag(FLAGS_shutdown_grace_s)));
   RETURN_IF_ERROR(non_negative("debug_step_delay_ms", absl::GetFlag(FLAGS_debug_step_delay_ms)));
   RETURN_IF_ERROR(non_negative("debug_fail_forward", static_cast<double>(absl::GetFlag(FLAGS_debug_fail_forward))));
@@ -141,6 +160,10 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const Model& model, int slo
     options.num_slots = slots;
     options.ema_horizon = horizon;
     options.fifo_capacity = absl::GetFlag(FLAGS_fifo_capacity);
+    options.device = absl::GetFlag(FLAGS_cuda_device);
+    ASSIGN_OR_RETURN(options.weight_dtype, ParseCudaWeightDType(absl::GetFlag(FLAGS_weight_dtype)));
+    options.use_cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
+    options.state_memory_budget_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_state_memory_mb)) << 20;
     return CreateCudaBackend(model, options);
 #else
     return absl::FailedPreconditionError(
@@ -220,7 +243,20 @@ int Serve() {
     }
     state_bytes = (*probe)->state_bytes_per_slot();
   }
-  const int64_t cache_budget = absl::GetFlag(FLAGS_prefix_cache_mb) << 20;
+  int64_t cache_budget = absl::GetFlag(FLAGS_prefix_cache_mb) << 20;
+  const int64_t state_budget = absl::GetFlag(FLAGS_state_memory_mb) << 20;
+  if (state_budget > 0) {
+    const int64_t request_bytes = static_cast<int64_t>(state_bytes) * max_batch;
+    if (request_bytes > state_budget) {
+      fprintf(stderr,
+              "seqboat-server: --state_memory_mb %lld holds %lld sequences of %.2f MB; --max_batch %d needs %.1f MiB\n",
+              static_cast<long long>(absl::GetFlag(FLAGS_state_memory_mb)),
+              static_cast<long long>(state_budget / static_cast<int64_t>(state_bytes)), state_bytes / 1e6, max_batch,
+              request_bytes / 1048576.0);
+      return 2;
+    }
+    cache_budget = std::min(cache_budget, state_budget - request_bytes);
+  }
   const int cache_slots = static_cast<int>(std::min<int64_t>(cache_budget / static_cast<int64_t>(state_bytes), 4096));
   absl::StatusOr<std::unique_ptr<Backend>> backend = MakeServingBackend(**model, max_batch + cache_slots);
   if (!backend.ok()) {
@@ -234,7 +270,7 @@ int Serve() {
 
   Metrics metrics(config.layers);
   metrics.SetStateMemory(max_batch, static_cast<int64_t>(state_bytes),
-                         static_cast<int64_t>(state_bytes) * (max_batch + cache_slots));
+                         static_cast<int64_t>(state_bytes) * (max_batch + cache_slots), state_budget);
   std::unique_ptr<prometheus::Exposer> exposer;
   const std::string metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   if (!metrics_listen.empty()) {

@@ -82,6 +82,11 @@ class AuthTest(unittest.TestCase):
             (["--model", harness.TINY, "--max_batch", "many"], "max_batch"),
             (["--model", harness.TINY, "--listen", "256.0.0.1:1"], "--listen"),
             (["--model", harness.TINY, "--debug_fail_forward", "-1"], "--debug_fail_forward"),
+            (["--model", harness.TINY, "--weight_dtype", "f8"], "--weight_dtype"),
+            (["--model", harness.TINY, "--weight_dtype", "bf16"], "CPU backend computes in f32"),
+            (["--model", harness.TINY, "--cuda_device", "-1"], "--cuda_device"),
+            (["--model", harness.TINY, "--state_memory_mb", "-5"], "--state_memory_mb"),
+            (["--model", harness.TINY, "--state_memory_mb", "1", "--max_batch", "100000"], "--max_batch 100000 needs"),
         ]
         for args, named in cases:
             r = subprocess.run([server_bin, "--metrics_listen", ""] + args, capture_output=True, text=True, timeout=30)

@@ -187,6 +187,31 @@ class PrefixCacheTest(unittest.TestCase):
             plain.stop()
 
 
+class StateMemoryBudgetTest(unittest.TestCase):
+    def test_request_slots_fit_and_the_prefix_cache_gets_the_rest(self):
+        probe = harness.Server("--prefix_cache_mb", "0")
+        try:
+            per_sequence = probe.stub().GetModelInfo(pb.GetModelInfoRequest()).state_bytes_per_sequence
+            self.assertEqual(probe.metric("seqboat_state_memory_budget_bytes"), 0)
+        finally:
+            probe.stop()
+        self.assertGreater(per_sequence, 0)
+        # A budget of 1 MiB over 2 request slots leaves the prefix cache what remains, well under
+        # its own 256 MiB.
+        budget = 1 << 20
+        server = harness.Server("--max_batch", "2", "--state_memory_mb", "1", "--prefix_cache_mb", "256")
+        try:
+            cache_slots = min((budget - 2 * per_sequence) // per_sequence, 4096)
+            self.assertEqual(server.metric("seqboat_state_memory_budget_bytes"), budget)
+            self.assertEqual(server.metric("seqboat_state_slots"), 2)
+            self.assertEqual(server.metric("seqboat_state_bytes"), per_sequence * (2 + cache_slots))
+            self.assertLessEqual(server.metric("seqboat_state_bytes"), budget)
+            _, tokens, _, _ = harness.collect(server.stub().Generate(harness.greedy_request(harness.fixture_prompt(), n=8)))
+            self.assertEqual(len(tokens), 8)
+        finally:
+            self.assertEqual(server.stop(), 0)
+
+
 class BackendErrorTest(unittest.TestCase):
     def test_a_failed_forward_ends_its_requests_with_internal_and_serving_goes_on(self):
         # The 10th forward call fails as a device error would (--debug_fail_forward).

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # tests/gpu/run.sh: on a machine with an NVIDIA GPU, one command that builds with the cuda
 # preset, runs the GPU tests (then once more under compute-sanitizer when it is installed),
+# runs seqboat-server --device cuda against the CPU reference (tests/e2e/test_cuda_server.py),
 # runs the GPU benchmark on the paper's enwik8 configuration and prints a report.
 #
 #   tests/gpu/run.sh                      # configure + build build-cuda, then test and bench
@@ -60,6 +61,22 @@ for t in "${tests[@]}"; do
     grep -E "Failure|FAILED|error" "$out/$t.log" | head -20 | sed 's/^/    /' | tee -a "$report"
   fi
 done
+
+say ""
+say "## seqboat-server --device cuda (tests/e2e/test_cuda_server.py)"
+if /usr/bin/python3 -c "import grpc, numpy" 2>/dev/null && command -v protoc >/dev/null && [[ -x /usr/bin/grpc_python_plugin ]]; then
+  start=$(date +%s)
+  SEQBOAT_BIN_DIR="$bin" SEQBOAT_FIXTURES_DIR=tests/fixtures SEQBOAT_PROTO_DIR=proto PYTHONDONTWRITEBYTECODE=1 \
+    timeout "${SEQBOAT_GPU_TEST_TIMEOUT:-600}" /usr/bin/python3 tests/e2e/test_cuda_server.py >"$out/e2e_cuda_server.log" 2>&1
+  rc=$?
+  say "- e2e_cuda_server: exit $rc in $(( $(date +%s) - start )) s. $(grep -E "^(Ran|OK|FAILED)" "$out/e2e_cuda_server.log" | tr '\n' ' ')"
+  if [[ $rc -ne 0 ]]; then
+    status=1
+    grep -E "^(FAIL|ERROR|AssertionError)" "$out/e2e_cuda_server.log" | head -20 | sed 's/^/    /' | tee -a "$report"
+  fi
+else
+  say "- skipped: needs /usr/bin/python3 with grpc and numpy, protoc and /usr/bin/grpc_python_plugin"
+fi
 
 say ""
 say "## Benchmark (seqboat-bench-cuda)"
