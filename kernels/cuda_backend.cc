@@ -84,6 +84,7 @@ absl::Status CudaBackend<T>::Init() {
   SEQBOAT_CUBLAS_RETURN_IF_ERROR(cublasCreate(&cublas_));
   SEQBOAT_CUBLAS_RETURN_IF_ERROR(cublasSetStream(cublas_, stream_));
   RETURN_IF_ERROR(cublas_workspace_.Allocate(kCublasWorkspaceBytes, "the cuBLAS workspace"));
+  RETURN_IF_ERROR(probe_memory_.Allocate(256, "the health probe"));
   SEQBOAT_CUBLAS_RETURN_IF_ERROR(
       cublasSetWorkspace(cublas_, cublas_workspace_.data(), kCublasWorkspaceBytes));
   // fp32 weights stay fp32 in the products (no TF32), for parity with the CPU backend.
@@ -335,6 +336,20 @@ absl::Status CudaBackend<T>::Stats(SlotId slot, SlotStats* stats) const {
     stats->activated.push_back(m.activated);
     stats->fifo_entries.push_back(m.count);
   }
+  return absl::OkStatus();
+}
+
+template <typename T>
+absl::Status CudaBackend<T>::CheckHealth() {
+  SEQBOAT_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
+  // A failed call may leave an error pending: clear it, unless it is sticky (an illegal
+  // address, a kernel fault), which cannot be cleared and comes back from every later call:
+  // the context is lost until the process ends. A failed allocation is not sticky.
+  (void)cudaGetLastError();
+  SEQBOAT_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  // A tiny real operation on the stream, on memory of its own (scratch may be mid-reallocation).
+  SEQBOAT_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(probe_memory_.data(), 0, probe_memory_.bytes(), stream_));
+  SEQBOAT_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   return absl::OkStatus();
 }
 

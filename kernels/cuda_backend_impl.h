@@ -99,6 +99,7 @@ class CudaBackend final : public Backend {
   absl::Status ResetSlot(SlotId slot) override;
   absl::Status CopySlot(SlotId from, SlotId to) override;
   absl::Status Stats(SlotId slot, SlotStats* stats) const override;
+  absl::Status CheckHealth() override;
 
   size_t StateBytesPerSlot() const {
     const size_t L = config_.layers, D = config_.embed_dim, N = config_.n_dim, Z = config_.z_dim,
@@ -176,6 +177,7 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   DeviceMemory cublas_workspace_;
+  DeviceMemory probe_memory_;  // CheckHealth's own bytes
 
   DeviceMemory weight_memory_;
   DeviceModelWeights<T> weights_;

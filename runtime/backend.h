@@ -61,6 +61,11 @@ class Backend {
   virtual absl::Status ResetSlot(SlotId slot) = 0;  // zero EMA state, empty FIFOs, position 0
   virtual absl::Status CopySlot(SlotId from, SlotId to) = 0;  // state snapshot (prefix reuse)
   virtual absl::Status Stats(SlotId slot, SlotStats* stats) const = 0;
+
+  // Asked after a failed Forward: OK when the backend can still run forward passes (the
+  // failure was that call's alone, an out-of-memory say), else why not (a CUDA context lost
+  // to a sticky error: every later call would fail too, until the process restarts).
+  virtual absl::Status CheckHealth() { return absl::OkStatus(); }
 };
 
 // InvalidArgument unless `slot` names one of `num_slots` slots; `what` prefixes the message.

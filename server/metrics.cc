@@ -76,6 +76,8 @@ Metrics::Metrics(int layers) : registry_(std::make_shared<prometheus::Registry>(
   running_ = gauge("seqboat_requests_running", "Requests holding a state slot");
   waiting_ = gauge("seqboat_requests_waiting", "Requests queued for a state slot");
   serving_ = gauge("seqboat_engine_serving", "1 while the health service reports SERVING");
+  backend_usable_ = gauge("seqboat_backend_usable", "1 until a failed forward call leaves the backend unusable (restart the server)");
+  backend_usable_->Set(1);
   slots_ = gauge("seqboat_state_slots", "State slots for requests");
   slots_in_use_ = gauge("seqboat_state_slots_in_use", "State slots held by requests");
   state_bytes_ = gauge("seqboat_state_bytes", "Bytes of state allocated (request slots and prefix cache)");
@@ -133,6 +135,15 @@ void Metrics::OnBackendError(const absl::Status& status, int64_t sequences) {
   fprintf(stderr, "seqboat-server: %s: backend error, %lld requests end with INTERNAL: %s\n",
           absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()).c_str(),
           static_cast<long long>(sequences), std::string(status.message()).c_str());
+}
+
+void Metrics::OnBackendLost(const absl::Status& health, int64_t sequences) {
+  backend_usable_->Set(0);
+  fprintf(stderr,
+          "seqboat-server: %s: the backend is unusable (%s); %lld more requests end with INTERNAL, new ones get "
+          "UNAVAILABLE and health turns NOT_SERVING: restart the server\n",
+          absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()).c_str(),
+          std::string(health.message()).c_str(), static_cast<long long>(sequences));
 }
 
 void Metrics::OnTokenEmitted(absl::Duration since_previous_token) {

@@ -33,6 +33,8 @@ class Metrics final : public EngineObserver {
   void OnTokenEmitted(absl::Duration since_previous_token) override;
   // Counts the failure and logs it (one line on stderr with the backend's reason).
   void OnBackendError(const absl::Status& status, int64_t sequences) override;
+  // Sets seqboat_backend_usable to 0 and logs the reason (the watchdog turns health NOT_SERVING).
+  void OnBackendLost(const absl::Status& health, int64_t sequences) override;
 
   // A Generate call ended with this gRPC status code name (e.g. "OK").
   void RecordRequest(const std::string& code);
@@ -50,7 +52,7 @@ class Metrics final : public EngineObserver {
   prometheus::Histogram *ttft_, *itl_, *duration_, *queue_time_, *batch_size_, *step_time_;
   prometheus::Counter *prompt_tokens_, *generated_tokens_, *iterations_, *model_tokens_;
   prometheus::Counter *cache_hits_, *cache_misses_, *cache_hit_tokens_, *backend_errors_;
-  prometheus::Gauge *running_, *waiting_, *serving_, *slots_, *slots_in_use_, *state_bytes_,
+  prometheus::Gauge *running_, *waiting_, *serving_, *backend_usable_, *slots_, *slots_in_use_, *state_bytes_,
       *state_bytes_per_sequence_, *state_budget_, *cache_entries_, *cache_bytes_;
   std::vector<prometheus::Counter*> activated_;  // [L]
   std::vector<prometheus::Gauge*> activation_ratio_;  // [L]

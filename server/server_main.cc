@@ -76,6 +76,9 @@ ABSL_FLAG(double, heartbeat_timeout_s, 10, "Health turns NOT_SERVING when the en
 ABSL_FLAG(int32_t, debug_step_delay_ms, 0, "Testing: sleep this long after every engine iteration (a slow device).");
 ABSL_FLAG(int64_t, debug_fail_forward, 0,
           "Testing: fail the Nth backend forward call as a device error would (0 = never).");
+ABSL_FLAG(bool, debug_fail_sticky, false,
+          "Testing: with --debug_fail_forward, that call and every later one fail and the backend reports "
+          "itself unusable, as a lost device would.");
 
 namespace seqboat::server {
 namespace {
@@ -142,6 +145,9 @@ absl::Status CheckFlags() {
   RETURN_IF_ERROR(non_negative("shutdown_grace_s", absl::GetFlag(FLAGS_shutdown_grace_s)));
   RETURN_IF_ERROR(non_negative("debug_step_delay_ms", absl::GetFlag(FLAGS_debug_step_delay_ms)));
   RETURN_IF_ERROR(non_negative("debug_fail_forward", static_cast<double>(absl::GetFlag(FLAGS_debug_fail_forward))));
+  if (absl::GetFlag(FLAGS_debug_fail_sticky) && absl::GetFlag(FLAGS_debug_fail_forward) == 0) {
+    return absl::InvalidArgumentError("--debug_fail_sticky: needs --debug_fail_forward N (the call that loses the device)");
+  }
   if (!(absl::GetFlag(FLAGS_heartbeat_timeout_s) > 0)) {
     return absl::InvalidArgumentError("--heartbeat_timeout_s: expected > 0");
   }
@@ -182,7 +188,8 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const Model& model, int slo
 absl::StatusOr<std::unique_ptr<Backend>> MakeServingBackend(const Model& model, int slots) {
   ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, MakeBackend(model, slots));
   if (const int64_t fail = absl::GetFlag(FLAGS_debug_fail_forward); fail > 0) {
-    return std::unique_ptr<Backend>(std::make_unique<FaultInjectingBackend>(std::move(backend), fail));
+    return std::unique_ptr<Backend>(
+        std::make_unique<FaultInjectingBackend>(std::move(backend), fail, absl::GetFlag(FLAGS_debug_fail_sticky)));
   }
   return backend;
 }
@@ -363,17 +370,21 @@ int Serve() {
   printf("seqboat-server: ready\n");
   fflush(stdout);
 
-  // Watchdog: health follows the engine's heartbeat; the queue gauges follow the engine.
+  // Watchdog: health follows the engine's heartbeat and the backend's usability; the queue
+  // gauges follow the engine.
   absl::Notification draining;
   const absl::Duration heartbeat_timeout = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_timeout_s));
   std::thread watchdog([&] {
     bool serving = true;
     while (!draining.WaitForNotificationWithTimeout(absl::Milliseconds(100))) {
       const bool fresh = absl::Now() - (*engine)->last_heartbeat() < heartbeat_timeout;
-      if (fresh != serving) {
-        serving = fresh;
+      const bool usable = (*engine)->backend_status().ok();
+      if ((fresh && usable) != serving) {
+        serving = fresh && usable;
         set_serving(serving);
-        fprintf(stderr, "seqboat-server: engine %s\n", serving ? "responsive again: SERVING" : "silent: NOT_SERVING");
+        fprintf(stderr, "seqboat-server: %s\n",
+                serving ? "engine responsive again: SERVING"
+                        : (usable ? "engine silent: NOT_SERVING" : "backend unusable: NOT_SERVING"));
       }
       metrics.SetQueue((*engine)->running(), (*engine)->waiting());
     }

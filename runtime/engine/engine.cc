@@ -75,6 +75,11 @@ Engine::~Engine() { Shutdown(absl::ZeroDuration()); }
 
 absl::Time Engine::last_heartbeat() const { return absl::FromUnixNanos(heartbeat_ns_.load()); }
 
+absl::Status Engine::backend_status() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return backend_lost_;
+}
+
 absl::StatusOr<std::shared_ptr<RequestHandle>> Engine::Submit(GenerationParams params,
                                                               std::shared_ptr<RequestSink> sink) {
   if (params.prompt.empty()) return absl::InvalidArgumentError("prompt: empty; give at least one token");
@@ -113,6 +118,10 @@ absl::StatusOr<std::shared_ptr<RequestHandle>> Engine::Submit(GenerationParams p
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!accepting_) return absl::UnavailableError("the server is shutting down");
+    if (!backend_lost_.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("the backend is unusable (", backend_lost_.message(), "); this server must be restarted"));
+    }
     if (waiting_count_.load() + static_cast<int64_t>(submitted_.size()) >= options_.max_waiting) {
       return absl::ResourceExhaustedError(
           absl::StrCat("the waiting queue is full (", options_.max_waiting, " requests); retry later"));
@@ -177,6 +186,23 @@ void Engine::ReleaseFinished() {
   std::erase_if(waiting_, [](const std::unique_ptr<Sequence>& s) { return s->finished; });
   running_count_ = running_.size();
   waiting_count_ = waiting_.size();
+}
+
+void Engine::LoseBackend(const absl::Status& health) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    backend_lost_ = health;
+    while (!submitted_.empty()) {
+      waiting_.push_back(std::move(submitted_.front()));
+      submitted_.pop_front();
+    }
+  }
+  const std::string reason = absl::StrCat("the backend is unusable: ", health.message());
+  const int64_t others = static_cast<int64_t>(waiting_.size() + running_.size());
+  if (observer_ != nullptr) observer_->OnBackendLost(health, others);
+  for (auto& sequence : waiting_) Finish(*sequence, FinishReason::kError, reason);
+  for (auto& sequence : running_) Finish(*sequence, FinishReason::kError, reason);
+  ReleaseFinished();
 }
 
 bool Engine::RunIteration() {
@@ -295,6 +321,8 @@ bool Engine::RunIteration() {
     if (observer_ != nullptr) observer_->OnBackendError(status, static_cast<int64_t>(batch_sequences.size()));
     for (Sequence* sequence : batch_sequences) Finish(*sequence, FinishReason::kError, std::string(status.message()));
     ReleaseFinished();
+    // Whether the others can go on: a lost device fails every later call as well.
+    if (absl::Status health = backend_->CheckHealth(); !health.ok()) LoseBackend(health);
     return true;
   }
 

@@ -65,6 +65,9 @@ class EngineObserver {
   // The backend failed a Forward call; the `sequences` requests of that batch end with
   // FinishReason::kError and the engine goes on with the others.
   virtual void OnBackendError(const absl::Status& status, int64_t sequences) {}
+  // After that failure the backend reported itself unusable (`health`): the `sequences`
+  // other requests end with FinishReason::kError too, and no request is taken any more.
+  virtual void OnBackendLost(const absl::Status& health, int64_t sequences) {}
 };
 
 class Engine {
@@ -85,6 +88,9 @@ class Engine {
   void Shutdown(absl::Duration grace);
 
   absl::Time last_heartbeat() const;  // the loop's last iteration (or idle wake-up)
+  // OK unless a failed Forward left the backend unusable (Backend::CheckHealth). From then on
+  // every request ends with an error and Submit answers UNAVAILABLE: restart the process.
+  absl::Status backend_status() const;
   int64_t running() const { return running_count_.load(); }
   int64_t waiting() const { return waiting_count_.load(); }
   const EngineOptions& options() const { return options_; }
@@ -97,18 +103,20 @@ class Engine {
   bool RunIteration();  // false when there was nothing to do
   void Finish(Sequence& sequence, FinishReason reason, const std::string& error = "");
   void ReleaseFinished();
+  void LoseBackend(const absl::Status& health);  // ends every request; Submit refuses
 
   Backend* const backend_;
   const ModelConfig config_;
   const EngineOptions options_;
   EngineObserver* const observer_;
 
-  std::mutex mu_;  // guards submitted_, accepting_, draining deadline
+  mutable std::mutex mu_;  // guards submitted_, accepting_, draining deadline, backend_lost_
   std::condition_variable wake_;
   std::deque<std::unique_ptr<Sequence>> submitted_;
   bool accepting_ = true;
   bool stop_ = false;
   absl::Time drain_deadline_ = absl::InfiniteFuture();
+  absl::Status backend_lost_;  // guarded by mu_; not OK once the backend is unusable
   RequestId next_id_ = 1;
 
   // Owned by the engine thread only.

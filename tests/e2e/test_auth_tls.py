@@ -82,6 +82,7 @@ class AuthTest(unittest.TestCase):
             (["--model", harness.TINY, "--max_batch", "many"], "max_batch"),
             (["--model", harness.TINY, "--listen", "256.0.0.1:1"], "--listen"),
             (["--model", harness.TINY, "--debug_fail_forward", "-1"], "--debug_fail_forward"),
+            (["--model", harness.TINY, "--debug_fail_sticky"], "--debug_fail_sticky"),
             (["--model", harness.TINY, "--weight_dtype", "f8"], "--weight_dtype"),
             (["--model", harness.TINY, "--weight_dtype", "bf16"], "CPU backend computes in f32"),
             (["--model", harness.TINY, "--cuda_device", "-1"], "--cuda_device"),

@@ -236,6 +236,7 @@ class BackendErrorTest(unittest.TestCase):
             self.assertEqual(health.Check(harness.health_pb2.HealthCheckRequest()).status,
                              harness.health_pb2.HealthCheckResponse.SERVING)
             self.assertEqual(server.metric("seqboat_backend_errors_total"), 1)
+            self.assertEqual(server.metric("seqboat_backend_usable"), 1)
             self.assertEqual(server.metric("seqboat_requests_total", 'code="INTERNAL"'), 1)
             self.assertEqual(server.metric("seqboat_requests_total", 'code="OK"'), 1)
             # The gauges follow within the health watchdog's period (100 ms).
@@ -246,6 +247,38 @@ class BackendErrorTest(unittest.TestCase):
         finally:
             self.assertEqual(server.stop(), 0)
         self.assertIn("backend error, 1 requests end with INTERNAL: injected fault", server.stderr())
+
+    def test_a_lost_backend_turns_health_not_serving_and_refuses_requests(self):
+        # From the 5th forward call on, every call fails and the backend reports itself
+        # unusable, as after a lost GPU (--debug_fail_sticky).
+        server = harness.Server("--debug_fail_forward", "5", "--debug_fail_sticky")
+        try:
+            stub = server.stub()
+            prompt = harness.fixture_prompt()
+            with self.assertRaises(grpc.RpcError) as ctx:
+                harness.collect(stub.Generate(harness.greedy_request(prompt, n=40)))
+            self.assertEqual(ctx.exception.code(), grpc.StatusCode.INTERNAL)
+            self.assertIn("injected fault in Forward call 5", ctx.exception.details())
+            # Health follows within the watchdog's period (100 ms), so that orchestrators
+            # (Kubernetes' gRPC liveness probe) restart the server.
+            health = harness.health_pb2_grpc.HealthStub(server.channel())
+            not_serving = harness.health_pb2.HealthCheckResponse.NOT_SERVING
+            end = time.time() + 5
+            while health.Check(harness.health_pb2.HealthCheckRequest()).status != not_serving and time.time() < end:
+                time.sleep(0.05)
+            self.assertEqual(health.Check(harness.health_pb2.HealthCheckRequest()).status, not_serving)
+            with self.assertRaises(grpc.RpcError) as ctx:
+                harness.collect(stub.Generate(harness.greedy_request(prompt, n=4)))
+            self.assertEqual(ctx.exception.code(), grpc.StatusCode.UNAVAILABLE)
+            self.assertIn("the backend is unusable", ctx.exception.details())
+            self.assertIn("must be restarted", ctx.exception.details())
+            self.assertEqual(server.metric("seqboat_backend_usable"), 0)
+            self.assertEqual(server.metric("seqboat_engine_serving"), 0)
+            self.assertEqual(server.metric("seqboat_requests_total", 'code="INTERNAL"'), 1)
+        finally:
+            self.assertEqual(server.stop(), 0)
+        self.assertIn("the backend is unusable (injected device loss at Forward call 5", server.stderr())
+        self.assertIn("backend unusable: NOT_SERVING", server.stderr())
 
 
 if __name__ == "__main__":

@@ -226,9 +226,16 @@ class ErrorObserver : public EngineObserver {
     errors.push_back(std::string(status.message()));
     failed_sequences += sequences;
   }
+  void OnBackendLost(const absl::Status& health, int64_t sequences) override {
+    std::lock_guard<std::mutex> lock(mu);
+    lost.push_back(std::string(health.message()));
+    lost_sequences += sequences;
+  }
   std::mutex mu;
   std::vector<std::string> errors;
   int64_t failed_sequences = 0;
+  std::vector<std::string> lost;
+  int64_t lost_sequences = 0;
 };
 
 TEST_F(EngineTest, BackendErrorEndsThatBatchAndTheEngineGoesOn) {
@@ -267,6 +274,60 @@ TEST_F(EngineTest, BackendErrorEndsThatBatchAndTheEngineGoesOn) {
   std::lock_guard<std::mutex> lock(observer.mu);
   ASSERT_EQ(observer.errors.size(), 1u);
   EXPECT_EQ(observer.failed_sequences, errors);
+}
+
+TEST_F(EngineTest, UnusableBackendEndsEveryRequestAndRefusesNewOnes) {
+  // From the fourth Forward call on the backend fails and reports itself unusable (a lost
+  // device): the batch of that call ends with its error, every other request (running or
+  // waiting) with the loss, and Submit answers UNAVAILABLE from then on.
+  ErrorObserver observer;
+  FaultInjectingBackend lost(std::move(backend_), 4, /*sticky=*/true);
+  auto made = Engine::Create(&lost, model_->config(),
+                             {.max_running = 2, .max_waiting = 8, .prefill_budget = 4, .max_new_tokens_limit = kEndless},
+                             &observer);
+  ASSERT_TRUE(made.ok()) << made.status();
+  std::unique_ptr<Engine> engine = std::move(*made);
+  EXPECT_TRUE(engine->backend_status().ok());
+  // 2 run, 3 wait. The loss may come before the last submissions (each call is short): those
+  // are refused with UNAVAILABLE.
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
+  int64_t refused_early = 0;
+  for (int i = 0; i < 5; ++i) {
+    auto sink = std::make_shared<CollectingSink>();
+    auto handle = engine->Submit(Greedy(kEndless), sink);
+    if (handle.ok()) {
+      sinks.push_back(sink);
+    } else {
+      EXPECT_EQ(handle.status().code(), absl::StatusCode::kUnavailable) << handle.status();
+      ++refused_early;
+    }
+  }
+  ASSERT_FALSE(sinks.empty());
+  int64_t batch_errors = 0, lost_errors = 0;
+  for (auto& sink : sinks) {
+    const FinishInfo info = sink->Wait();
+    ASSERT_EQ(info.reason, FinishReason::kError);
+    if (info.error.find("injected fault in Forward call 4") != std::string::npos) {
+      ++batch_errors;
+    } else {
+      EXPECT_NE(info.error.find("the backend is unusable: injected device loss"), std::string::npos) << info.error;
+      ++lost_errors;
+    }
+  }
+  EXPECT_GE(batch_errors, 1);
+  EXPECT_EQ(batch_errors + lost_errors, static_cast<int64_t>(sinks.size()));
+  EXPECT_EQ(batch_errors + lost_errors + refused_early, 5);
+  EXPECT_EQ(engine->backend_status().code(), absl::StatusCode::kInternal);
+  auto refused = engine->Submit(Greedy(4), std::make_shared<CollectingSink>());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(refused.status().message().find("must be restarted"), std::string::npos) << refused.status();
+  EXPECT_TRUE(WaitFor([&] { return engine->running() == 0 && engine->waiting() == 0; }));
+  std::lock_guard<std::mutex> lock(observer.mu);
+  EXPECT_EQ(observer.errors.size(), 1u);
+  EXPECT_EQ(observer.failed_sequences, batch_errors);
+  ASSERT_EQ(observer.lost.size(), 1u);
+  EXPECT_EQ(observer.lost_sequences, lost_errors);
 }
 
 TEST_F(EngineTest, FullQueueIsResourceExhaustedAtOnce) {
