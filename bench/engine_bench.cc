@@ -23,6 +23,8 @@ ABSL_FLAG(int, vocab_size, 256, "Vocabulary of the stand-in model (sampling cost
 ABSL_FLAG(int, layers, 14, "Layers (activation bookkeeping grows with them).");
 ABSL_FLAG(int, steps, 2000, "Decode steps per batch size.");
 ABSL_FLAG(double, temperature, 1.0, "Sampling temperature (0 = greedy).");
+ABSL_FLAG(int, top_k, 0, "Sampling top_k (0 = off).");
+ABSL_FLAG(double, top_p, 1.0, "Sampling top_p (1 = off).");
 ABSL_FLAG(std::string, json_out, "", "Write the results as JSON here.");
 
 namespace seqboat::bench {
@@ -86,9 +88,9 @@ int Run() {
   const int steps = absl::GetFlag(FLAGS_steps);
   nlohmann::json results = nlohmann::json::array();
   printf("engine overhead per iteration (null backend, V=%d, L=%d, %d decode steps, temperature %.1f, "
-         "%d sampling threads)\n",
-         config.vocab_size, config.layers, steps, absl::GetFlag(FLAGS_temperature),
-         absl::GetFlag(FLAGS_sampling_threads));
+         "top_k %d, top_p %.2f, %d sampling threads)\n",
+         config.vocab_size, config.layers, steps, absl::GetFlag(FLAGS_temperature), absl::GetFlag(FLAGS_top_k),
+         absl::GetFlag(FLAGS_top_p), absl::GetFlag(FLAGS_sampling_threads));
   printf("%8s %14s %16s %16s\n", "batch", "iteration us", "per token us", "backend us");
   for (int batch : {1, 8, 64, 256}) {
     NullBackend backend(batch, config.vocab_size, config.layers);
@@ -111,6 +113,8 @@ int Run() {
       params.max_new_tokens = steps;
       params.ignore_eos = true;
       params.sampling.temperature = static_cast<float>(absl::GetFlag(FLAGS_temperature));
+      params.sampling.top_k = absl::GetFlag(FLAGS_top_k);
+      params.sampling.top_p = static_cast<float>(absl::GetFlag(FLAGS_top_p));
       params.sampling.seed = b;
       sinks.push_back(std::make_shared<CountingSink>());
       if (!(*engine)->Submit(params, sinks.back()).ok()) return 1;

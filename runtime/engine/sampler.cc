@@ -3,10 +3,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/engine/sampling_kernels.h"
 #include "runtime/model/tokenizer.h"
 
 namespace seqboat {
@@ -66,67 +68,141 @@ double Sampler::NextUniform() {
 
 int32_t Sampler::Sample(absl::Span<const float> logits) {
   const int V = vocab_size_;
-  adjusted_.assign(logits.begin(), logits.end());
-  if (params_.repetition_penalty != 1.0f) {
-    for (int32_t token : seen_) {
-      float& x = adjusted_[token];
-      x = x > 0.0f ? x / params_.repetition_penalty : x * params_.repetition_penalty;
-    }
-  }
-  for (const auto& [token, count] : generated_) {
-    adjusted_[token] -= params_.presence_penalty + params_.frequency_penalty * count;
-  }
   // The padding id is never a model input, so it is never drawn (as fairseq's generator).
-  if (kPadId < V) adjusted_[kPadId] = -std::numeric_limits<float>::infinity();
+  const int64_t pad = kPadId < V ? kPadId : -1;
+  // Penalties work on a copy; without them the row is read in place.
+  const bool penalised = params_.repetition_penalty != 1.0f ||
+                         (!generated_.empty() && (params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f));
+  const float* row = logits.data();
+  if (penalised) {
+    adjusted_.assign(logits.begin(), logits.end());
+    if (params_.repetition_penalty != 1.0f) {
+      for (int32_t token : seen_) {
+        float& x = adjusted_[token];
+        x = x > 0.0f ? x / params_.repetition_penalty : x * params_.repetition_penalty;
+      }
+    }
+    for (const auto& [token, count] : generated_) {
+      adjusted_[token] -= params_.presence_penalty + params_.frequency_penalty * count;
+    }
+    row = adjusted_.data();
+  }
+  const float top = RowMax(row, V, pad);
   // Greedy: the first maximum (lowest id on ties). A draw is still consumed, so that the
   // i-th draw of a request stays the i-th token whatever its temperature schedule.
   if (params_.temperature == 0.0f) {
     NextUniform();
-    return static_cast<int32_t>(std::max_element(adjusted_.begin(), adjusted_.end()) - adjusted_.begin());
+    const int64_t best = FirstIndexOf(row, V, top, pad);
+    return static_cast<int32_t>(best >= 0 ? best : (pad == 0 ? 1 : 0));  // no finite maximum: any id
   }
-  // Probabilities at the temperature, unnormalised (exp(x - max)).
-  const float top = *std::max_element(adjusted_.begin(), adjusted_.end());
-  for (float& x : adjusted_) x = std::exp((x - top) / params_.temperature);
+  // Probabilities at the temperature, unnormalised: exp((x - max) / T), the maximum's is 1.
+  adjusted_.resize(V);
+  ExpShifted(row, V, top, params_.temperature, adjusted_.data());
+  if (pad >= 0) adjusted_[pad] = 0.0f;
   if ((params_.top_k <= 0 || params_.top_k >= V) && params_.top_p >= 1.0f && params_.min_p <= 0.0f) {
-    // No filter: the same sums and scan as below over every id in order, without the
-    // candidate list (large vocabularies spend most of their sampling time here).
-    double total = 0.0;
-    for (float x : adjusted_) total += x;
-    const double target = NextUniform() * total;
-    double cumulative = 0.0;
-    for (int i = 0; i < V; ++i) {
-      cumulative += adjusted_[i];
-      if (target < cumulative) return i;
-    }
-    return V - 1;  // rounding at the very end of the mass
+    // No filter: every id in order, through block sums.
+    const double total = BlockSums(adjusted_.data(), V, &block_sums_);
+    return static_cast<int32_t>(DrawFromBlocks(adjusted_.data(), V, block_sums_, NextUniform() * total));
   }
+  // Candidates most likely first (ties by id): a strict total order, so the m most likely
+  // ids in order are one list however they are found.
   auto more_likely = [&](int32_t a, int32_t b) {
     return adjusted_[a] != adjusted_[b] ? adjusted_[a] > adjusted_[b] : a < b;
   };
-  candidates_.resize(V);
-  std::iota(candidates_.begin(), candidates_.end(), 0);
+  // candidates_[0, m) = the m most likely ids, in order. Small m: one pass keeping the best m
+  // in a heap (most ids lose one comparison with the heap's least likely); else sorting.
+  auto select_most_likely = [&](int64_t m) {
+    if (m * 8 < V) {
+      candidates_.clear();
+      for (int32_t id = 0; id < V; ++id) {
+        if (static_cast<int64_t>(candidates_.size()) < m) {
+          candidates_.push_back(id);
+          std::push_heap(candidates_.begin(), candidates_.end(), more_likely);
+        } else if (adjusted_[id] > adjusted_[candidates_.front()]) {  // a later id never wins a tie
+          std::pop_heap(candidates_.begin(), candidates_.end(), more_likely);
+          candidates_.back() = id;
+          std::push_heap(candidates_.begin(), candidates_.end(), more_likely);
+        }
+      }
+      std::sort(candidates_.begin(), candidates_.end(), more_likely);
+      return;
+    }
+    candidates_.resize(V);
+    std::iota(candidates_.begin(), candidates_.end(), 0);
+    if (m < V) std::nth_element(candidates_.begin(), candidates_.begin() + m, candidates_.end(), more_likely);
+    std::sort(candidates_.begin(), candidates_.begin() + m, more_likely);
+  };
   int64_t kept = V;
+  double total = 0.0;
   if (params_.top_k > 0 && params_.top_k < V) {
     kept = params_.top_k;
-    std::partial_sort(candidates_.begin(), candidates_.begin() + kept, candidates_.end(), more_likely);
-  } else if (params_.top_p < 1.0f) {
-    std::sort(candidates_.begin(), candidates_.end(), more_likely);
+    select_most_likely(kept);
+    for (int64_t i = 0; i < kept; ++i) total += adjusted_[candidates_[i]];
+  } else {
+    total = BlockSums(adjusted_.data(), V, &block_sums_);
+    if (params_.top_p >= 1.0f) {  // min_p alone: every id, in id order
+      candidates_.resize(V);
+      std::iota(candidates_.begin(), candidates_.end(), 0);
+    }
   }
-  double total = 0.0;
-  for (int64_t i = 0; i < kept; ++i) total += adjusted_[candidates_[i]];
   if (params_.top_p < 1.0f) {  // smallest prefix (most likely first) holding top_p of the mass
+    const double wanted = params_.top_p * total;
     double mass = 0.0;
     int64_t i = 0;
-    while (i < kept) {
-      mass += adjusted_[candidates_[i++]];
-      if (mass >= params_.top_p * total) break;
+    if (kept < V) {  // after top_k: the kept ids are in order already
+      while (i < kept) {
+        mass += adjusted_[candidates_[i++]];
+        if (mass >= wanted) break;
+      }
+    } else {
+      // The 64 or 256 most likely ids, as far as the prefix needs...
+      for (int64_t ordered = 64; ordered <= 256 && ordered < V && mass < wanted; ordered *= 4) {
+        select_most_likely(ordered);
+        while (i < ordered) {
+          mass += adjusted_[candidates_[i++]];
+          if (mass >= wanted) break;
+        }
+      }
+      // ... else the prefix is found by its last probability instead of sorting most of the
+      // vocabulary: t = the largest value whose ids at or above it hold `wanted` (bisection on
+      // the float's bits; positive floats order as their bits). Every id above t is in, and
+      // the ids at t in id order until the mass is reached. Those ids are drawn in id order:
+      // the same distribution as the sorted prefix.
+      if (mass < wanted && i < V) {
+        // MassAtLeast(0) = total >= wanted; above the last id taken so far, less than wanted.
+        uint32_t low = 0, high = 0x3f800001u;
+        if (i > 0) std::memcpy(&high, &adjusted_[candidates_[i - 1]], sizeof(high));
+        high += 1;
+        while (high - low > 1) {
+          const uint32_t middle = low + (high - low) / 2;
+          float t;
+          std::memcpy(&t, &middle, sizeof(t));
+          (MassAtLeast(adjusted_.data(), V, t) >= wanted ? low : high) = middle;
+        }
+        float threshold;
+        std::memcpy(&threshold, &low, sizeof(threshold));
+        candidates_.clear();
+        mass = 0.0;
+        for (int32_t id = 0; id < V; ++id) {
+          if (adjusted_[id] > threshold) {
+            candidates_.push_back(id);
+            mass += adjusted_[id];
+          }
+        }
+        for (int32_t id = 0; id < V && mass < wanted; ++id) {
+          if (adjusted_[id] == threshold && threshold > 0.0f) {
+            candidates_.push_back(id);
+            mass += adjusted_[id];
+          }
+        }
+        i = static_cast<int64_t>(candidates_.size());
+      }
     }
     kept = i;
     total = mass;
   }
-  if (params_.min_p > 0.0f) {  // relative to the most likely token (exp(0) = 1 before scaling)
-    const float p_max = *std::max_element(adjusted_.begin(), adjusted_.end());
-    const float threshold = params_.min_p * p_max;
+  if (params_.min_p > 0.0f) {  // relative to the most likely token (1 after the shift)
+    const float threshold = params_.min_p * RowMax(adjusted_.data(), V, -1);
     int64_t write = 0;
     total = 0.0;
     for (int64_t i = 0; i < kept; ++i) {

@@ -58,8 +58,9 @@ class Sampler {
   absl::flat_hash_map<int32_t, int32_t> generated_;   // output token -> count
   absl::flat_hash_set<int32_t> stop_tokens_;
   uint64_t draws_ = 0;
-  std::vector<float> adjusted_;     // [V] scratch
+  std::vector<float> adjusted_;      // [V] scratch: penalised logits, then probabilities
   std::vector<int32_t> candidates_;  // scratch
+  std::vector<double> block_sums_;   // scratch (sampling_kernels.h)
 };
 
 }  // namespace seqboat

@@ -127,12 +127,12 @@ std::vector<double> Target(const SamplingParams& p, const std::vector<float>& lo
   return out;
 }
 
-void ExpectDistribution(const SamplingParams& p) {
-  constexpr int kDraws = 20000;
-  const std::vector<double> target = Target(p, kLogits);
-  Sampler sampler(p, kLogits.size());
-  std::vector<int> counts(kLogits.size());
-  for (int i = 0; i < kDraws; ++i) ++counts[sampler.Sample(kLogits)];
+void ExpectDistribution(const SamplingParams& p, const std::vector<float>& logits = kLogits, int draws = 20000) {
+  const int kDraws = draws;
+  const std::vector<double> target = Target(p, logits);
+  Sampler sampler(p, logits.size());
+  std::vector<int> counts(logits.size());
+  for (int i = 0; i < kDraws; ++i) ++counts[sampler.Sample(logits)];
   for (size_t t = 0; t < target.size(); ++t) {
     if (target[t] == 0.0) {
       EXPECT_EQ(counts[t], 0) << "token " << t << " must be filtered out";
@@ -163,6 +163,54 @@ TEST(Sampler, DistributionsMatchTheFilteredSoftmax) {
   p.top_p = 0.9f;
   p.min_p = 0.1f;
   ExpectDistribution(p);
+}
+
+TEST(Sampler, LargeVocabularyDistributionsMatchTheFilteredSoftmax) {
+  // 1100 ids span three draw blocks (sampling_kernels.h); a flat body with peaks and dips,
+  // so that top_p = 0.9 needs most of them as candidates (the sort proceeds 64, 256, 1024...).
+  std::vector<float> logits(1100);
+  for (int i = 0; i < 1100; ++i) {
+    logits[i] = 0.002f * static_cast<float>(i % 97) - (i % 7 == 0 ? 3.0f : 0.0f) + (i % 400 == 200 ? 4.0f : 0.0f);
+  }
+  SamplingParams p;
+  p.seed = 21;
+  ExpectDistribution(p, logits, 20000);
+  p.top_p = 0.9f;
+  ExpectDistribution(p, logits, 20000);
+  p.top_p = 1.0f;
+  p.top_k = 200;
+  p.min_p = 0.5f;
+  ExpectDistribution(p, logits, 20000);
+  p.top_k = 0;
+  p.min_p = 0.0f;
+  p.temperature = 0.3f;
+  p.top_p = 0.5f;
+  ExpectDistribution(p, logits, 20000);
+}
+
+TEST(Sampler, TopPWithAPrefixOfThousandsOfIdsAndTiesAtItsEnd) {
+  // 5000 ids in 10 tiers of equal logits: top_p = 0.63 ends inside a tier, past the 256 most
+  // likely ids (the prefix is then found by its last probability; ties taken in id order).
+  std::vector<float> logits(5000);
+  for (int i = 0; i < 5000; ++i) logits[i] = 0.05f * static_cast<float>(i % 10);
+  SamplingParams p;
+  p.seed = 8;
+  p.top_p = 0.63f;
+  ExpectDistribution(p, logits, 10000);
+  p.top_p = 0.999f;
+  ExpectDistribution(p, logits, 10000);
+}
+
+TEST(Sampler, GreedyOnALargeVocabularyFindsTheFirstMaximum) {
+  std::vector<float> logits(1003, -2.0f);
+  logits[1] = 50.0f;  // the padding id: never
+  logits[517] = 7.0f;
+  logits[1002] = 7.0f;  // a tie in the tail: the lower id wins
+  SamplingParams p;
+  p.temperature = 0.0f;
+  EXPECT_EQ(Sampler(p, 1003).Sample(logits), 517);
+  logits[517] = 6.0f;
+  EXPECT_EQ(Sampler(p, 1003).Sample(logits), 1002);
 }
 
 TEST(Sampler, SeedDeterminesTheSequence) {
