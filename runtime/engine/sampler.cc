@@ -224,22 +224,33 @@ int32_t Sampler::Sample(absl::Span<const float> logits) {
 
 void Sampler::TopLogprobs(absl::Span<const float> logits, int n, int32_t chosen, float* chosen_logprob,
                           std::vector<TokenLogprob>* top) {
-  const float max_logit = *std::max_element(logits.begin(), logits.end());
-  double sum = 0.0;
-  for (float x : logits) sum += std::exp(static_cast<double>(x) - max_logit);
-  const double log_normaliser = max_logit + std::log(sum);
+  const int64_t V = static_cast<int64_t>(logits.size());
+  // log(sum exp(x)) = max + log(sum exp(x - max)), the sum through the sampling loops.
+  thread_local std::vector<float> weights;
+  thread_local std::vector<double> block_sums;
+  const float max_logit = RowMax(logits.data(), V, -1);
+  weights.resize(V);
+  ExpShifted(logits.data(), V, max_logit, 1.0f, weights.data());
+  const double log_normaliser = max_logit + std::log(BlockSums(weights.data(), V, &block_sums));
   *chosen_logprob = static_cast<float>(logits[chosen] - log_normaliser);
   top->clear();
   if (n <= 0) return;
-  std::vector<int32_t> order(logits.size());
-  std::iota(order.begin(), order.end(), 0);
-  const int64_t count = std::min<int64_t>(n, logits.size());
-  std::partial_sort(order.begin(), order.begin() + count, order.end(), [&](int32_t a, int32_t b) {
-    return logits[a] != logits[b] ? logits[a] > logits[b] : a < b;
-  });
-  for (int64_t i = 0; i < count; ++i) {
-    top->push_back({order[i], static_cast<float>(logits[order[i]] - log_normaliser)});
+  // The n most likely ids (ties by id) in one pass: a heap whose front is the least likely kept.
+  auto more_likely = [&](int32_t a, int32_t b) { return logits[a] != logits[b] ? logits[a] > logits[b] : a < b; };
+  std::vector<int32_t> best;
+  best.reserve(n);
+  for (int32_t id = 0; id < V; ++id) {
+    if (static_cast<int64_t>(best.size()) < n) {
+      best.push_back(id);
+      std::push_heap(best.begin(), best.end(), more_likely);
+    } else if (logits[id] > logits[best.front()]) {
+      std::pop_heap(best.begin(), best.end(), more_likely);
+      best.back() = id;
+      std::push_heap(best.begin(), best.end(), more_likely);
+    }
   }
+  std::sort(best.begin(), best.end(), more_likely);
+  for (int32_t id : best) top->push_back({id, static_cast<float>(logits[id] - log_normaliser)});
 }
 
 }  // namespace seqboat

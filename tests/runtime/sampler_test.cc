@@ -275,6 +275,26 @@ TEST(Sampler, TopLogprobsAgainstDirectComputation) {
   EXPECT_TRUE(top.empty());
 }
 
+TEST(Sampler, TopLogprobsOnALargeVocabulary) {
+  std::vector<float> logits(3001);
+  for (int i = 0; i < 3001; ++i) logits[i] = 0.37f * static_cast<float>((i * 7919) % 101) - 20.0f;
+  logits[2500] = logits[17];  // a tie among the most likely: the lower id first
+  double total = 0.0;
+  for (float x : logits) total += std::exp(static_cast<double>(x));
+  std::vector<int32_t> order(logits.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+  float chosen = 0.0f;
+  std::vector<TokenLogprob> top;
+  Sampler::TopLogprobs(logits, 20, 1234, &chosen, &top);
+  EXPECT_NEAR(chosen, logits[1234] - std::log(total), 1e-5);
+  ASSERT_EQ(top.size(), 20u);
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_EQ(top[i].token, order[i]) << i;
+    EXPECT_NEAR(top[i].logprob, logits[order[i]] - std::log(total), 1e-5) << i;
+  }
+}
+
 TEST(Sampler, StopTokens) {
   SamplingParams p;
   p.stop_token_ids = {4, 6};
