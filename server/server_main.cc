@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
@@ -84,6 +85,7 @@ namespace seqboat::server {
 namespace {
 
 constexpr char kServiceName[] = "seqboat.v1.SeqBoat";
+constexpr int kMaxStateSlots = 1 << 16;  // the backends' limit on state slots (requests + prefix cache)
 constexpr char kVersion[] = "0.1.0";
 
 absl::StatusOr<std::string> ReadFile(const std::string& path, const char* flag) {
@@ -127,6 +129,10 @@ absl::Status CheckFlags() {
     return absl::OkStatus();
   };
   RETURN_IF_ERROR(positive("max_batch", absl::GetFlag(FLAGS_max_batch)));
+  if (absl::GetFlag(FLAGS_max_batch) > kMaxStateSlots) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max_batch: ", absl::GetFlag(FLAGS_max_batch), "; expected at most ", kMaxStateSlots));
+  }
   RETURN_IF_ERROR(positive("prefill_chunk", absl::GetFlag(FLAGS_prefill_chunk)));
   RETURN_IF_ERROR(positive("max_prompt_tokens", absl::GetFlag(FLAGS_max_prompt_tokens)));
   RETURN_IF_ERROR(positive("max_new_tokens_limit", absl::GetFlag(FLAGS_max_new_tokens_limit)));
@@ -142,6 +148,12 @@ absl::Status CheckFlags() {
   RETURN_IF_ERROR(non_negative("prefix_cache_mb", static_cast<double>(absl::GetFlag(FLAGS_prefix_cache_mb))));
   RETURN_IF_ERROR(non_negative("state_memory_mb", static_cast<double>(absl::GetFlag(FLAGS_state_memory_mb))));
   RETURN_IF_ERROR(non_negative("cuda_device", absl::GetFlag(FLAGS_cuda_device)));
+  for (const auto& [name, mib] : {std::pair{"prefix_cache_mb", absl::GetFlag(FLAGS_prefix_cache_mb)},
+                                  std::pair{"state_memory_mb", absl::GetFlag(FLAGS_state_memory_mb)}}) {
+    if (mib > (int64_t{1} << 30)) {  // 1 PiB: MiB counts that still fit in bytes
+      return absl::InvalidArgumentError(absl::StrCat("--", name, ": ", mib, "; expected at most ", int64_t{1} << 30));
+    }
+  }
   RETURN_IF_ERROR(non_negative("shutdown_grace_s", absl::GetFlag(FLAGS_shutdown_grace_s)));
   RETURN_IF_ERROR(non_negative("debug_step_delay_ms", absl::GetFlag(FLAGS_debug_step_delay_ms)));
   RETURN_IF_ERROR(non_negative("debug_fail_forward", static_cast<double>(absl::GetFlag(FLAGS_debug_fail_forward))));
@@ -264,7 +276,8 @@ int Serve() {
     }
     cache_budget = std::min(cache_budget, state_budget - request_bytes);
   }
-  const int cache_slots = static_cast<int>(std::min<int64_t>(cache_budget / static_cast<int64_t>(state_bytes), 4096));
+  const int cache_slots = static_cast<int>(
+      std::min<int64_t>({cache_budget / static_cast<int64_t>(state_bytes), 4096, kMaxStateSlots - max_batch}));
   absl::StatusOr<std::unique_ptr<Backend>> backend = MakeServingBackend(**model, max_batch + cache_slots);
   if (!backend.ok()) {
     fprintf(stderr, "seqboat-server: backend with %d state slots: %s\n", max_batch + cache_slots,

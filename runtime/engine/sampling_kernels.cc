@@ -1,12 +1,15 @@
 // Sampling loops over the vocabulary (see sampling_kernels.h). GCC vector types: 8 floats per
 // operation, two SSE halves on a baseline x86-64 build, one AVX register in the v3/v4 clones.
-// This file is compiled with -ffp-contract=off, so every clone rounds every step the same way.
+// This file is compiled with -ffp-contract=off, so every clone rounds every step the same way
+// (clones: SEQBOAT_SIMD_CLONES; none under sanitizers).
 #include "runtime/engine/sampling_kernels.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
+
+#include "runtime/util/simd_clones.h"
 
 namespace seqboat {
 namespace {
@@ -56,7 +59,7 @@ __attribute__((always_inline)) inline F8 ExpNonPositive(F8 x) {
 
 }  // namespace
 
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+SEQBOAT_SIMD_CLONES
 float RowMax(const float* x, int64_t n, int64_t skip) {
   const float lowest = -std::numeric_limits<float>::infinity();
   F8 best = Splat(lowest);
@@ -74,7 +77,7 @@ float RowMax(const float* x, int64_t n, int64_t skip) {
   return m;
 }
 
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+SEQBOAT_SIMD_CLONES
 int64_t FirstIndexOf(const float* x, int64_t n, float value, int64_t skip) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
@@ -92,7 +95,7 @@ int64_t FirstIndexOf(const float* x, int64_t n, float value, int64_t skip) {
   return -1;
 }
 
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+SEQBOAT_SIMD_CLONES
 void ExpShifted(const float* x, int64_t n, float shift, float temperature, float* out) {
   const F8 shift8 = Splat(shift), temperature8 = Splat(temperature);
   int64_t i = 0;
@@ -105,7 +108,7 @@ void ExpShifted(const float* x, int64_t n, float shift, float temperature, float
   }
 }
 
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+SEQBOAT_SIMD_CLONES
 double BlockSums(const float* p, int64_t n, std::vector<double>* block_sums) {
   const int64_t blocks = (n + kDrawBlock - 1) / kDrawBlock;
   block_sums->resize(blocks);
@@ -131,7 +134,7 @@ double BlockSums(const float* p, int64_t n, std::vector<double>* block_sums) {
   return total;
 }
 
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+SEQBOAT_SIMD_CLONES
 double MassAtLeast(const float* p, int64_t n, float threshold) {
   const F4 t = F4{} + threshold;
   D4 low{}, high{};

@@ -77,6 +77,7 @@ class AuthTest(unittest.TestCase):
             (["--model", "/nonexistent.safetensors"], "/nonexistent.safetensors"),
             (["--model", harness.TINY, "--device", "tpu"], "--device"),
             (["--model", harness.TINY, "--max_batch", "0"], "--max_batch"),
+            (["--model", harness.TINY, "--max_batch", "2147483647"], "--max_batch"),
             (["--model", harness.TINY, "--tls_cert", "x.pem"], "--tls_cert"),
             (["--model", harness.TINY, "--no_such_flag"], "no_such_flag"),
             (["--model", harness.TINY, "--max_batch", "many"], "max_batch"),
@@ -87,7 +88,9 @@ class AuthTest(unittest.TestCase):
             (["--model", harness.TINY, "--weight_dtype", "bf16"], "CPU backend computes in f32"),
             (["--model", harness.TINY, "--cuda_device", "-1"], "--cuda_device"),
             (["--model", harness.TINY, "--state_memory_mb", "-5"], "--state_memory_mb"),
-            (["--model", harness.TINY, "--state_memory_mb", "1", "--max_batch", "100000"], "--max_batch 100000 needs"),
+            (["--model", harness.TINY, "--state_memory_mb", "99999999999999"], "--state_memory_mb"),
+            (["--model", harness.TINY, "--prefix_cache_mb", "99999999999999"], "--prefix_cache_mb"),
+            (["--model", harness.TINY, "--state_memory_mb", "1", "--max_batch", "60000"], "--max_batch 60000 needs"),
         ]
         for args, named in cases:
             r = subprocess.run([server_bin, "--metrics_listen", ""] + args, capture_output=True, text=True, timeout=30)

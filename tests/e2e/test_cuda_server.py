@@ -132,7 +132,7 @@ class CudaServerTest(unittest.TestCase):
         finally:
             self.assertEqual(server.stop(), 0)
         r = subprocess.run([harness.binary("seqboat-server"), "--model", model, "--device", "cuda", "--metrics_listen", "",
-                            "--state_memory_mb", "1", "--max_batch", "100000"], capture_output=True, text=True, timeout=60)
+                            "--state_memory_mb", "1", "--max_batch", "60000"], capture_output=True, text=True, timeout=60)
         self.assertEqual(r.returncode, 2, r.stderr)
         self.assertIn("--state_memory_mb", r.stderr)
 
