@@ -188,14 +188,20 @@ void Engine::ReleaseFinished() {
   waiting_count_ = waiting_.size();
 }
 
+void Engine::TakeSubmittedLocked() {
+  while (!submitted_.empty()) {
+    waiting_.push_back(std::move(submitted_.front()));
+    submitted_.pop_front();
+  }
+  // Under the same lock as the move, so that Submit never sees a request in neither count.
+  waiting_count_ = waiting_.size();
+}
+
 void Engine::LoseBackend(const absl::Status& health) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     backend_lost_ = health;
-    while (!submitted_.empty()) {
-      waiting_.push_back(std::move(submitted_.front()));
-      submitted_.pop_front();
-    }
+    TakeSubmittedLocked();
   }
   const std::string reason = absl::StrCat("the backend is unusable: ", health.message());
   const int64_t others = static_cast<int64_t>(waiting_.size() + running_.size());
@@ -209,12 +215,7 @@ bool Engine::RunIteration() {
   absl::Time drain_deadline;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    while (!submitted_.empty()) {
-      waiting_.push_back(std::move(submitted_.front()));
-      submitted_.pop_front();
-    }
-    // Under the same lock as the move, so that Submit never sees a request in neither count.
-    waiting_count_ = waiting_.size();
+    TakeSubmittedLocked();
     drain_deadline = drain_deadline_;
   }
   // Cancellations, deadlines and the end of a drain free their slots before planning.

@@ -103,6 +103,7 @@ class Engine {
   bool RunIteration();  // false when there was nothing to do
   void Finish(Sequence& sequence, FinishReason reason, const std::string& error = "");
   void ReleaseFinished();
+  void TakeSubmittedLocked();  // submitted_ -> waiting_; holds mu_
   void LoseBackend(const absl::Status& health);  // ends every request; Submit refuses
 
   Backend* const backend_;

@@ -104,39 +104,11 @@ int32_t Sampler::Sample(absl::Span<const float> logits) {
     const double total = BlockSums(adjusted_.data(), V, &block_sums_);
     return static_cast<int32_t>(DrawFromBlocks(adjusted_.data(), V, block_sums_, NextUniform() * total));
   }
-  // Candidates most likely first (ties by id): a strict total order, so the m most likely
-  // ids in order are one list however they are found.
-  auto more_likely = [&](int32_t a, int32_t b) {
-    return adjusted_[a] != adjusted_[b] ? adjusted_[a] > adjusted_[b] : a < b;
-  };
-  // candidates_[0, m) = the m most likely ids, in order. Small m: one pass keeping the best m
-  // in a heap (most ids lose one comparison with the heap's least likely); else sorting.
-  auto select_most_likely = [&](int64_t m) {
-    if (m * 8 < V) {
-      candidates_.clear();
-      for (int32_t id = 0; id < V; ++id) {
-        if (static_cast<int64_t>(candidates_.size()) < m) {
-          candidates_.push_back(id);
-          std::push_heap(candidates_.begin(), candidates_.end(), more_likely);
-        } else if (adjusted_[id] > adjusted_[candidates_.front()]) {  // a later id never wins a tie
-          std::pop_heap(candidates_.begin(), candidates_.end(), more_likely);
-          candidates_.back() = id;
-          std::push_heap(candidates_.begin(), candidates_.end(), more_likely);
-        }
-      }
-      std::sort(candidates_.begin(), candidates_.end(), more_likely);
-      return;
-    }
-    candidates_.resize(V);
-    std::iota(candidates_.begin(), candidates_.end(), 0);
-    if (m < V) std::nth_element(candidates_.begin(), candidates_.begin() + m, candidates_.end(), more_likely);
-    std::sort(candidates_.begin(), candidates_.begin() + m, more_likely);
-  };
   int64_t kept = V;
   double total = 0.0;
   if (params_.top_k > 0 && params_.top_k < V) {
     kept = params_.top_k;
-    select_most_likely(kept);
+    MostLikelyIds(adjusted_.data(), V, kept, &candidates_);
     for (int64_t i = 0; i < kept; ++i) total += adjusted_[candidates_[i]];
   } else {
     total = BlockSums(adjusted_.data(), V, &block_sums_);
@@ -157,7 +129,7 @@ int32_t Sampler::Sample(absl::Span<const float> logits) {
     } else {
       // The 64 or 256 most likely ids, as far as the prefix needs...
       for (int64_t ordered = 64; ordered <= 256 && ordered < V && mass < wanted; ordered *= 4) {
-        select_most_likely(ordered);
+        MostLikelyIds(adjusted_.data(), V, ordered, &candidates_);
         while (i < ordered) {
           mass += adjusted_[candidates_[i++]];
           if (mass >= wanted) break;
@@ -235,21 +207,8 @@ void Sampler::TopLogprobs(absl::Span<const float> logits, int n, int32_t chosen,
   *chosen_logprob = static_cast<float>(logits[chosen] - log_normaliser);
   top->clear();
   if (n <= 0) return;
-  // The n most likely ids (ties by id) in one pass: a heap whose front is the least likely kept.
-  auto more_likely = [&](int32_t a, int32_t b) { return logits[a] != logits[b] ? logits[a] > logits[b] : a < b; };
-  std::vector<int32_t> best;
-  best.reserve(n);
-  for (int32_t id = 0; id < V; ++id) {
-    if (static_cast<int64_t>(best.size()) < n) {
-      best.push_back(id);
-      std::push_heap(best.begin(), best.end(), more_likely);
-    } else if (logits[id] > logits[best.front()]) {
-      std::pop_heap(best.begin(), best.end(), more_likely);
-      best.back() = id;
-      std::push_heap(best.begin(), best.end(), more_likely);
-    }
-  }
-  std::sort(best.begin(), best.end(), more_likely);
+  thread_local std::vector<int32_t> best;
+  MostLikelyIds(logits.data(), V, std::min<int64_t>(n, V), &best);
   for (int32_t id : best) top->push_back({id, static_cast<float>(logits[id] - log_normaliser)});
 }
 

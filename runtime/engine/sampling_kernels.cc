@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <numeric>
 
 #include "runtime/util/simd_clones.h"
 
@@ -55,6 +56,30 @@ __attribute__((always_inline)) inline F8 ExpNonPositive(F8 x) {
   const I8 bits = (exponent + 127) << 23;
   const F8 scale = (F8)bits;
   return keep ? p * scale : Splat(0.0f);
+}
+
+// The sum of p[0, n) in double, only of the p >= threshold when kMasked: two 4-lane
+// accumulators over consecutive groups of 8, their lanes added in order, then the tail.
+template <bool kMasked>
+__attribute__((always_inline)) inline double SumInDouble(const float* p, int64_t n, float threshold) {
+  const F4 t = F4{} + threshold;
+  D4 low{}, high{};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    F4 a, c;
+    std::memcpy(&a, p + i, sizeof(a));
+    std::memcpy(&c, p + i + 4, sizeof(c));
+    if constexpr (kMasked) {
+      a = a >= t ? a : F4{};
+      c = c >= t ? c : F4{};
+    }
+    low += __builtin_convertvector(a, D4);
+    high += __builtin_convertvector(c, D4);
+  }
+  const D4 both = low + high;
+  double sum = ((both[0] + both[1]) + both[2]) + both[3];
+  for (; i < n; ++i) sum += !kMasked || p[i] >= threshold ? p[i] : 0.0f;
+  return sum;
 }
 
 }  // namespace
@@ -115,19 +140,7 @@ double BlockSums(const float* p, int64_t n, std::vector<double>* block_sums) {
   double total = 0.0;
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t begin = b * kDrawBlock, end = std::min(n, begin + kDrawBlock);
-    // Two 4-lane double accumulators over consecutive groups of 8, then the lanes in order.
-    D4 low{}, high{};
-    int64_t i = begin;
-    for (; i + 8 <= end; i += 8) {
-      F4 a, c;
-      std::memcpy(&a, p + i, sizeof(a));
-      std::memcpy(&c, p + i + 4, sizeof(c));
-      low += __builtin_convertvector(a, D4);
-      high += __builtin_convertvector(c, D4);
-    }
-    const D4 both = low + high;
-    double sum = ((both[0] + both[1]) + both[2]) + both[3];
-    for (; i < end; ++i) sum += p[i];
+    const double sum = SumInDouble<false>(p + begin, end - begin, 0.0f);
     (*block_sums)[b] = sum;
     total += sum;
   }
@@ -136,22 +149,32 @@ double BlockSums(const float* p, int64_t n, std::vector<double>* block_sums) {
 
 SEQBOAT_SIMD_CLONES
 double MassAtLeast(const float* p, int64_t n, float threshold) {
-  const F4 t = F4{} + threshold;
-  D4 low{}, high{};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    F4 a, c;
-    std::memcpy(&a, p + i, sizeof(a));
-    std::memcpy(&c, p + i + 4, sizeof(c));
-    a = a >= t ? a : F4{};
-    c = c >= t ? c : F4{};
-    low += __builtin_convertvector(a, D4);
-    high += __builtin_convertvector(c, D4);
+  return SumInDouble<true>(p, n, threshold);
+}
+
+void MostLikelyIds(const float* score, int64_t n, int64_t m, std::vector<int32_t>* ids) {
+  auto more_likely = [score](int32_t a, int32_t b) { return score[a] != score[b] ? score[a] > score[b] : a < b; };
+  ids->clear();
+  if (m * 8 < n) {
+    // One pass keeping the best m in a heap whose front is the least likely kept: most ids
+    // lose one comparison with it, and a later id never wins a tie.
+    for (int32_t id = 0; id < n; ++id) {
+      if (static_cast<int64_t>(ids->size()) < m) {
+        ids->push_back(id);
+        std::push_heap(ids->begin(), ids->end(), more_likely);
+      } else if (score[id] > score[ids->front()]) {
+        std::pop_heap(ids->begin(), ids->end(), more_likely);
+        ids->back() = id;
+        std::push_heap(ids->begin(), ids->end(), more_likely);
+      }
+    }
+  } else {
+    ids->resize(n);
+    std::iota(ids->begin(), ids->end(), 0);
+    if (m < n) std::nth_element(ids->begin(), ids->begin() + m, ids->end(), more_likely);
+    ids->resize(m);
   }
-  const D4 both = low + high;
-  double sum = ((both[0] + both[1]) + both[2]) + both[3];
-  for (; i < n; ++i) sum += p[i] >= threshold ? p[i] : 0.0f;
-  return sum;
+  std::sort(ids->begin(), ids->end(), more_likely);
 }
 
 int64_t DrawFromBlocks(const float* p, int64_t n, const std::vector<double>& block_sums, double target) {

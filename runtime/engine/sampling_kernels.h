@@ -32,6 +32,11 @@ double BlockSums(const float* p, int64_t n, std::vector<double>* block_sums);
 // The sum of the p[i] >= threshold (p >= 0), in double.
 double MassAtLeast(const float* p, int64_t n, float threshold);
 
+// The m most likely ids of score[0, n) (m <= n), in order: the higher score first, the lower
+// id on ties (a strict total order, so the list is the same however it is found). A heap pass
+// for small m, else a selection and a sort.
+void MostLikelyIds(const float* score, int64_t n, int64_t m, std::vector<int32_t>* ids);
+
 // The id where the running sum of p first exceeds `target` (0 <= target < total): the block is
 // found through the block sums, the id by a scan inside it. Never an id with p == 0. Rounding
 // at a block's (or the row's) end falls back to its last id with p > 0.

@@ -4,7 +4,9 @@
 #include "runtime/engine/sampling_kernels.h"
 
 #include <cmath>
+#include <algorithm>
 #include <limits>
+#include <numeric>
 #include <random>
 #include <vector>
 
@@ -105,6 +107,21 @@ TEST(SamplingKernels, BlockSumsAndDrawsFollowTheRunningSum) {
   EXPECT_GT(p[DrawFromBlocks(p.data(), n, sums, total)], 0.0f);
   EXPECT_GT(p[DrawFromBlocks(p.data(), n, sums, sums[0])], 0.0f);
   EXPECT_GE(DrawFromBlocks(p.data(), n, sums, sums[0] + sums[1]), 3 * kDrawBlock);
+}
+
+TEST(SamplingKernels, MostLikelyIdsAreTheSortedPrefixWithTiesById) {
+  std::mt19937 rng(5);
+  std::vector<float> score(3000);
+  for (float& x : score) x = static_cast<float>(rng() % 200);  // many ties
+  std::vector<int32_t> order(score.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return score[a] > score[b]; });
+  std::vector<int32_t> ids = {99, 98};  // replaced, not appended to
+  for (int64_t m : {1, 20, 374, 375, 1000, 2999, 3000}) {  // the heap pass below n / 8, sorting above
+    MostLikelyIds(score.data(), score.size(), m, &ids);
+    ASSERT_EQ(static_cast<int64_t>(ids.size()), m);
+    EXPECT_TRUE(std::equal(ids.begin(), ids.end(), order.begin())) << m;
+  }
 }
 
 }  // namespace
