@@ -5,8 +5,8 @@ JOBS ?= $(shell nproc)
 # Debian packages the project builds and tests with (../shared/docs/TOOLCHAIN.md).
 DEB_PACKAGES := build-essential cmake ninja-build pkg-config git \
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev \
-  prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev nlohmann-json3-dev libssl-dev \
-  clang-14 libclang-rt-14-dev prometheus python3-grpcio python3-yaml python3-numpy curl openssl
+  prometheus-cpp-dev libmicrohttpd-dev libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev nlohmann-json3-dev libssl-dev \
+  clang-14 libclang-rt-14-dev prometheus python3-grpcio python3-h2 python3-yaml python3-numpy curl openssl
 # Only for regenerating fixtures (tests/reference); the tests themselves need no Python.
 REFERENCE_PACKAGES := python3-torch python3-numpy
 

@@ -214,6 +214,9 @@ int Info(v1::SeqBoat::Stub& stub) {
          "%d bytes, %d logprobs, prefill chunk %lld\n",
          l.max_batch(), l.max_waiting(), static_cast<long long>(l.max_prompt_tokens()), l.max_new_tokens_limit(),
          l.max_stop_sequences(), l.max_stop_bytes(), l.max_logprobs(), static_cast<long long>(l.prefill_chunk()));
+  printf("                  text %lld bytes, request %lld bytes, %d stop token ids, stream buffer %lld bytes\n",
+         static_cast<long long>(l.max_text_bytes()), static_cast<long long>(l.max_request_bytes()),
+         l.max_stop_token_ids(), static_cast<long long>(l.stream_buffer_bytes()));
   printf("server            seqboat-server %s\n", info.server_version().c_str());
   return 0;
 }

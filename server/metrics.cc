@@ -75,6 +75,8 @@ Metrics::Metrics(int layers) : registry_(std::make_shared<prometheus::Registry>(
   };
   running_ = gauge("seqboat_requests_running", "Requests holding a state slot");
   waiting_ = gauge("seqboat_requests_waiting", "Requests queued for a state slot");
+  streams_open_ = gauge("seqboat_streams_open",
+                        "Generate streams open: running, waiting, or finished with messages their client has not read");
   serving_ = gauge("seqboat_engine_serving", "1 while the health service reports SERVING");
   backend_usable_ = gauge("seqboat_backend_usable", "1 until a failed forward call leaves the backend unusable (restart the server)");
   backend_usable_->Set(1);
@@ -163,6 +165,8 @@ void Metrics::SetQueue(int64_t running, int64_t waiting) {
   waiting_->Set(static_cast<double>(waiting));
   slots_in_use_->Set(static_cast<double>(running));
 }
+
+void Metrics::SetOpenStreams(int64_t streams) { streams_open_->Set(static_cast<double>(streams)); }
 
 void Metrics::SetStateMemory(int slots, int64_t bytes_per_sequence, int64_t bytes_allocated, int64_t budget_bytes) {
   slots_->Set(slots);

@@ -40,6 +40,7 @@ class Metrics final : public EngineObserver {
   void RecordRequest(const std::string& code);
   void SetServing(bool serving);
   void SetQueue(int64_t running, int64_t waiting);
+  void SetOpenStreams(int64_t streams);
   // budget_bytes: --state_memory_mb in bytes, 0 = no limit.
   void SetStateMemory(int slots, int64_t bytes_per_sequence, int64_t bytes_allocated, int64_t budget_bytes);
 
@@ -53,7 +54,7 @@ class Metrics final : public EngineObserver {
   prometheus::Counter *prompt_tokens_, *generated_tokens_, *iterations_, *model_tokens_;
   prometheus::Counter *cache_hits_, *cache_misses_, *cache_hit_tokens_, *backend_errors_;
   prometheus::Gauge *running_, *waiting_, *serving_, *backend_usable_, *slots_, *slots_in_use_, *state_bytes_,
-      *state_bytes_per_sequence_, *state_budget_, *cache_entries_, *cache_bytes_;
+      *state_bytes_per_sequence_, *state_budget_, *cache_entries_, *cache_bytes_, *streams_open_;
   std::vector<prometheus::Counter*> activated_;  // [L]
   std::vector<prometheus::Gauge*> activation_ratio_;  // [L]
 };

@@ -8,14 +8,13 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <utility>
 #include <vector>
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
-#include <prometheus/exposer.h>
-#include <prometheus/registry.h>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -35,7 +34,9 @@
 #include "runtime/model/model.h"
 #include "runtime/model/tokenizer.h"
 #include "runtime/util/status_macros.h"
+#include "server/api_keys.h"
 #include "server/metrics.h"
+#include "server/metrics_http.h"
 #include "server/service.h"
 #ifdef SEQBOAT_HAVE_CUDA
 #include "kernels/cuda_backend.h"
@@ -45,6 +46,9 @@ ABSL_FLAG(std::string, model, "", "Model file (.safetensors) made by seqboat-con
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "gRPC address HOST:PORT; port 0 picks a free port.");
 ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9464",
           "Prometheus /metrics address HOST:PORT; empty turns metrics off; port 0 picks a free port.");
+ABSL_FLAG(std::string, metrics_api_keys_file, "",
+          "File with the keys a scrape of /metrics must carry as 'Authorization: Bearer KEY' (format as "
+          "--api_keys_file); empty: /metrics is open.");
 ABSL_FLAG(std::string, device, "cpu", "Backend: cpu or cuda.");
 ABSL_FLAG(int32_t, cuda_device, 0, "With --device cuda: the CUDA device ordinal.");
 ABSL_FLAG(std::string, weight_dtype, "as_stored",
@@ -61,13 +65,28 @@ ABSL_FLAG(int32_t, sampling_threads, 0,
 ABSL_FLAG(std::string, ema_horizon, "exact", "MD-EMA horizon: exact (untruncated) or trained (truncated kernel).");
 ABSL_FLAG(int32_t, fifo_capacity, 0, "FIFO bound for SeqBoat-full models (chunk_size <= 0); 0 takes the model's w.");
 ABSL_FLAG(int32_t, max_batch, 8, "Sequences decoded together (state slots for requests).");
-ABSL_FLAG(int32_t, max_waiting, 64, "Requests queued for a slot; beyond it Generate answers RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int32_t, max_waiting, 64,
+          "Requests queued beyond the --max_batch slots; beyond them Generate answers RESOURCE_EXHAUSTED (0: no "
+          "queue, a request needs a free slot).");
 ABSL_FLAG(int64_t, prefill_chunk, 256, "Prompt tokens per engine iteration over all prefilling requests.");
 ABSL_FLAG(int64_t, max_prompt_tokens, 8192, "Longest prompt in tokens.");
 ABSL_FLAG(int32_t, max_new_tokens_limit, 4096, "Cap on a request's max_new_tokens.");
 ABSL_FLAG(int64_t, prefix_cache_mb, 256, "Memory for prefix-state snapshots in MiB; 0 turns the cache off.");
 ABSL_FLAG(int64_t, prefix_cache_block, 32,
           "Prefix-cache snapshots are taken at multiples of this many prompt tokens.");
+ABSL_FLAG(int64_t, max_text_bytes, 256 << 10,
+          "Longest GenerateRequest.text and TokenizeRequest.text in bytes, refused before they are read.");
+ABSL_FLAG(int64_t, max_request_bytes, 0,
+          "Largest request message gRPC accepts, in bytes (RESOURCE_EXHAUSTED beyond); 0 = room for the longest "
+          "text or token prompt and every other field.");
+ABSL_FLAG(int64_t, max_metadata_bytes, 16 << 10,
+          "Largest request metadata (HTTP/2 headers) gRPC accepts, in bytes. gRPC answers a larger one with "
+          "RESOURCE_EXHAUSTED and may end the other streams on that connection too (server/README.md).");
+ABSL_FLAG(int64_t, stream_buffer_kb, 4096,
+          "A Generate stream whose client has not read this many KiB of it (about: serialized size) ends with "
+          "RESOURCE_EXHAUSTED; the server holds no more for a slow client.");
+ABSL_FLAG(double, stream_write_timeout_s, 30,
+          "A Generate stream whose client reads nothing for this long ends with DEADLINE_EXCEEDED.");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve TLS (with --tls_key).");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls_cert.");
 ABSL_FLAG(std::string, api_keys_file, "",
@@ -92,17 +111,6 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, const char* flag) 
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::InvalidArgumentError(absl::StrCat("--", flag, ": cannot read ", path));
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-absl::StatusOr<std::vector<std::string>> ReadApiKeys(const std::string& path) {
-  ASSIGN_OR_RETURN(std::string text, ReadFile(path, "api_keys_file"));
-  std::vector<std::string> keys;
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    line = absl::StripAsciiWhitespace(line.substr(0, line.find('#')));
-    if (!line.empty()) keys.emplace_back(line);
-  }
-  if (keys.empty()) return absl::InvalidArgumentError(absl::StrCat("--api_keys_file: ", path, " holds no key"));
-  return keys;
 }
 
 absl::Status CheckFlags() {
@@ -137,11 +145,26 @@ absl::Status CheckFlags() {
   RETURN_IF_ERROR(positive("max_prompt_tokens", absl::GetFlag(FLAGS_max_prompt_tokens)));
   RETURN_IF_ERROR(positive("max_new_tokens_limit", absl::GetFlag(FLAGS_max_new_tokens_limit)));
   RETURN_IF_ERROR(positive("prefix_cache_block", absl::GetFlag(FLAGS_prefix_cache_block)));
+  RETURN_IF_ERROR(positive("max_text_bytes", absl::GetFlag(FLAGS_max_text_bytes)));
+  RETURN_IF_ERROR(positive("stream_buffer_kb", absl::GetFlag(FLAGS_stream_buffer_kb)));
+  RETURN_IF_ERROR(positive("max_metadata_bytes", absl::GetFlag(FLAGS_max_metadata_bytes)));
+  for (const auto& [name, value] : {std::pair{"max_text_bytes", absl::GetFlag(FLAGS_max_text_bytes)},
+                                    std::pair{"max_request_bytes", absl::GetFlag(FLAGS_max_request_bytes)},
+                                    std::pair{"max_metadata_bytes", absl::GetFlag(FLAGS_max_metadata_bytes)},
+                                    std::pair{"stream_buffer_kb", absl::GetFlag(FLAGS_stream_buffer_kb)}}) {
+    if (value > (int64_t{1} << 30)) {  // gRPC's sizes are ints; 1 GiB is more than any request
+      return absl::InvalidArgumentError(absl::StrCat("--", name, ": ", value, "; expected at most ", int64_t{1} << 30));
+    }
+  }
+  if (!(absl::GetFlag(FLAGS_stream_write_timeout_s) > 0)) {
+    return absl::InvalidArgumentError("--stream_write_timeout_s: expected > 0");
+  }
   auto non_negative = [](const char* name, double value) -> absl::Status {
     if (!(value >= 0)) return absl::InvalidArgumentError(absl::StrCat("--", name, ": ", value, "; expected >= 0"));
     return absl::OkStatus();
   };
   RETURN_IF_ERROR(non_negative("max_waiting", absl::GetFlag(FLAGS_max_waiting)));
+  RETURN_IF_ERROR(non_negative("max_request_bytes", static_cast<double>(absl::GetFlag(FLAGS_max_request_bytes))));
   RETURN_IF_ERROR(non_negative("threads", absl::GetFlag(FLAGS_threads)));
   RETURN_IF_ERROR(non_negative("sampling_threads", absl::GetFlag(FLAGS_sampling_threads)));
   RETURN_IF_ERROR(non_negative("fifo_capacity", absl::GetFlag(FLAGS_fifo_capacity)));
@@ -221,14 +244,17 @@ int Serve() {
     fprintf(stderr, "seqboat-server: %s\n", std::string(flags.message()).c_str());
     return 2;
   }
-  std::vector<std::string> api_keys;
-  if (!absl::GetFlag(FLAGS_api_keys_file).empty()) {
-    absl::StatusOr<std::vector<std::string>> keys = ReadApiKeys(absl::GetFlag(FLAGS_api_keys_file));
-    if (!keys.ok()) {
-      fprintf(stderr, "seqboat-server: %s\n", std::string(keys.status().message()).c_str());
+  std::vector<std::string> api_keys, metrics_api_keys;
+  for (auto [flag, path, keys] : {std::tuple{"api_keys_file", absl::GetFlag(FLAGS_api_keys_file), &api_keys},
+                                  std::tuple{"metrics_api_keys_file", absl::GetFlag(FLAGS_metrics_api_keys_file),
+                                             &metrics_api_keys}}) {
+    if (path.empty()) continue;
+    absl::StatusOr<std::vector<std::string>> read = ReadApiKeysFile(path, flag);
+    if (!read.ok()) {
+      fprintf(stderr, "seqboat-server: %s\n", std::string(read.status().message()).c_str());
       return 2;
     }
-    api_keys = *std::move(keys);
+    *keys = *std::move(read);
   }
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials = MakeCredentials();
   if (!credentials.ok()) {
@@ -291,16 +317,18 @@ int Serve() {
   Metrics metrics(config.layers);
   metrics.SetStateMemory(max_batch, static_cast<int64_t>(state_bytes),
                          static_cast<int64_t>(state_bytes) * (max_batch + cache_slots), state_budget);
-  std::unique_ptr<prometheus::Exposer> exposer;
+  std::unique_ptr<MetricsHttpServer> metrics_server;
   const std::string metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   if (!metrics_listen.empty()) {
-    try {
-      exposer = std::make_unique<prometheus::Exposer>(metrics_listen);
-    } catch (const std::exception& e) {
-      fprintf(stderr, "seqboat-server: --metrics_listen %s: cannot listen (%s)\n", metrics_listen.c_str(), e.what());
+    MetricsHttpOptions metrics_options;
+    metrics_options.api_keys = metrics_api_keys;
+    absl::StatusOr<std::unique_ptr<MetricsHttpServer>> started =
+        MetricsHttpServer::Start(metrics_listen, metrics.registry(), std::move(metrics_options));
+    if (!started.ok()) {
+      fprintf(stderr, "seqboat-server: --metrics_listen: %s\n", std::string(started.status().message()).c_str());
       return 2;
     }
-    exposer->RegisterCollectable(metrics.registry());
+    metrics_server = *std::move(started);
   }
 
   EngineOptions engine_options;
@@ -323,6 +351,17 @@ int Serve() {
   }
 
   ServiceLimits limits;
+  limits.max_text_bytes = absl::GetFlag(FLAGS_max_text_bytes);
+  limits.request = engine_options.request_limits();
+  limits.max_open_streams = int64_t{max_batch} + engine_options.max_waiting;
+  limits.stream_buffer_bytes = absl::GetFlag(FLAGS_stream_buffer_kb) << 10;
+  limits.stream_write_timeout = absl::Seconds(absl::GetFlag(FLAGS_stream_write_timeout_s));
+  limits.default_max_new_tokens = std::min(limits.default_max_new_tokens, engine_options.max_new_tokens_limit);
+  // A request holds its text or its token ids (5 bytes each at most) and small fields.
+  int64_t max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
+  if (max_request_bytes == 0) {
+    max_request_bytes = std::max(limits.max_text_bytes, 5 * engine_options.max_prompt_tokens) + (64 << 10);
+  }
   seqboat::v1::ModelInfo info;
   info.set_model_file(model_path);
   info.set_config_json(ModelConfigToJson(config));
@@ -348,14 +387,19 @@ int Serve() {
   limit_info->set_max_new_tokens_limit(engine_options.max_new_tokens_limit);
   limit_info->set_max_stop_sequences(limits.max_stop_sequences);
   limit_info->set_max_stop_bytes(limits.max_stop_bytes);
-  limit_info->set_max_logprobs(limits.max_logprobs);
+  limit_info->set_max_logprobs(limits.request.max_top_logprobs);
   limit_info->set_prefill_chunk(engine_options.prefill_budget);
-  limits.default_max_new_tokens = std::min(limits.default_max_new_tokens, engine_options.max_new_tokens_limit);
+  limit_info->set_max_stop_token_ids(limits.request.max_stop_token_ids);
+  limit_info->set_max_text_bytes(limits.max_text_bytes);
+  limit_info->set_max_request_bytes(max_request_bytes);
+  limit_info->set_stream_buffer_bytes(limits.stream_buffer_bytes);
 
   SeqBoatService service(engine->get(), &*tokenizer, config, info, limits, api_keys, &metrics);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  builder.SetMaxReceiveMessageSize(static_cast<int>(max_request_bytes));
+  builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE, static_cast<int>(absl::GetFlag(FLAGS_max_metadata_bytes)));
   int port = 0;
   const std::string listen = absl::GetFlag(FLAGS_listen);
   builder.AddListeningPort(listen, *credentials, &port);
@@ -376,9 +420,9 @@ int Serve() {
 
   const std::string host = listen.substr(0, listen.rfind(':'));
   printf("seqboat-server: listening on %s:%d\n", host.c_str(), port);
-  if (exposer != nullptr) {
+  if (metrics_server != nullptr) {
     const std::string metrics_host = metrics_listen.substr(0, metrics_listen.rfind(':'));
-    printf("seqboat-server: metrics on http://%s:%d/metrics\n", metrics_host.c_str(), exposer->GetListeningPorts().at(0));
+    printf("seqboat-server: metrics on http://%s:%d/metrics\n", metrics_host.c_str(), metrics_server->port());
   }
   printf("seqboat-server: ready\n");
   fflush(stdout);
@@ -418,11 +462,13 @@ int Serve() {
   watchdog.join();
   set_serving(false);
   service.StopAccepting();
-  // The engine ends what is still running when the grace period is over; gRPC waits for
-  // those streams to be written out, then a little longer at most.
-  std::thread engine_drain([&] { (*engine)->Shutdown(grace); });
-  server->Shutdown(std::chrono::system_clock::now() + absl::ToChronoSeconds(grace + absl::Seconds(5)));
-  engine_drain.join();
+  // The engine ends what is still running when the grace period is over (reason CANCELLED).
+  // Streams then get what is left of the grace period to be read, and at least
+  // kFinalMessageTime for their last message; gRPC cancels those whose client is not reading.
+  constexpr absl::Duration kFinalMessageTime = absl::Milliseconds(500);
+  const absl::Time drain_start = absl::Now();
+  (*engine)->Shutdown(grace);
+  server->Shutdown(absl::ToChronoTime(std::max(drain_start + grace, absl::Now() + kFinalMessageTime)));
   metrics.SetQueue(0, 0);
   fprintf(stderr, "seqboat-server: stopped\n");
   return 0;

@@ -1,15 +1,32 @@
+// The gRPC service: request parsing and validation, one reactor per Generate stream with
+// bounded buffering, Tokenize and GetModelInfo.
 #include "server/service.h"
 
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/stubs/logging.h>
+#include <grpcpp/support/proto_buffer_reader.h>
+
 #include <chrono>
+#include <cstdio>
+#include <deque>
+#include <mutex>
+#include <random>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "server/api_keys.h"
 #include "server/stop_filter.h"
 
 namespace seqboat::server {
 
 namespace v1 = ::seqboat::v1;
+
+namespace {
+class GenerateCall;
+}  // namespace
 
 struct SeqBoatService::Shared {
   Engine* engine;
@@ -23,9 +40,25 @@ struct SeqBoatService::Shared {
   std::mt19937_64 seed_rng{std::random_device{}()};
   std::atomic<uint64_t> next_request{1};
 
+  // Generate calls from submission to OnDone: the capacity count and the watchdog's list.
+  std::mutex streams_mu;
+  absl::flat_hash_set<GenerateCall*> streams;
+
   uint64_t DrawSeed() {
     std::lock_guard<std::mutex> lock(seed_mu);
     return seed_rng();
+  }
+  // Adds a stream unless max_open_streams are open; false then.
+  bool AdmitStream(GenerateCall* call) {
+    std::lock_guard<std::mutex> lock(streams_mu);
+    if (static_cast<int64_t>(streams.size()) >= limits.max_open_streams) return false;
+    streams.insert(call);
+    if (metrics != nullptr) metrics->SetOpenStreams(static_cast<int64_t>(streams.size()));
+    return true;
+  }
+  void ForgetStream(GenerateCall* call) {
+    std::lock_guard<std::mutex> lock(streams_mu);
+    if (streams.erase(call) > 0 && metrics != nullptr) metrics->SetOpenStreams(static_cast<int64_t>(streams.size()));
   }
 };
 
@@ -59,30 +92,12 @@ const char* CodeName(grpc::StatusCode code) {
   }
 }
 
-bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
-  if (a.size() != b.size()) return false;
-  unsigned char diff = 0;
-  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return diff == 0;
-}
-
 grpc::Status Authorize(const std::vector<std::string>& keys, const grpc::CallbackServerContext& context) {
-  if (keys.empty()) return grpc::Status::OK;
   const auto& metadata = context.client_metadata();
   auto it = metadata.find("authorization");
-  if (it == metadata.end()) {
-    return grpc::Status(grpc::UNAUTHENTICATED, "missing metadata `authorization: Bearer <api key>`");
-  }
-  const absl::string_view value(it->second.data(), it->second.size());
-  constexpr absl::string_view kBearer = "Bearer ";
-  if (value.substr(0, kBearer.size()) != kBearer) {
-    return grpc::Status(grpc::UNAUTHENTICATED, "metadata `authorization` must be `Bearer <api key>`");
-  }
-  const absl::string_view key = value.substr(kBearer.size());
-  bool known = false;
-  for (const std::string& candidate : keys) known |= ConstantTimeEquals(key, candidate);
-  if (!known) return grpc::Status(grpc::UNAUTHENTICATED, "unknown api key");
-  return grpc::Status::OK;
+  absl::optional<absl::string_view> value;
+  if (it != metadata.end()) value = absl::string_view(it->second.data(), it->second.size());
+  return ToGrpc(CheckBearer(keys, value));
 }
 
 // Length of the valid UTF-8 sequence at bytes[i], or 0 (overlong forms, surrogates and
@@ -137,20 +152,111 @@ v1::FinishReason ToProto(FinishReason reason) {
   return v1::FINISH_REASON_UNSPECIFIED;
 }
 
-// One Generate call. The engine thread calls HandleToken/HandleFinish through CallSink; gRPC
-// calls the reactions. Every decision is made under mu_; StartWrite and Finish are called
-// after unlocking. Two references keep `this` alive: gRPC's (dropped in OnDone) and, once
-// the request is submitted, the engine's (dropped at the end of HandleFinish), so that the
-// engine thread may still be inside HandleFinish when gRPC is already done with the call.
-class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
+// The path of an engine field in a GenerateRequest (the prompt's depends on its form).
+std::string GrpcFieldPath(RequestField field, const v1::GenerateRequest& request) {
+  switch (field) {
+    case RequestField::kPrompt: return request.has_tokens() ? "tokens.ids" : "text";
+    case RequestField::kMaxNewTokens: return "stopping.max_new_tokens";
+    case RequestField::kTopLogprobs: return "logprobs";
+    case RequestField::kStopTokenIds: return "stopping.stop_token_ids";
+    default: return absl::StrCat("sampling.", RequestFieldName(field));
+  }
+}
+
+// Protobuf's log lines while this thread parses a request (ParseRequest), else null.
+thread_local std::string* protobuf_log_capture = nullptr;
+
+void RouteProtobufLog(google::protobuf::LogLevel level, const char* filename, int line, const std::string& message) {
+  if (protobuf_log_capture != nullptr) {
+    protobuf_log_capture->append(message);
+    return;
+  }
+  // Elsewhere: at most one line a second, with a count of those left out.
+  static std::atomic<int64_t> last_ns{0};
+  static std::atomic<int64_t> suppressed{0};
+  const int64_t now = absl::GetCurrentTimeNanos();
+  int64_t last = last_ns.load();
+  if (now - last < 1'000'000'000 || !last_ns.compare_exchange_strong(last, now)) {
+    suppressed.fetch_add(1);
+    return;
+  }
+  const int64_t left_out = suppressed.exchange(0);
+  fprintf(stderr, "seqboat-server: protobuf: %s:%d: %s%s\n", filename, line, message.c_str(),
+          left_out > 0 ? absl::StrCat(" (", left_out, " more such lines left out)").c_str() : "");
+}
+
+// Full name of every string field reachable from `type` -> its path from there.
+void CollectStringFields(const google::protobuf::Descriptor* type, const std::string& prefix, int depth,
+                         absl::flat_hash_map<std::string, std::string>* paths) {
+  if (depth > 4) return;
+  for (int i = 0; i < type->field_count(); ++i) {
+    const google::protobuf::FieldDescriptor* field = type->field(i);
+    const std::string path = prefix + field->name();
+    if (field->type() == google::protobuf::FieldDescriptor::TYPE_STRING) (*paths)[field->full_name()] = path;
+    if (field->message_type() != nullptr) CollectStringFields(field->message_type(), path + ".", depth + 1, paths);
+  }
+}
+
+}  // namespace
+
+void InstallProtobufLogHandler() {
+  static std::once_flag installed;
+  std::call_once(installed, [] { google::protobuf::SetLogHandler(&RouteProtobufLog); });
+}
+
+absl::Status ParseRequest(const grpc::ByteBuffer& bytes, google::protobuf::Message* message) {
+  InstallProtobufLogHandler();
+  grpc::ByteBuffer copy(bytes);  // shares the slices; the reader consumes its buffer
+  std::string log;
+  bool parsed;
+  {
+    grpc::ProtoBufferReader reader(&copy);
+    protobuf_log_capture = &log;
+    parsed = message->ParseFromZeroCopyStream(&reader);
+    protobuf_log_capture = nullptr;
+  }
+  if (parsed) return absl::OkStatus();
+  // protobuf names a string field that is not UTF-8 by its full name, in quotes.
+  const size_t open = log.find('\'');
+  const size_t close = open == std::string::npos ? std::string::npos : log.find('\'', open + 1);
+  if (close != std::string::npos) {
+    absl::flat_hash_map<std::string, std::string> paths;
+    CollectStringFields(message->GetDescriptor(), "", 0, &paths);
+    auto it = paths.find(log.substr(open + 1, close - open - 1));
+    if (it != paths.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(it->second, ": not valid UTF-8 (a string field must be; send other bytes escaped)"));
+    }
+  }
+  return absl::InvalidArgumentError(absl::StrCat("the request is not a valid ", message->GetDescriptor()->full_name(),
+                                                 " (malformed protobuf bytes)"));
+}
+
+namespace {
+
+// One Generate call. The engine thread calls HandleToken/HandleFinish through CallSink,
+// gRPC calls the reactions, the service's watchdog calls CheckWriteTimeout. Every decision
+// is made under mu_; StartWrite, Finish and TryCancel are called after unlocking.
+//
+// What is kept: tokens the stop filter still holds back, then the text and tokens released
+// but not yet written (bounded by limits.stream_buffer_bytes), then the one message being
+// written. Responses are built from those when a write starts, off the engine thread.
+//
+// References keep `this` alive: gRPC's (dropped in OnDone), the engine's (from Submit to the
+// end of HandleFinish: the engine thread may still be inside it when gRPC is done), and the
+// watchdog's while it looks at the call.
+class GenerateCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   GenerateCall(std::shared_ptr<SeqBoatService::Shared> shared, grpc::CallbackServerContext* context)
       : shared_(std::move(shared)), context_(context), detokenizer_(*shared_->tokenizer) {}
 
-  void Start(const v1::GenerateRequest& request, bool accepting);
+  void Start(const grpc::ByteBuffer& request, bool accepting);
 
   bool HandleToken(const GeneratedToken& token);
   void HandleFinish(const FinishInfo& info);
+
+  // Ends the call when its write in flight has waited longer than the write timeout.
+  void CheckWriteTimeout(absl::Time now);
 
   void OnWriteDone(bool ok) override {
     std::shared_ptr<RequestHandle> handle;
@@ -163,7 +269,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
       action = DecideLocked();
     }
     if (!ok && handle != nullptr) handle->Cancel();  // the client is gone
-    Execute(action);
+    Execute(std::move(action));
   }
 
   void OnCancel() override {
@@ -174,9 +280,26 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
     CancelEngine();
   }
 
-  void OnDone() override { Unref(); }
+  void OnDone() override {
+    shared_->ForgetStream(this);
+    Unref();
+  }
+
+  void Ref() { refs_.fetch_add(1, std::memory_order_relaxed); }
+  void Unref() {
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
 
  private:
+  struct Action {
+    enum Kind { kNothing, kWrite, kFinish } kind = kNothing;
+    // kWrite: a chunk (text and tokens) or, when `final`, the finish message.
+    std::string text;
+    std::vector<GeneratedToken> tokens;
+    bool final = false;
+    grpc::Status status;  // kFinish
+  };
+
   void Reject(const grpc::Status& status) {
     if (shared_->metrics != nullptr) shared_->metrics->RecordRequest(CodeName(status.error_code()));
     Finish(status);
@@ -189,13 +312,14 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
     }
     if (handle != nullptr) handle->Cancel();
   }
-  void Unref() {
-    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
-  }
-  enum class Action { kNothing, kWrite, kFinish };
+  // Ends the stream with `status` (its client reads too slowly): drops what it holds and
+  // stops the engine's request; the finish follows the write in flight. Without mu_.
+  void Abort(grpc::Status status);
   void MoveReleasedLocked();
-  Action DecideLocked();    // with mu_ held: the next write or the finish, claimed
-  void Execute(Action action);  // without mu_; kFinish may delete `this`
+  int64_t WireBytes(const GeneratedToken& token) const;
+  grpc::Status FinalStatusLocked() const;
+  Action DecideLocked();         // with mu_ held: the next write or the finish, claimed
+  void Execute(Action action);   // without mu_; kFinish may delete `this`
   void Pump();
 
   const std::shared_ptr<SeqBoatService::Shared> shared_;
@@ -204,23 +328,29 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
   std::string request_id_;
   bool want_logprobs_ = false;
   bool want_activations_ = false;
+  uint64_t seed_ = 0;
 
   std::mutex mu_;
   std::shared_ptr<RequestHandle> handle_;
   StreamingDetokenizer detokenizer_;
   std::unique_ptr<StopFilter> stop_filter_;
-  std::vector<GeneratedToken> tokens_;  // every token so far, by index
-  v1::GenerateResponse pending_;        // released, not yet written
-  v1::GenerateResponse final_;          // the `finish` message, once the engine is done
-  v1::GenerateResponse writing_;        // owned by the write in flight
-  uint64_t seed_ = 0;
+  std::deque<GeneratedToken> held_;      // held back by the stop filter; held_[0] has index held_first_
+  int64_t held_first_ = 0;
+  std::string unsent_text_;              // released, not yet written
+  std::vector<GeneratedToken> unsent_tokens_;
+  int64_t unsent_bytes_ = 0;             // their wire size, about
+  grpc::ByteBuffer writing_;             // owned by the write in flight
+  absl::Time write_started_;
+  v1::GenerateResponse final_;           // the `finish` message, once the engine is done
+  FinishReason engine_reason_ = FinishReason::kLength;
+  grpc::Status abort_status_;            // not OK once Abort ended the stream
   bool write_in_flight_ = false;
   bool engine_done_ = false;
   bool final_sent_ = false;
   bool finish_called_ = false;
   bool stream_broken_ = false;
   bool client_cancelled_ = false;
-  grpc::Status final_status_;
+  bool cancel_requested_ = false;        // the write timeout called TryCancel
 };
 
 class CallSink final : public RequestSink {
@@ -233,11 +363,13 @@ class CallSink final : public RequestSink {
   GenerateCall* const call_;
 };
 
-void GenerateCall::Start(const v1::GenerateRequest& request, bool accepting) {
+void GenerateCall::Start(const grpc::ByteBuffer& bytes, bool accepting) {
   SeqBoatService::Shared& shared = *shared_;
   grpc::Status auth = Authorize(shared.api_keys, *context_);
   if (!auth.ok()) return Reject(auth);
   if (!accepting) return Reject(grpc::Status(grpc::UNAVAILABLE, "the server is shutting down"));
+  v1::GenerateRequest request;
+  if (absl::Status parsed = ParseRequest(bytes, &request); !parsed.ok()) return Reject(ToGrpc(parsed));
 
   request_id_ = request.request_id().empty() ? absl::StrFormat("req-%d", shared.next_request.fetch_add(1))
                                              : request.request_id();
@@ -255,10 +387,17 @@ void GenerateCall::Start(const v1::GenerateRequest& request, bool accepting) {
   want_activations_ = params.return_activations;
   stop_filter_ = std::make_unique<StopFilter>(std::move(stops));
 
-  refs_.fetch_add(1, std::memory_order_relaxed);  // the engine's, dropped by HandleFinish
+  if (!shared.AdmitStream(this)) {
+    return Reject(grpc::Status(grpc::RESOURCE_EXHAUSTED,
+                               absl::StrCat("the server is full: ", shared.limits.max_open_streams,
+                                            " streams are open (running, waiting, or finished and not yet read by "
+                                            "their client); retry later")));
+  }
+  Ref();  // the engine's, dropped by HandleFinish
   absl::StatusOr<std::shared_ptr<RequestHandle>> handle =
       shared.engine->Submit(std::move(params), std::make_shared<CallSink>(this));
   if (!handle.ok()) {
+    shared.ForgetStream(this);
     refs_.fetch_sub(1, std::memory_order_relaxed);  // never submitted; gRPC's ref remains
     return Reject(ToGrpc(handle.status()));
   }
@@ -271,38 +410,48 @@ void GenerateCall::Start(const v1::GenerateRequest& request, bool accepting) {
   if (cancelled) (*handle)->Cancel();
 }
 
+int64_t GenerateCall::WireBytes(const GeneratedToken& token) const {
+  int64_t bytes = 4;  // the id
+  // A TokenLogprobs: id, logprob and per alternative id, logprob and a short text.
+  if (want_logprobs_) bytes += 12 + 24 * static_cast<int64_t>(token.top.size());
+  if (want_activations_) bytes += 4 + 2 * static_cast<int64_t>(token.activations.size());
+  return bytes;
+}
+
 void GenerateCall::MoveReleasedLocked() {
-  pending_.mutable_text()->append(stop_filter_->TakeText());
+  std::string text = stop_filter_->TakeText();
+  unsent_bytes_ += static_cast<int64_t>(text.size());
+  unsent_text_ += text;
   for (int64_t index : stop_filter_->TakeTokens()) {
-    if (index < 0) continue;
-    const GeneratedToken& token = tokens_[index];
-    pending_.add_token_ids(token.token);
-    if (want_logprobs_) {
-      v1::TokenLogprobs* logprobs = pending_.add_logprobs();
-      logprobs->set_token_id(token.token);
-      logprobs->set_logprob(token.logprob);
-      for (const TokenLogprob& alternative : token.top) {
-        v1::Alternative* top = logprobs->add_top();
-        top->set_token_id(alternative.token);
-        top->set_logprob(alternative.logprob);
-        top->set_text(EscapeInvalidUtf8(shared_->tokenizer->TokenText(alternative.token)));
-      }
+    if (index < 0) continue;  // the detokenizer's tail
+    // Released in order; a token skipped over straddled a stop sequence and is dropped.
+    while (held_first_ < index && !held_.empty()) {
+      held_.pop_front();
+      ++held_first_;
     }
-    if (want_activations_) {
-      v1::TokenActivations* activations = pending_.add_activations();
-      for (uint8_t on : token.activations) activations->add_layers(on != 0);
-    }
+    if (held_.empty()) continue;
+    unsent_bytes_ += WireBytes(held_.front());
+    unsent_tokens_.push_back(std::move(held_.front()));
+    held_.pop_front();
+    ++held_first_;
   }
 }
 
 bool GenerateCall::HandleToken(const GeneratedToken& token) {
-  bool stopped;
+  bool stopped, over_budget;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    const int64_t index = static_cast<int64_t>(tokens_.size());
-    tokens_.push_back(token);
-    stopped = stop_filter_->Append(index, detokenizer_.Push(token.token));
+    if (!abort_status_.ok()) return true;  // ended; the engine drops the request next iteration
+    held_.push_back(token);
+    stopped = stop_filter_->Append(held_first_ + static_cast<int64_t>(held_.size()) - 1, detokenizer_.Push(token.token));
     MoveReleasedLocked();
+    over_budget = unsent_bytes_ > shared_->limits.stream_buffer_bytes;
+  }
+  if (over_budget) {
+    Abort(grpc::Status(grpc::RESOURCE_EXHAUSTED,
+                       absl::StrCat("the client reads too slowly: more than ", shared_->limits.stream_buffer_bytes,
+                                    " bytes of this stream are waiting for it; the stream is ended")));
+    return true;
   }
   Pump();
   return !stopped;
@@ -312,12 +461,16 @@ void GenerateCall::HandleFinish(const FinishInfo& info) {
   Action action;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (info.reason != FinishReason::kStop) {
-      const std::string tail = detokenizer_.Flush();
-      if (!tail.empty()) stop_filter_->Append(-1, tail);
-      stop_filter_->Flush();
+    if (abort_status_.ok()) {
+      if (info.reason != FinishReason::kStop) {
+        const std::string tail = detokenizer_.Flush();
+        if (!tail.empty()) stop_filter_->Append(-1, tail);
+        stop_filter_->Flush();
+      }
+      MoveReleasedLocked();
     }
-    MoveReleasedLocked();
+    held_.clear();
+    engine_reason_ = info.reason;
     v1::FinishInfo* finish = final_.mutable_finish();
     finish->set_reason(ToProto(info.reason));
     finish->set_error(info.error);
@@ -329,53 +482,133 @@ void GenerateCall::HandleFinish(const FinishInfo& info) {
     finish->set_time_to_first_token_seconds(absl::ToDoubleSeconds(info.time_to_first_token));
     finish->set_total_seconds(absl::ToDoubleSeconds(info.total_time));
     finish->set_seed(seed_);
-    if (info.reason == FinishReason::kError) {
-      final_status_ = grpc::Status(grpc::INTERNAL, info.error);
-    } else if (client_cancelled_ || stream_broken_) {
-      const bool expired = std::chrono::system_clock::now() >= context_->deadline();
-      final_status_ = expired ? grpc::Status(grpc::DEADLINE_EXCEEDED, "deadline exceeded")
-                              : grpc::Status(grpc::CANCELLED, "cancelled by the client");
-    }
+    final_.set_request_id(request_id_);
     engine_done_ = true;
     action = DecideLocked();
   }
-  Execute(action);
+  Execute(std::move(action));
   Unref();  // the engine is done with this call
 }
 
+void GenerateCall::CheckWriteTimeout(absl::Time now) {
+  absl::Duration waited;
+  bool aborted;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!write_in_flight_ || finish_called_ || cancel_requested_) return;
+    waited = now - write_started_;
+    if (waited < shared_->limits.stream_write_timeout) return;
+    aborted = !abort_status_.ok();
+    cancel_requested_ = true;
+  }
+  if (!aborted) {
+    Abort(grpc::Status(grpc::DEADLINE_EXCEEDED,
+                       absl::StrCat("the client read nothing for ", absl::FormatDuration(waited),
+                                    " (the server's write timeout); the stream is ended")));
+  }
+  // The client is not reading, so the write in flight would never complete: cancel the
+  // call (OnWriteDone(false) follows, then the finish with abort_status_).
+  context_->TryCancel();
+}
+
+void GenerateCall::Abort(grpc::Status status) {
+  std::shared_ptr<RequestHandle> handle;
+  Action action;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (finish_called_ || !abort_status_.ok()) return;
+    abort_status_ = std::move(status);
+    held_.clear();
+    std::string().swap(unsent_text_);
+    std::vector<GeneratedToken>().swap(unsent_tokens_);
+    unsent_bytes_ = 0;
+    handle = handle_;
+    // The finish, if the engine is done and no write is in flight; else when both are. A
+    // slow reader then still receives the status and its message; for one that stopped
+    // reading, the write timeout cancels the call.
+    action = DecideLocked();
+  }
+  if (handle != nullptr) handle->Cancel();
+  Execute(std::move(action));
+}
+
+grpc::Status GenerateCall::FinalStatusLocked() const {
+  if (!abort_status_.ok()) return abort_status_;
+  const bool expired = std::chrono::system_clock::now() >= context_->deadline();
+  if (engine_reason_ == FinishReason::kError) return grpc::Status(grpc::INTERNAL, final_.finish().error());
+  if (client_cancelled_ || stream_broken_) {
+    return expired ? grpc::Status(grpc::DEADLINE_EXCEEDED, "deadline exceeded")
+                   : grpc::Status(grpc::CANCELLED, "cancelled by the client");
+  }
+  if (engine_reason_ == FinishReason::kDeadline) {
+    return grpc::Status(grpc::DEADLINE_EXCEEDED,
+                        "the call's deadline came before the request ended; the last message says how far it got");
+  }
+  return grpc::Status::OK;
+}
+
 GenerateCall::Action GenerateCall::DecideLocked() {
-  if (finish_called_ || write_in_flight_) return Action::kNothing;
-  const bool has_chunk = !pending_.text().empty() || pending_.token_ids_size() > 0;
-  if (!stream_broken_ && !client_cancelled_ && has_chunk) {
-    writing_.Clear();
-    writing_.Swap(&pending_);
-    writing_.set_request_id(request_id_);
-    write_in_flight_ = true;
-    return Action::kWrite;
-  }
-  if (engine_done_ && !final_sent_ && !stream_broken_ && !client_cancelled_) {
-    writing_.Clear();
-    writing_.Swap(&final_);
-    writing_.set_request_id(request_id_);
+  Action action;
+  if (finish_called_ || write_in_flight_) return action;
+  const bool writable = !stream_broken_ && !client_cancelled_ && abort_status_.ok();
+  if (writable && (!unsent_text_.empty() || !unsent_tokens_.empty())) {
+    action.kind = Action::kWrite;
+    action.text.swap(unsent_text_);
+    action.tokens.swap(unsent_tokens_);
+    unsent_bytes_ = 0;
+  } else if (writable && engine_done_ && !final_sent_) {
+    action.kind = Action::kWrite;
+    action.final = true;
     final_sent_ = true;
-    write_in_flight_ = true;
-    return Action::kWrite;
-  }
-  if (engine_done_) {
+  } else if (engine_done_) {
+    action.kind = Action::kFinish;
+    action.status = FinalStatusLocked();
     finish_called_ = true;
-    return Action::kFinish;
+    return action;
+  } else {
+    return action;
   }
-  return Action::kNothing;
+  write_in_flight_ = true;
+  write_started_ = absl::Now();
+  return action;
 }
 
 void GenerateCall::Execute(Action action) {  // the caller holds a reference
-  if (action == Action::kWrite) {
+  if (action.kind == Action::kWrite) {
+    // writing_ belongs to this write until OnWriteDone; nobody else touches it meanwhile.
+    writing_.Clear();  // serialization needs an empty buffer
+    bool own_buffer;
+    if (action.final) {
+      grpc::SerializationTraits<v1::GenerateResponse>::Serialize(final_, &writing_, &own_buffer);
+    } else {
+      v1::GenerateResponse chunk;
+      chunk.set_request_id(request_id_);
+      chunk.set_text(std::move(action.text));
+      const Tokenizer& tokenizer = *shared_->tokenizer;
+      for (const GeneratedToken& token : action.tokens) {
+        chunk.add_token_ids(token.token);
+        if (want_logprobs_) {
+          v1::TokenLogprobs* logprobs = chunk.add_logprobs();
+          logprobs->set_token_id(token.token);
+          logprobs->set_logprob(token.logprob);
+          for (const TokenLogprob& alternative : token.top) {
+            v1::Alternative* top = logprobs->add_top();
+            top->set_token_id(alternative.token);
+            top->set_logprob(alternative.logprob);
+            top->set_text(EscapeInvalidUtf8(tokenizer.TokenText(alternative.token)));
+          }
+        }
+        if (want_activations_) {
+          v1::TokenActivations* activations = chunk.add_activations();
+          for (uint8_t on : token.activations) activations->add_layers(on != 0);
+        }
+      }
+      grpc::SerializationTraits<v1::GenerateResponse>::Serialize(chunk, &writing_, &own_buffer);
+    }
     StartWrite(&writing_);
-  } else if (action == Action::kFinish) {
-    // final_status_ is no longer written once finish_called_ is set.
-    const grpc::Status status = final_status_;
-    if (shared_->metrics != nullptr) shared_->metrics->RecordRequest(CodeName(status.error_code()));
-    Finish(status);
+  } else if (action.kind == Action::kFinish) {
+    if (shared_->metrics != nullptr) shared_->metrics->RecordRequest(CodeName(action.status.error_code()));
+    Finish(action.status);
   }
 }
 
@@ -385,7 +618,7 @@ void GenerateCall::Pump() {
     std::lock_guard<std::mutex> lock(mu_);
     action = DecideLocked();
   }
-  Execute(action);
+  Execute(std::move(action));
 }
 
 }  // namespace
@@ -409,11 +642,22 @@ std::string EscapeInvalidUtf8(const std::string& bytes) {
 absl::Status BuildGenerationParams(const v1::GenerateRequest& request, const Tokenizer& tokenizer,
                                    const ModelConfig& config, const ServiceLimits& limits, uint64_t seed,
                                    GenerationParams* params, std::vector<std::string>* stop_sequences) {
-  const int V = config.vocab_size;
   switch (request.prompt_case()) {
     case v1::GenerateRequest::kText: {
-      if (request.text().empty()) return absl::InvalidArgumentError("text: empty; give a prompt");
-      absl::StatusOr<std::vector<int32_t>> ids = tokenizer.Encode(request.text());
+      const std::string& text = request.text();
+      if (text.empty()) return absl::InvalidArgumentError("text: empty; give a prompt");
+      if (static_cast<int64_t>(text.size()) > limits.max_text_bytes) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("text: ", text.size(), " bytes; at most ", limits.max_text_bytes));
+      }
+      // The start token comes first, so the text may take one token less than a prompt.
+      const size_t room = static_cast<size_t>(std::max<int64_t>(limits.request.max_prompt_tokens - 1, 0));
+      absl::StatusOr<std::vector<int32_t>> ids = tokenizer.Encode(text, room);
+      if (absl::IsOutOfRange(ids.status())) {
+        return absl::InvalidArgumentError(absl::StrCat("text: ", ids.status().message(), "; a prompt holds at most ",
+                                                       limits.request.max_prompt_tokens,
+                                                       " tokens with the start token"));
+      }
       if (!ids.ok()) return absl::InvalidArgumentError(absl::StrCat("text: ", ids.status().message()));
       params->prompt.reserve(ids->size() + 1);
       params->prompt.push_back(kEosId);  // fairseq's start token
@@ -423,16 +667,6 @@ absl::Status BuildGenerationParams(const v1::GenerateRequest& request, const Tok
     case v1::GenerateRequest::kTokens: {
       const auto& ids = request.tokens().ids();
       if (ids.empty()) return absl::InvalidArgumentError("tokens.ids: empty; give at least one token id");
-      for (int i = 0; i < ids.size(); ++i) {
-        if (ids[i] < 0 || ids[i] >= V) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("tokens.ids[", i, "]: id ", ids[i], " is outside the vocabulary 0..", V - 1));
-        }
-        if (ids[i] == kPadId) {
-          return absl::InvalidArgumentError(absl::StrCat("tokens.ids[", i, "]: the padding id ", kPadId,
-                                                         " is not a token a prompt may hold"));
-        }
-      }
       params->prompt.assign(ids.begin(), ids.end());
       break;
     }
@@ -452,22 +686,15 @@ absl::Status BuildGenerationParams(const v1::GenerateRequest& request, const Tok
   s.seed = seed;
 
   const v1::StoppingParams& stopping = request.stopping();
-  for (int i = 0; i < stopping.stop_token_ids_size(); ++i) {
-    const int32_t id = stopping.stop_token_ids(i);
-    if (id < 0 || id >= V) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("stopping.stop_token_ids[", i, "]: id ", id, " is outside the vocabulary 0..", V - 1));
-    }
-    s.stop_token_ids.push_back(id);
+  s.stop_token_ids.assign(stopping.stop_token_ids().begin(), stopping.stop_token_ids().end());
+  params->max_new_tokens = stopping.has_max_new_tokens() ? stopping.max_new_tokens() : limits.default_max_new_tokens;
+  params->ignore_eos = stopping.ignore_eos();
+  params->top_logprobs = request.logprobs();
+  params->return_activations = request.return_activations();
+  if (std::optional<RequestError> error = CheckGenerationParams(*params, limits.request, config.vocab_size)) {
+    return InvalidField(GrpcFieldPath(error->field, request), *error);
   }
-  absl::Status sampling_ok = ValidateSamplingParams(s, V);
-  if (!sampling_ok.ok()) return absl::InvalidArgumentError(absl::StrCat("sampling.", sampling_ok.message()));
 
-  if (stopping.has_max_new_tokens()) {
-    params->max_new_tokens = stopping.max_new_tokens();
-  } else {
-    params->max_new_tokens = limits.default_max_new_tokens;
-  }
   if (stopping.stop_size() > limits.max_stop_sequences) {
     return absl::InvalidArgumentError(absl::StrCat("stopping.stop: ", stopping.stop_size(),
                                                    " stop sequences; at most ", limits.max_stop_sequences));
@@ -483,13 +710,6 @@ absl::Status BuildGenerationParams(const v1::GenerateRequest& request, const Tok
     }
     stop_sequences->push_back(stop);
   }
-  params->ignore_eos = stopping.ignore_eos();
-  if (request.logprobs() < 0 || request.logprobs() > limits.max_logprobs) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("logprobs: ", request.logprobs(), " is outside 0..", limits.max_logprobs));
-  }
-  params->top_logprobs = request.logprobs();
-  params->return_activations = request.return_activations();
   if (request.request_id().size() > 256) {
     return absl::InvalidArgumentError(
         absl::StrCat("request_id: ", request.request_id().size(), " bytes; at most 256"));
@@ -508,30 +728,67 @@ SeqBoatService::SeqBoatService(Engine* engine, const Tokenizer* tokenizer, const
   shared_->limits = limits;
   shared_->api_keys = std::move(api_keys);
   shared_->metrics = metrics;
+  InstallProtobufLogHandler();
+  // Write timeouts are checked every 100 ms (well under any sensible timeout).
+  watchdog_ = std::thread([this] {
+    std::vector<GenerateCall*> calls;
+    while (!stop_watchdog_.WaitForNotificationWithTimeout(absl::Milliseconds(100))) {
+      {
+        // A call in the set has not reached OnDone, so it is alive while the lock is held.
+        std::lock_guard<std::mutex> lock(shared_->streams_mu);
+        calls.assign(shared_->streams.begin(), shared_->streams.end());
+        for (GenerateCall* call : calls) call->Ref();
+      }
+      const absl::Time now = absl::Now();
+      for (GenerateCall* call : calls) {
+        call->CheckWriteTimeout(now);
+        call->Unref();
+      }
+    }
+  });
 }
 
-grpc::ServerWriteReactor<v1::GenerateResponse>* SeqBoatService::Generate(grpc::CallbackServerContext* context,
-                                                                         const v1::GenerateRequest* request) {
+int64_t SeqBoatService::open_streams() const {
+  std::lock_guard<std::mutex> lock(shared_->streams_mu);
+  return static_cast<int64_t>(shared_->streams.size());
+}
+
+SeqBoatService::~SeqBoatService() {
+  stop_watchdog_.Notify();
+  watchdog_.join();
+}
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>* SeqBoatService::Generate(grpc::CallbackServerContext* context,
+                                                                     const grpc::ByteBuffer* request) {
   auto* call = new GenerateCall(shared_, context);
   call->Start(*request, accepting_.load());
   return call;
 }
 
 grpc::ServerUnaryReactor* SeqBoatService::Tokenize(grpc::CallbackServerContext* context,
-                                                   const v1::TokenizeRequest* request,
-                                                   v1::TokenizeResponse* response) {
+                                                   const grpc::ByteBuffer* bytes, grpc::ByteBuffer* response_bytes) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   grpc::Status status = Authorize(shared_->api_keys, *context);
+  v1::TokenizeRequest request;
+  if (status.ok()) status = ToGrpc(ParseRequest(*bytes, &request));
+  if (status.ok() && static_cast<int64_t>(request.text().size()) > shared_->limits.max_text_bytes) {
+    status = grpc::Status(grpc::INVALID_ARGUMENT, absl::StrCat("text: ", request.text().size(), " bytes; at most ",
+                                                               shared_->limits.max_text_bytes));
+  }
   if (status.ok()) {
-    absl::StatusOr<std::vector<int32_t>> ids = shared_->tokenizer->Encode(request->text());
+    absl::StatusOr<std::vector<int32_t>> ids = shared_->tokenizer->Encode(request.text());
     if (!ids.ok()) {
       status = grpc::Status(grpc::INVALID_ARGUMENT, absl::StrCat("text: ", ids.status().message()));
     } else {
-      ids->insert(ids->begin(), kEosId);
-      for (int32_t id : *ids) {
-        response->add_token_ids(id);
-        response->add_pieces(EscapeInvalidUtf8(shared_->tokenizer->TokenText(id)));
+      v1::TokenizeResponse response;
+      response.mutable_token_ids()->Reserve(static_cast<int>(ids->size()) + 1);
+      response.add_token_ids(kEosId);
+      for (int32_t id : *ids) response.add_token_ids(id);
+      for (int32_t id : response.token_ids()) {
+        response.add_pieces(EscapeInvalidUtf8(shared_->tokenizer->TokenText(id)));
       }
+      bool own_buffer;
+      status = grpc::SerializationTraits<v1::TokenizeResponse>::Serialize(response, response_bytes, &own_buffer);
     }
   }
   reactor->Finish(status);
@@ -539,11 +796,13 @@ grpc::ServerUnaryReactor* SeqBoatService::Tokenize(grpc::CallbackServerContext* 
 }
 
 grpc::ServerUnaryReactor* SeqBoatService::GetModelInfo(grpc::CallbackServerContext* context,
-                                                       const v1::GetModelInfoRequest* request,
-                                                       v1::ModelInfo* response) {
+                                                       const grpc::ByteBuffer* bytes, grpc::ByteBuffer* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   grpc::Status status = Authorize(shared_->api_keys, *context);
-  if (status.ok()) *response = shared_->info;
+  v1::GetModelInfoRequest request;
+  if (status.ok()) status = ToGrpc(ParseRequest(*bytes, &request));
+  bool own_buffer;
+  if (status.ok()) status = grpc::SerializationTraits<v1::ModelInfo>::Serialize(shared_->info, response, &own_buffer);
   reactor->Finish(status);
   return reactor;
 }

@@ -1,15 +1,19 @@
 // The seqboat.v1.SeqBoat gRPC service (callback API) over the engine: one reactor per call,
 // at most one write in flight per stream, never a blocking wait inside a callback.
+//
+// The methods take and give raw bytes, parsed and serialized here, so that a request
+// protobuf rejects (a string field with invalid UTF-8, malformed bytes) still gets
+// INVALID_ARGUMENT naming the field, and so that a stream knows the bytes it holds.
 #pragma once
 
 #include <atomic>
 #include <memory>
-#include <mutex>
-#include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "runtime/engine/engine.h"
 #include "runtime/model/config.h"
@@ -22,43 +26,72 @@ namespace seqboat::server {
 struct ServiceLimits {
   int32_t max_stop_sequences = 16;
   int32_t max_stop_bytes = 256;
-  int32_t max_logprobs = 20;
   int32_t default_max_new_tokens = 16;
+  // GenerateRequest.text and TokenizeRequest.text, refused by size before they are read.
+  int64_t max_text_bytes = 256 << 10;
+  // The engine's rules (prompt length, max_new_tokens, logprobs, sampling ranges).
+  RequestLimits request;
+  // Generate streams open at once, from acceptance until their last message is written or
+  // they are ended: a stream the engine has finished still holds memory until its client
+  // has read it. Beyond it Generate answers RESOURCE_EXHAUSTED.
+  int64_t max_open_streams = 72;
+  // A stream ends with RESOURCE_EXHAUSTED when more than this many bytes (about: their
+  // serialized size) wait for its client to read them ...
+  int64_t stream_buffer_bytes = 4 << 20;
+  // ... and with DEADLINE_EXCEEDED when one write has waited this long for the client.
+  absl::Duration stream_write_timeout = absl::Seconds(30);
   // The engine's own deadline is the call's deadline less this, so that a request that runs
   // out of time still gets its final message (finish reason DEADLINE) before gRPC ends it.
   absl::Duration deadline_margin = absl::Milliseconds(20);
 };
 
-class SeqBoatService final : public seqboat::v1::SeqBoat::CallbackService {
+using SeqBoatRawService = seqboat::v1::SeqBoat::WithRawCallbackMethod_Generate<
+    seqboat::v1::SeqBoat::WithRawCallbackMethod_Tokenize<
+        seqboat::v1::SeqBoat::WithRawCallbackMethod_GetModelInfo<seqboat::v1::SeqBoat::Service>>>;
+
+class SeqBoatService final : public SeqBoatRawService {
  public:
   // `engine`, `tokenizer` and `metrics` (may be null) must outlive the service.
   SeqBoatService(Engine* engine, const Tokenizer* tokenizer, const ModelConfig& config, seqboat::v1::ModelInfo info,
                  const ServiceLimits& limits, std::vector<std::string> api_keys, Metrics* metrics);
+  ~SeqBoatService() override;  // after the gRPC server has shut down
 
-  grpc::ServerWriteReactor<seqboat::v1::GenerateResponse>* Generate(
-      grpc::CallbackServerContext* context, const seqboat::v1::GenerateRequest* request) override;
-  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context, const seqboat::v1::TokenizeRequest* request,
-                                     seqboat::v1::TokenizeResponse* response) override;
-  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
-                                         const seqboat::v1::GetModelInfoRequest* request,
-                                         seqboat::v1::ModelInfo* response) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Generate(grpc::CallbackServerContext* context,
+                                                       const grpc::ByteBuffer* request) override;
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+                                         grpc::ByteBuffer* response) override;
 
   // From now on Generate answers UNAVAILABLE (the server drains).
   void StopAccepting() { accepting_.store(false); }
+  // Generate streams open now (ServiceLimits::max_open_streams).
+  int64_t open_streams() const;
 
-  // Everything the reactors share (read-only after construction, except the seed source).
+  // Everything the reactors share.
   struct Shared;
 
  private:
   std::shared_ptr<Shared> shared_;
   std::atomic<bool> accepting_{true};
+  absl::Notification stop_watchdog_;
+  std::thread watchdog_;  // ends streams whose client stopped reading
 };
 
-// Builds a GenerationParams from a request; InvalidArgument naming the field. Exposed for
-// tests; `seed` is used when the request sets none.
+// Builds a GenerationParams from a request; InvalidArgument naming the field by its path in
+// the request. Exposed for tests; `seed` is used when the request sets none.
 absl::Status BuildGenerationParams(const seqboat::v1::GenerateRequest& request, const Tokenizer& tokenizer,
                                    const ModelConfig& config, const ServiceLimits& limits, uint64_t seed,
                                    GenerationParams* params, std::vector<std::string>* stop_sequences);
+
+// Parses `bytes` as `message`; InvalidArgument naming the field when a string field holds
+// invalid UTF-8 (protobuf refuses those), or saying the bytes are not such a message.
+absl::Status ParseRequest(const grpc::ByteBuffer& bytes, google::protobuf::Message* message);
+
+// Routes protobuf's log lines: while ParseRequest runs they become its error message;
+// otherwise they go to stderr, at most one a second (a flood of bad requests cannot flood
+// the log). The service and ParseRequest install it; later calls do nothing.
+void InstallProtobufLogHandler();
 
 // Valid UTF-8 stays as it is; every byte of an invalid sequence becomes the four characters
 // \xNN (protobuf strings must be valid UTF-8).

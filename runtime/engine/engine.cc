@@ -10,19 +10,6 @@
 
 namespace seqboat {
 
-const char* FinishReasonName(FinishReason reason) {
-  switch (reason) {
-    case FinishReason::kLength: return "length";
-    case FinishReason::kStop: return "stop_sequence";
-    case FinishReason::kStopToken: return "stop_token";
-    case FinishReason::kEos: return "eos";
-    case FinishReason::kCancelled: return "cancelled";
-    case FinishReason::kDeadline: return "deadline";
-    case FinishReason::kError: return "error";
-  }
-  return "?";
-}
-
 struct Engine::Sequence {
   std::shared_ptr<RequestHandle> handle;
   std::shared_ptr<RequestSink> sink;
@@ -82,30 +69,9 @@ absl::Status Engine::backend_status() const {
 
 absl::StatusOr<std::shared_ptr<RequestHandle>> Engine::Submit(GenerationParams params,
                                                               std::shared_ptr<RequestSink> sink) {
-  if (params.prompt.empty()) return absl::InvalidArgumentError("prompt: empty; give at least one token");
-  if (static_cast<int64_t>(params.prompt.size()) > options_.max_prompt_tokens) {
-    return absl::InvalidArgumentError(absl::StrCat("prompt: ", params.prompt.size(), " tokens exceed the limit of ",
-                                                   options_.max_prompt_tokens));
+  if (std::optional<RequestError> error = CheckGenerationParams(params, options_.request_limits(), config_.vocab_size)) {
+    return InvalidField(*error);
   }
-  for (size_t i = 0; i < params.prompt.size(); ++i) {
-    const int32_t token = params.prompt[i];
-    if (token < 0 || token >= config_.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("prompt: token ", i, " is id ", token, "; expected 0..",
-                                                     config_.vocab_size - 1));
-    }
-    if (token == kPadId) {
-      return absl::InvalidArgumentError(absl::StrCat("prompt: token ", i, " is the padding id ", kPadId));
-    }
-  }
-  if (params.max_new_tokens < 1 || params.max_new_tokens > options_.max_new_tokens_limit) {
-    return absl::InvalidArgumentError(absl::StrCat("max_new_tokens: ", params.max_new_tokens, " outside 1..",
-                                                   options_.max_new_tokens_limit));
-  }
-  if (params.top_logprobs < 0 || params.top_logprobs > 20) {
-    return absl::InvalidArgumentError(absl::StrCat("top_logprobs: ", params.top_logprobs, " outside 0..20"));
-  }
-  absl::Status valid = ValidateSamplingParams(params.sampling, config_.vocab_size);
-  if (!valid.ok()) return valid;
 
   auto sequence = std::make_unique<Sequence>();
   sequence->sink = std::move(sink);
@@ -122,9 +88,11 @@ absl::StatusOr<std::shared_ptr<RequestHandle>> Engine::Submit(GenerationParams p
       return absl::UnavailableError(
           absl::StrCat("the backend is unusable (", backend_lost_.message(), "); this server must be restarted"));
     }
-    if (waiting_count_.load() + static_cast<int64_t>(submitted_.size()) >= options_.max_waiting) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("the waiting queue is full (", options_.max_waiting, " requests); retry later"));
+    // Capacity: a slot for every running request and max_waiting more in the queue.
+    const int64_t held = running_count_.load() + waiting_count_.load() + static_cast<int64_t>(submitted_.size());
+    if (held >= options_.max_running + options_.max_waiting) {
+      return absl::ResourceExhaustedError(absl::StrCat("the server is full (", options_.max_running, " slots and ",
+                                                       options_.max_waiting, " waiting places taken); retry later"));
     }
     handle->id = next_id_++;
     submitted_.push_back(std::move(sequence));

@@ -23,7 +23,7 @@ namespace seqboat {
 
 struct EngineOptions {
   int max_running = 8;             // sequences decoding or prefilling at once (<= backend slots)
-  int max_waiting = 64;            // queued requests beyond which Submit answers ResourceExhausted
+  int max_waiting = 64;            // queued requests beyond the slots; then Submit answers ResourceExhausted
   int64_t prefill_budget = 256;    // prompt tokens per iteration over all prefilling sequences
   int64_t max_prompt_tokens = 8192;
   int32_t max_new_tokens_limit = 4096;
@@ -35,6 +35,12 @@ struct EngineOptions {
   // it for large vocabularies and batches. 1 = on the engine thread.
   int sampling_threads = 1;
   int64_t parallel_sampling_min_logits = 1 << 14;  // below this many logits per iteration: one thread
+  int32_t max_top_logprobs = 20;
+  int32_t max_stop_token_ids = 256;
+
+  RequestLimits request_limits() const {
+    return {max_prompt_tokens, max_new_tokens_limit, max_top_logprobs, max_stop_token_ids};
+  }
 };
 
 // What happened in one iteration, for metrics. Reported on the engine thread.

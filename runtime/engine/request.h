@@ -4,10 +4,12 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/time/time.h"
+#include "runtime/engine/request_error.h"
 #include "runtime/engine/sampler.h"
 #include "runtime/engine/scheduler.h"
 
@@ -22,6 +24,19 @@ struct GenerationParams {
   bool return_activations = false;  // per token, which layers ran the GAU
   absl::Time deadline = absl::InfiniteFuture();
 };
+
+// The limits the engine holds every request to (EngineOptions carries them).
+struct RequestLimits {
+  int64_t max_prompt_tokens = 8192;
+  int32_t max_new_tokens_limit = 4096;
+  int32_t max_top_logprobs = 20;
+  int32_t max_stop_token_ids = 256;
+};
+
+// Every rule a request must satisfy (prompt ids and length, max_new_tokens, top_logprobs,
+// sampling), checked in that order; the first broken one, or nullopt.
+std::optional<RequestError> CheckGenerationParams(const GenerationParams& params, const RequestLimits& limits,
+                                                  int vocab_size);
 
 // kStop: the sink asked to stop (a stop sequence); kStopToken: a stop token was sampled.
 enum class FinishReason { kLength, kStop, kStopToken, kEos, kCancelled, kDeadline, kError };

@@ -21,34 +21,47 @@ uint64_t SplitMix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-absl::Status FieldError(const char* field, absl::string_view what) {
-  return absl::InvalidArgumentError(absl::StrCat(field, ": ", what));
+RequestError FieldError(RequestField field, std::string problem, int64_t index = -1) {
+  return RequestError{field, index, std::move(problem)};
 }
 
 }  // namespace
 
-absl::Status ValidateSamplingParams(const SamplingParams& p, int vocab_size) {
+std::optional<RequestError> CheckSamplingParams(const SamplingParams& p, int vocab_size,
+                                                int32_t max_stop_token_ids) {
+  using F = RequestField;
   if (!std::isfinite(p.temperature) || p.temperature < 0.0f) {
-    return FieldError("temperature", absl::StrCat(p.temperature, " is not a finite value >= 0"));
+    return FieldError(F::kTemperature, absl::StrCat(p.temperature, " is not a finite value >= 0"));
   }
-  if (p.top_k < 0) return FieldError("top_k", absl::StrCat(p.top_k, " is negative (0 turns it off)"));
-  if (!(p.top_p > 0.0f && p.top_p <= 1.0f)) return FieldError("top_p", absl::StrCat(p.top_p, " is outside (0, 1]"));
-  if (!(p.min_p >= 0.0f && p.min_p <= 1.0f)) return FieldError("min_p", absl::StrCat(p.min_p, " is outside [0, 1]"));
-  if (!std::isfinite(p.repetition_penalty) || p.repetition_penalty <= 0.0f) {
-    return FieldError("repetition_penalty", absl::StrCat(p.repetition_penalty, " is not a finite value > 0"));
+  if (p.top_k < 0) return FieldError(F::kTopK, absl::StrCat(p.top_k, " is negative (0 turns it off)"));
+  if (p.top_k > vocab_size) {
+    return FieldError(F::kTopK, absl::StrCat(p.top_k, " exceeds the vocabulary of ", vocab_size,
+                                             " tokens (0 turns it off)"));
+  }
+  if (!(p.top_p > 0.0f && p.top_p <= 1.0f)) return FieldError(F::kTopP, absl::StrCat(p.top_p, " is outside (0, 1]"));
+  if (!(p.min_p >= 0.0f && p.min_p <= 1.0f)) return FieldError(F::kMinP, absl::StrCat(p.min_p, " is outside [0, 1]"));
+  if (!(p.repetition_penalty >= kMinRepetitionPenalty && p.repetition_penalty <= kMaxRepetitionPenalty)) {
+    return FieldError(F::kRepetitionPenalty, absl::StrCat(p.repetition_penalty, " is outside [", kMinRepetitionPenalty,
+                                                          ", ", kMaxRepetitionPenalty, "] (1 turns it off)"));
   }
   if (!(p.presence_penalty >= -2.0f && p.presence_penalty <= 2.0f)) {
-    return FieldError("presence_penalty", absl::StrCat(p.presence_penalty, " is outside [-2, 2]"));
+    return FieldError(F::kPresencePenalty, absl::StrCat(p.presence_penalty, " is outside [-2, 2]"));
   }
   if (!(p.frequency_penalty >= -2.0f && p.frequency_penalty <= 2.0f)) {
-    return FieldError("frequency_penalty", absl::StrCat(p.frequency_penalty, " is outside [-2, 2]"));
+    return FieldError(F::kFrequencyPenalty, absl::StrCat(p.frequency_penalty, " is outside [-2, 2]"));
   }
-  for (int32_t id : p.stop_token_ids) {
+  if (static_cast<int64_t>(p.stop_token_ids.size()) > max_stop_token_ids) {
+    return FieldError(F::kStopTokenIds,
+                      absl::StrCat(p.stop_token_ids.size(), " stop tokens; at most ", max_stop_token_ids));
+  }
+  for (size_t i = 0; i < p.stop_token_ids.size(); ++i) {
+    const int32_t id = p.stop_token_ids[i];
     if (id < 0 || id >= vocab_size) {
-      return FieldError("stop_token_ids", absl::StrCat("id ", id, " is outside 0..", vocab_size - 1));
+      return FieldError(F::kStopTokenIds, absl::StrCat("id ", id, " is outside the vocabulary 0..", vocab_size - 1),
+                        static_cast<int64_t>(i));
     }
   }
-  return absl::OkStatus();
+  return std::nullopt;
 }
 
 Sampler::Sampler(const SamplingParams& params, int vocab_size)
@@ -76,14 +89,18 @@ int32_t Sampler::Sample(absl::Span<const float> logits) {
   const float* row = logits.data();
   if (penalised) {
     adjusted_.assign(logits.begin(), logits.end());
+    // Every penalised logit stays finite: validation keeps the penalties in range, and the
+    // clamp keeps an extreme logit from overflowing into inf (then NaN probabilities).
+    constexpr float kLargest = std::numeric_limits<float>::max();
     if (params_.repetition_penalty != 1.0f) {
       for (int32_t token : seen_) {
         float& x = adjusted_[token];
-        x = x > 0.0f ? x / params_.repetition_penalty : x * params_.repetition_penalty;
+        x = std::clamp(x > 0.0f ? x / params_.repetition_penalty : x * params_.repetition_penalty, -kLargest, kLargest);
       }
     }
     for (const auto& [token, count] : generated_) {
-      adjusted_[token] -= params_.presence_penalty + params_.frequency_penalty * count;
+      float& x = adjusted_[token];
+      x = std::clamp(x - (params_.presence_penalty + params_.frequency_penalty * count), -kLargest, kLargest);
     }
     row = adjusted_.data();
   }

@@ -4,12 +4,14 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/types/span.h"
+#include "runtime/engine/request_error.h"
 
 namespace seqboat {
 
@@ -25,8 +27,14 @@ struct SamplingParams {
   std::vector<int32_t> stop_token_ids;
 };
 
-// InvalidArgument naming the field when a value is out of range.
-absl::Status ValidateSamplingParams(const SamplingParams& params, int vocab_size);
+// The first value out of range (every logit the sampler computes then stays finite), or
+// nullopt. At most `max_stop_token_ids` stop tokens.
+std::optional<RequestError> CheckSamplingParams(const SamplingParams& params, int vocab_size,
+                                                int32_t max_stop_token_ids);
+
+// repetition_penalty's range: beyond it a logit can overflow or vanish in float.
+inline constexpr float kMinRepetitionPenalty = 0.01f;
+inline constexpr float kMaxRepetitionPenalty = 100.0f;
 
 struct TokenLogprob {
   int32_t token = 0;

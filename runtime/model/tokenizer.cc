@@ -231,10 +231,13 @@ std::string Tokenizer::ToJson() const {
   return json.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(absl::string_view text) const {
+absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(absl::string_view text, size_t max_tokens) const {
+  auto too_many = [&] { return absl::OutOfRangeError(absl::StrCat("encodes to more than ", max_tokens, " tokens")); };
   std::vector<int32_t> ids;
   switch (style_) {
     case TokenizerStyle::kByte:
+      if (text.size() > max_tokens) return too_many();  // one token a byte
+      ids.reserve(text.size());
       for (char c : text) ids.push_back(c == '\n' ? kEosId : byte_ids_[static_cast<uint8_t>(c)]);
       break;
     case TokenizerStyle::kChar:
@@ -245,6 +248,7 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(absl::string_view text) c
             AppendValidUtf8(text.substr(i, length), false, &valid) != 0 || valid != text.substr(i, length)) {
           return absl::InvalidArgumentError(absl::StrCat("text is not valid UTF-8 at byte ", i));
         }
+        if (ids.size() >= max_tokens) return too_many();
         const absl::string_view character = text.substr(i, length);
         if (character == "\n") {
           ids.push_back(kEosId);
@@ -256,11 +260,15 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(absl::string_view text) c
       }
       break;
     case TokenizerStyle::kWord:
+      // Every line ends with </s>, and the last line's is taken back after the loop: so up
+      // to max_tokens + 1 ids may be held before the limit is known to be passed.
       for (absl::string_view line : absl::StrSplit(text, '\n')) {
         for (absl::string_view word : absl::StrSplit(line, absl::ByAnyChar(" \t\r\v\f"), absl::SkipEmpty())) {
+          if (ids.size() >= max_tokens) return too_many();
           auto it = ids_.find(std::string(word));
           ids.push_back(it == ids_.end() ? kUnkId : it->second);
         }
+        if (ids.size() > max_tokens) return too_many();
         ids.push_back(kEosId);
       }
       ids.pop_back();  // StrSplit yields one more line than there are newlines

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -49,8 +50,10 @@ class Tokenizer {
   const std::string& symbol(int32_t id) const { return symbols_[id]; }
   bool IsValidId(int32_t id) const { return id >= 0 && id < vocab_size(); }
 
-  // Text to ids; no start or end token is added. Char style needs valid UTF-8.
-  absl::StatusOr<std::vector<int32_t>> Encode(absl::string_view text) const;
+  // Text to ids; no start or end token is added. Char style needs valid UTF-8. More than
+  // `max_tokens` ids is OutOfRange, found without encoding the rest of the text.
+  absl::StatusOr<std::vector<int32_t>> Encode(absl::string_view text,
+                                              size_t max_tokens = std::numeric_limits<size_t>::max()) const;
   // The bytes one token contributes on its own (byte style: possibly part of a character;
   // word style: the bare word, spacing is the detokenizer's job).
   std::string TokenText(int32_t id) const;

@@ -354,6 +354,35 @@ TEST_F(EngineTest, FullQueueIsResourceExhaustedAtOnce) {
   for (size_t i = 0; i < handles.size(); ++i) sinks[i]->Wait();
 }
 
+// Capacity is the slots plus max_waiting: with no queue, a request needs a free slot (the
+// old rule, waiting >= max_waiting, refused every request when max_waiting was 0).
+TEST_F(EngineTest, NoWaitingQueueStillServesFreeSlots) {
+  auto engine = MakeEngine({.max_running = 2, .max_waiting = 0, .prefill_budget = 4, .max_new_tokens_limit = kEndless});
+  auto first = std::make_shared<CollectingSink>();
+  auto done = engine->Submit(Greedy(3), first);
+  ASSERT_TRUE(done.ok()) << done.status();
+  first->Wait();
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
+  std::vector<std::shared_ptr<RequestHandle>> handles;
+  for (int i = 0; i < 2; ++i) {
+    sinks.push_back(std::make_shared<CollectingSink>());
+    auto handle = engine->Submit(Greedy(kEndless), sinks.back());
+    ASSERT_TRUE(handle.ok()) << i << ": " << handle.status();
+    handles.push_back(*handle);
+  }
+  auto refused = engine->Submit(Greedy(3), std::make_shared<CollectingSink>());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  handles[0]->Cancel();
+  sinks[0]->Wait();
+  EXPECT_TRUE(WaitFor([&] { return engine->running() == 1; }));
+  auto again = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(engine->Submit(Greedy(3), again).ok());  // the freed slot takes a request again
+  again->Wait();
+  handles[1]->Cancel();
+  sinks[1]->Wait();
+}
+
 TEST_F(EngineTest, CancelDeadlineAndStopFinishWithTheirReasons) {
   auto engine = MakeEngine({.max_running = 3, .max_waiting = 8, .prefill_budget = 8, .max_new_tokens_limit = kEndless});
   auto cancelled = std::make_shared<CollectingSink>();

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <numeric>
 #include <vector>
@@ -15,44 +16,85 @@ namespace {
 
 const std::vector<float> kLogits = {1.0f, 2.5f, 0.3f, 2.5f, -1.0f, 1.7f, 0.0f, 3.1f};
 
-void ExpectFieldError(SamplingParams params, const std::string& field) {
-  absl::Status status = ValidateSamplingParams(params, 8);
-  ASSERT_FALSE(status.ok()) << field;
-  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(std::string(status.message()).rfind(field + ":", 0), 0u) << status.message();
+void ExpectFieldError(SamplingParams params, RequestField field) {
+  std::optional<RequestError> error = CheckSamplingParams(params, 8, /*max_stop_token_ids=*/4);
+  ASSERT_TRUE(error.has_value()) << RequestFieldName(field);
+  EXPECT_EQ(error->field, field) << RequestFieldName(field) << ": " << error->problem;
 }
 
 TEST(Sampler, ValidationNamesTheField) {
-  EXPECT_TRUE(ValidateSamplingParams({}, 8).ok());
+  using F = RequestField;
+  EXPECT_FALSE(CheckSamplingParams({}, 8, 4).has_value());
   SamplingParams p;
   p.temperature = -0.1f;
-  ExpectFieldError(p, "temperature");
+  ExpectFieldError(p, F::kTemperature);
   p = {};
   p.temperature = NAN;
-  ExpectFieldError(p, "temperature");
+  ExpectFieldError(p, F::kTemperature);
   p = {};
   p.top_k = -1;
-  ExpectFieldError(p, "top_k");
+  ExpectFieldError(p, F::kTopK);
+  p.top_k = 9;  // more than the vocabulary
+  ExpectFieldError(p, F::kTopK);
+  p.top_k = 8;
+  EXPECT_FALSE(CheckSamplingParams(p, 8, 4).has_value());
   for (float bad : {0.0f, 1.01f, NAN}) {
     p = {};
     p.top_p = bad;
-    ExpectFieldError(p, "top_p");
+    ExpectFieldError(p, F::kTopP);
   }
   p = {};
   p.min_p = 1.5f;
-  ExpectFieldError(p, "min_p");
-  p = {};
-  p.repetition_penalty = 0.0f;
-  ExpectFieldError(p, "repetition_penalty");
+  ExpectFieldError(p, F::kMinP);
+  // A denormal, an overflow to inf, and finite values outside [0.01, 100].
+  for (float bad : {0.0f, 1e-40f, 0.0099f, 100.5f, 1e38f, std::numeric_limits<float>::infinity(), NAN}) {
+    p = {};
+    p.repetition_penalty = bad;
+    ExpectFieldError(p, F::kRepetitionPenalty);
+  }
+  for (float good : {kMinRepetitionPenalty, 1.3f, kMaxRepetitionPenalty}) {
+    p.repetition_penalty = good;
+    EXPECT_FALSE(CheckSamplingParams(p, 8, 4).has_value()) << good;
+  }
   p = {};
   p.presence_penalty = 3.0f;
-  ExpectFieldError(p, "presence_penalty");
+  ExpectFieldError(p, F::kPresencePenalty);
   p = {};
   p.frequency_penalty = -2.5f;
-  ExpectFieldError(p, "frequency_penalty");
+  ExpectFieldError(p, F::kFrequencyPenalty);
   p = {};
   p.stop_token_ids = {3, 8};
-  ExpectFieldError(p, "stop_token_ids");
+  ExpectFieldError(p, F::kStopTokenIds);
+  EXPECT_EQ(CheckSamplingParams(p, 8, 4)->index, 1);
+  p.stop_token_ids = {1, 2, 3, 4, 5};  // more than max_stop_token_ids
+  ExpectFieldError(p, F::kStopTokenIds);
+}
+
+// Penalties past the validated range (as a caller that skipped validation would pass them)
+// still leave every logit finite: no NaN probabilities, no garbage draws.
+TEST(Sampler, ExtremePenaltiesKeepEveryLogitFinite) {
+  // id 0 is the least likely: a NaN row made the old sampler return id 0 every time.
+  const std::vector<float> logits = {-3e38f, 1.0f, 3e38f, 2.0f, -1.0f, 0.5f, 3e38f, -2.0f};
+  SamplingParams p;
+  p.repetition_penalty = 1e-40f;  // positive logits / 1e-40 overflow
+  p.seed = 3;
+  Sampler tiny(p, 8);
+  tiny.ObservePrompt({0, 1, 2, 3, 4, 5, 6, 7});
+  std::map<int32_t, int> counts;
+  for (int i = 0; i < 400; ++i) ++counts[tiny.Sample(logits)];
+  for (const auto& [id, count] : counts) {
+    EXPECT_TRUE(id == 2 || id == 3 || id == 5 || id == 6) << "drew id " << id << " (not a positive logit)";
+  }
+  EXPECT_GE(counts.size(), 2u);  // the clamped maxima tie
+
+  p.repetition_penalty = 1e38f;  // negative logits * 1e38 overflow
+  const std::vector<float> negative = {-5.0f, -6.0f, -4.0f, -7.0f, -3.5f, -4.0f, -9.0f, -8.0f};
+  Sampler huge(p, 8);
+  huge.ObservePrompt({0, 1, 2, 3, 4, 5, 6, 7});
+  counts.clear();
+  for (int i = 0; i < 400; ++i) ++counts[huge.Sample(negative)];
+  EXPECT_EQ(counts.count(1), 0u) << "the padding id is never drawn";
+  EXPECT_GE(counts.size(), 5u);  // every logit clamps to the same finite value: a uniform draw
 }
 
 TEST(Sampler, GreedyIsArgmaxWithLowestIdOnTies) {

@@ -50,6 +50,39 @@ TEST(Tokenizer, MatchesReferenceCases) {
       ASSERT_TRUE(encoded.ok()) << encoded.status();
       EXPECT_EQ(*encoded, ids) << model << ": \"" << text << "\"";
       EXPECT_EQ(*from_model->Encode(text), ids);
+      // A token limit: the same ids up to it, OutOfRange one below the count.
+      auto exact = from_dict->Encode(text, ids.size());
+      ASSERT_TRUE(exact.ok()) << model << ": \"" << text << "\": " << exact.status();
+      EXPECT_EQ(*exact, ids);
+      if (!ids.empty()) {
+        EXPECT_TRUE(absl::IsOutOfRange(from_dict->Encode(text, ids.size() - 1).status()))
+            << model << ": \"" << text << "\" holds " << ids.size() << " tokens";
+      }
+    }
+  }
+}
+
+// The limit holds for text made of many lines and of lines with no words (word style takes
+// back the last line's end token only once the text is done).
+TEST(Tokenizer, TokenLimitOnEveryStyleAndManyLines) {
+  const auto cases = nlohmann::json::parse(ReadFile(testing::FixturesDir() + "/tokenizer_cases.json"));
+  for (const auto& [model, entry] : cases.items()) {
+    auto symbols = ParseFairseqDict(ReadFile(testing::FixturesDir() + "/" + entry["dict"].get<std::string>()));
+    ASSERT_TRUE(symbols.ok());
+    auto tokenizer = Tokenizer::Create(DetectTokenizerStyle(*symbols), *symbols);
+    ASSERT_TRUE(tokenizer.ok());
+    for (const std::string& text : {std::string("\n\n\n\n"), std::string("a b\n\nc\n"), std::string("x\n y z \n\n")}) {
+      auto all = tokenizer->Encode(text);
+      ASSERT_TRUE(all.ok());
+      for (size_t limit = 0; limit <= all->size() + 1; ++limit) {
+        auto limited = tokenizer->Encode(text, limit);
+        if (limit >= all->size()) {
+          ASSERT_TRUE(limited.ok()) << model << " limit " << limit;
+          EXPECT_EQ(*limited, *all);
+        } else {
+          EXPECT_TRUE(absl::IsOutOfRange(limited.status())) << model << " limit " << limit << " of " << all->size();
+        }
+      }
     }
   }
 }

@@ -128,9 +128,70 @@ TEST_F(ServiceParamsTest, BadValuesNameTheirField) {
   ExpectInvalid(Broken([&](auto& r) { r.mutable_stopping()->add_stop(std::string(limits_.max_stop_bytes + 1, 'x')); }),
                 "stopping.stop[0]");
   ExpectInvalid(Broken([](auto& r) { r.mutable_stopping()->add_stop("\xC3"); }), "stopping.stop[0]");
-  ExpectInvalid(Broken([&](auto& r) { r.set_logprobs(limits_.max_logprobs + 1); }), "logprobs");
+  ExpectInvalid(Broken([&](auto& r) { r.set_logprobs(limits_.request.max_top_logprobs + 1); }), "logprobs");
   ExpectInvalid(Broken([](auto& r) { r.set_logprobs(-1); }), "logprobs");
   ExpectInvalid(Broken([](auto& r) { r.set_request_id(std::string(300, 'r')); }), "request_id");
+  // Engine rules, named by their path in the request.
+  ExpectInvalid(Broken([](auto& r) { r.mutable_stopping()->set_max_new_tokens(0); }), "stopping.max_new_tokens");
+  ExpectInvalid(Broken([&](auto& r) { r.mutable_stopping()->set_max_new_tokens(limits_.request.max_new_tokens_limit + 1); }),
+                "stopping.max_new_tokens");
+  ExpectInvalid(Broken([&](auto& r) { r.mutable_sampling()->set_top_k(config_->vocab_size + 1); }), "sampling.top_k");
+  for (float bad : {1e-40f, 1e38f}) {
+    ExpectInvalid(Broken([&](auto& r) { r.mutable_sampling()->set_repetition_penalty(bad); }),
+                  "sampling.repetition_penalty");
+  }
+  ExpectInvalid(Broken([&](auto& r) {
+                  for (int i = 0; i <= limits_.request.max_stop_token_ids; ++i) r.mutable_stopping()->add_stop_token_ids(5);
+                }),
+                "stopping.stop_token_ids:");
+}
+
+TEST_F(ServiceParamsTest, PromptLimitsNameTheFormOfThePrompt) {
+  limits_.request.max_prompt_tokens = 8;
+  limits_.max_text_bytes = 64;
+  v1::GenerateRequest request;
+  for (int i = 0; i < 9; ++i) request.mutable_tokens()->add_ids(5);
+  ExpectInvalid(Build(request), "tokens.ids: 9 tokens; at most 8");
+  request.mutable_tokens()->mutable_ids()->RemoveLast();
+  EXPECT_TRUE(Build(request).ok());
+  // The byte tokenizer: a token a byte, after the start token.
+  request.set_text("1234567");
+  EXPECT_TRUE(Build(request).ok());
+  request.set_text("12345678");
+  ExpectInvalid(Build(request), "text: encodes to more than 7 tokens");
+  request.set_text(std::string(65, 'x'));  // refused by size, before the tokenizer runs
+  ExpectInvalid(Build(request), "text: 65 bytes; at most 64");
+}
+
+grpc::ByteBuffer Bytes(const std::string& bytes) {
+  grpc::Slice slice(bytes.data(), bytes.size());
+  return grpc::ByteBuffer(&slice, 1);
+}
+
+TEST(ParseRequestTest, InvalidUtf8NamesTheFieldByItsPath) {
+  v1::GenerateRequest request;
+  // Field 1 (text), length 2: "a\xFF".
+  absl::Status status = ParseRequest(Bytes(std::string("\x0a\x02" "a\xff", 4)), &request);
+  ExpectInvalid(status, "text: not valid UTF-8");
+  // Field 4 (stopping) holding field 2 (stop) = "\xC3".
+  status = ParseRequest(Bytes(std::string("\x22\x03\x12\x01\xc3", 5)), &request);
+  ExpectInvalid(status, "stopping.stop: not valid UTF-8");
+  status = ParseRequest(Bytes(std::string("\x3a\x01\xfe", 3)), &request);
+  ExpectInvalid(status, "request_id: not valid UTF-8");
+  v1::TokenizeRequest tokenize;
+  ExpectInvalid(ParseRequest(Bytes(std::string("\x0a\x01\x80", 3)), &tokenize), "text: not valid UTF-8");
+}
+
+TEST(ParseRequestTest, MalformedBytesSayWhatWasExpected) {
+  v1::GenerateRequest request;
+  ExpectInvalid(ParseRequest(Bytes("\xff\xff\xff"), &request),
+                "the request is not a valid seqboat.v1.GenerateRequest");
+  // A valid message parses.
+  v1::GenerateRequest valid;
+  valid.set_text("caf\xC3\xA9");
+  valid.mutable_stopping()->add_stop("\n");
+  ASSERT_TRUE(ParseRequest(Bytes(valid.SerializeAsString()), &request).ok());
+  EXPECT_EQ(request.text(), "caf\xC3\xA9");
 }
 
 TEST(EscapeInvalidUtf8Test, ValidTextIsKeptAndBadBytesAreEscaped) {
