@@ -17,6 +17,7 @@
 #include "runtime/backend.h"
 #include "runtime/engine/engine.h"
 #include "runtime/model/config.h"
+#include "runtime/model/vocab.h"
 
 ABSL_FLAG(int, sampling_threads, 1, "Engine threads that sample an iteration's tokens.");
 ABSL_FLAG(int, vocab_size, 256, "Vocabulary of the stand-in model (sampling cost grows with it).");
@@ -109,7 +110,7 @@ int Run() {
     const absl::Time start = absl::Now();
     for (int b = 0; b < batch; ++b) {
       GenerationParams params;
-      params.prompt = {2, 10 + b % 50};
+      params.prompt = {kEosId, 10 + b % 50};
       params.max_new_tokens = steps;
       params.ignore_eos = true;
       params.sampling.temperature = static_cast<float>(absl::GetFlag(FLAGS_temperature));

@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "nlohmann/json.hpp"
 #include "runtime/model/safetensors.h"
+#include "runtime/model/vocab.h"
 #include "runtime/util/status_macros.h"
 
 namespace seqboat::bench {
@@ -54,7 +55,7 @@ void FillByRole(const ModelConfig& config, const ExpectedTensor& spec, Rng& rng,
   if (name == "embed_tokens.weight" || name == "output_projection.weight") {
     FillNormal(rng, 0.0, 1.0 / std::sqrt(D), values);
     if (name == "embed_tokens.weight" && config.vocab_size > 1) {
-      constexpr int kPadId = 1;  // fairseq keeps the padding row at zero
+      // fairseq keeps the padding row at zero.
       std::fill(values->begin() + kPadId * config.embed_dim,
                 values->begin() + (kPadId + 1) * config.embed_dim, 0.0f);
     }
@@ -193,12 +194,12 @@ std::vector<int32_t> RandomTokens(int64_t count, int vocab_size, uint64_t seed) 
   Rng rng(Mix(seed ^ 0x746f6b656e73ull));
   std::vector<int32_t> tokens(count);
   for (int32_t& token : tokens) {
-    if (vocab_size > 4) {
-      token = 4 + static_cast<int32_t>(rng.Next() % static_cast<uint64_t>(vocab_size - 4));
+    if (vocab_size > kNumSpecialIds) {
+      token = kNumSpecialIds + static_cast<int32_t>(rng.Next() % static_cast<uint64_t>(vocab_size - kNumSpecialIds));
     } else {
-      constexpr int32_t kSpecials[] = {0, 2, 3};  // never the padding id 1
-      token = kSpecials[rng.Next() % 3];
-      if (token >= vocab_size) token = 0;
+      constexpr int32_t kReadable[] = {kBosId, kEosId, kUnkId};  // never the padding id
+      token = kReadable[rng.Next() % 3];
+      if (token >= vocab_size) token = kBosId;
     }
   }
   return tokens;
@@ -206,9 +207,8 @@ std::vector<int32_t> RandomTokens(int64_t count, int vocab_size, uint64_t seed) 
 
 std::string RandomModelTokenizerJson(int vocab_size) {
   nlohmann::ordered_json symbols = nlohmann::ordered_json::array();
-  const char* specials[] = {"<s>", "<pad>", "</s>", "<unk>"};
   for (int i = 0; i < vocab_size; ++i) {
-    symbols.push_back(i < 4 ? std::string(specials[i]) : std::to_string(i - 4));
+    symbols.push_back(i < kNumSpecialIds ? std::string(kSpecialSymbols[i]) : std::to_string(i - kNumSpecialIds));
   }
   nlohmann::ordered_json tokenizer;
   tokenizer["style"] = vocab_size <= 4 + 256 ? "byte" : "word";

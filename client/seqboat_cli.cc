@@ -21,6 +21,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/cli_lib.h"
@@ -75,14 +76,8 @@ int Fail(int code, const std::string& message) {
   return code;
 }
 
-const char* CodeName(grpc::StatusCode code) {
-  static const char* kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-                                 "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-                                 "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
-                                 "UNAUTHENTICATED"};
-  const int index = static_cast<int>(code);
-  return index >= 0 && index < 17 ? kNames[index] : "UNKNOWN";
-}
+// gRPC and absl number their status codes alike; absl names them.
+std::string CodeName(grpc::StatusCode code) { return absl::StatusCodeToString(static_cast<absl::StatusCode>(code)); }
 
 int CallFailed(const grpc::Status& status) {
   return Fail(kCallError, absl::StrCat(CodeName(status.error_code()), ": ", status.error_message()));
@@ -268,14 +263,17 @@ int Bench(const std::shared_ptr<grpc::Channel>& channel) {
   if (grpc::Status status = stub->GetModelInfo(&info_context, v1::GetModelInfoRequest(), &info); !status.ok()) {
     return CallFailed(status);
   }
-  const int V = info.vocab_size();
+  // Prompt tokens are drawn from the model's own symbols, after the special ids.
+  const int first = info.special_tokens(), symbols = info.vocab_size() - info.special_tokens();
+  if (symbols < 1) return Fail(kCallError, absl::StrCat("the model has no symbols beyond its ", first, " special ids"));
+  auto draw = [&](std::mt19937_64& rng) { return first + static_cast<int32_t>(rng() % symbols); };
   const uint64_t seed = absl::GetFlag(FLAGS_seed).value_or(1);
-  // Prompts: </s>, then a prefix shared by every request, then tokens of its own.
+  // Prompts: the start token, then a prefix shared by every request, then tokens of its own.
   const int shared_tokens = static_cast<int>(std::lround(shared * (prompt_tokens - 1)));
-  std::vector<int32_t> prefix = {2};
+  std::vector<int32_t> prefix = {info.start_token_id()};
   {
     std::mt19937_64 rng(seed);
-    for (int i = 0; i < shared_tokens; ++i) prefix.push_back(4 + static_cast<int32_t>(rng() % (V - 4)));
+    for (int i = 0; i < shared_tokens; ++i) prefix.push_back(draw(rng));
   }
 
   std::mutex mu;
@@ -292,7 +290,7 @@ int Bench(const std::shared_ptr<grpc::Channel>& channel) {
       auto* ids = request.mutable_tokens();
       for (int32_t id : prefix) ids->add_ids(id);
       std::mt19937_64 rng(seed * 1000003 + index);
-      while (ids->ids_size() < prompt_tokens) ids->add_ids(4 + static_cast<int32_t>(rng() % (V - 4)));
+      while (ids->ids_size() < prompt_tokens) ids->add_ids(draw(rng));
       request.mutable_sampling()->set_temperature(absl::GetFlag(FLAGS_temperature).value_or(1.0f));
       request.mutable_sampling()->set_seed(seed + index);
       request.mutable_stopping()->set_max_new_tokens(output_tokens);

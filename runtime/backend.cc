@@ -3,12 +3,9 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "runtime/model/vocab.h"
 
 namespace seqboat {
-
-namespace {
-constexpr int32_t kPaddingId = 1;  // fairseq's <pad>: never model input
-}  // namespace
 
 absl::Status CheckSlotId(SlotId slot, int num_slots, absl::string_view what) {
   if (slot < 0 || slot >= num_slots) {
@@ -33,18 +30,8 @@ absl::Status ValidateForward(absl::Span<const SequenceChunk> batch, const Forwar
       return absl::InvalidArgumentError(
           absl::StrCat("Forward: chunk ", c, " (slot ", chunk.slot, ") has no tokens"));
     }
-    for (size_t i = 0; i < chunk.tokens.size(); ++i) {
-      const int32_t token = chunk.tokens[i];
-      if (token < 0 || token >= vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat("Forward: chunk ", c, " token ", i,
-                                                       " is id ", token, "; expected 0..",
-                                                       vocab_size - 1));
-      }
-      if (token == kPaddingId) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("Forward: chunk ", c, " token ", i,
-                         " is the padding id 1, which is never model input"));
-      }
+    if (std::optional<BadTokenId> bad = FindBadTokenId(chunk.tokens, vocab_size)) {
+      return absl::InvalidArgumentError(absl::StrCat("Forward: chunk ", c, " token ", bad->index, ": ", bad->problem));
     }
   }
   const int64_t rows = LogitRows(batch), tokens = TotalTokens(batch);
@@ -57,13 +44,13 @@ absl::Status ValidateForward(absl::Span<const SequenceChunk> batch, const Forwar
                                                    out.logits.size(), " floats; the batch needs ",
                                                    rows, " x ", vocab_size));
   }
-  const int64_t decisions = tokens * layers;
-  if (!out.activations.empty() && static_cast<int64_t>(out.activations.size()) != decisions) {
+  const int64_t flags = tokens * layers;  // one per token and layer
+  if (!out.activations.empty() && static_cast<int64_t>(out.activations.size()) != flags) {
     return absl::InvalidArgumentError(absl::StrCat("Forward: activations buffer holds ",
                                                    out.activations.size(), "; expected ", tokens,
                                                    " x ", layers));
   }
-  if (!out.confidences.empty() && static_cast<int64_t>(out.confidences.size()) != decisions) {
+  if (!out.confidences.empty() && static_cast<int64_t>(out.confidences.size()) != flags) {
     return absl::InvalidArgumentError(absl::StrCat("Forward: confidences buffer holds ",
                                                    out.confidences.size(), "; expected ", tokens,
                                                    " x ", layers));

@@ -9,6 +9,7 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include "absl/status/status.h"
 #include "runtime/engine/request.h"
 
 namespace seqboat::server {
@@ -29,8 +30,10 @@ constexpr FinishReason kReasons[] = {FinishReason::kLength,    FinishReason::kSt
                                      FinishReason::kError};
 
 // Status codes a Generate call can end with; created up front so every series exists.
-constexpr const char* kCodes[] = {"OK",          "INVALID_ARGUMENT", "UNAUTHENTICATED", "RESOURCE_EXHAUSTED",
-                                  "UNAVAILABLE", "CANCELLED",        "DEADLINE_EXCEEDED", "INTERNAL"};
+constexpr absl::StatusCode kCodes[] = {
+    absl::StatusCode::kOk,          absl::StatusCode::kInvalidArgument, absl::StatusCode::kUnauthenticated,
+    absl::StatusCode::kResourceExhausted, absl::StatusCode::kUnavailable, absl::StatusCode::kCancelled,
+    absl::StatusCode::kDeadlineExceeded,  absl::StatusCode::kInternal};
 
 }  // namespace
 
@@ -41,7 +44,7 @@ Metrics::Metrics(int layers) : registry_(std::make_shared<prometheus::Registry>(
                        .Help("Generate calls finished, by final gRPC status code")
                        .Register(registry);
   requests_family_ = &requests;
-  for (const char* code : kCodes) requests.Add({{"code", code}});
+  for (absl::StatusCode code : kCodes) requests.Add({{"code", absl::StatusCodeToString(code)}});
   auto& finished = prometheus::BuildCounter()
                        .Name("seqboat_requests_finished_total")
                        .Help("Requests the engine finished, by finish reason")

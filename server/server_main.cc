@@ -380,6 +380,8 @@ int Serve() {
   info.set_parameters((*model)->parameter_count());
   info.set_prefix_cache_bytes(static_cast<int64_t>(cache_slots) * static_cast<int64_t>(state_bytes));
   info.set_server_version(kVersion);
+  info.set_start_token_id(kEosId);
+  info.set_special_tokens(kNumSpecialIds);
   seqboat::v1::Limits* limit_info = info.mutable_limits();
   limit_info->set_max_batch(max_batch);
   limit_info->set_max_waiting(engine_options.max_waiting);

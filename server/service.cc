@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "server/api_keys.h"
+#include "runtime/util/utf8.h"
 #include "server/stop_filter.h"
 
 namespace seqboat::server {
@@ -69,28 +70,8 @@ grpc::Status ToGrpc(const absl::Status& status) {
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
 }
 
-const char* CodeName(grpc::StatusCode code) {
-  switch (code) {
-    case grpc::OK: return "OK";
-    case grpc::CANCELLED: return "CANCELLED";
-    case grpc::UNKNOWN: return "UNKNOWN";
-    case grpc::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
-    case grpc::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
-    case grpc::NOT_FOUND: return "NOT_FOUND";
-    case grpc::ALREADY_EXISTS: return "ALREADY_EXISTS";
-    case grpc::PERMISSION_DENIED: return "PERMISSION_DENIED";
-    case grpc::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
-    case grpc::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
-    case grpc::ABORTED: return "ABORTED";
-    case grpc::OUT_OF_RANGE: return "OUT_OF_RANGE";
-    case grpc::UNIMPLEMENTED: return "UNIMPLEMENTED";
-    case grpc::INTERNAL: return "INTERNAL";
-    case grpc::UNAVAILABLE: return "UNAVAILABLE";
-    case grpc::DATA_LOSS: return "DATA_LOSS";
-    case grpc::UNAUTHENTICATED: return "UNAUTHENTICATED";
-    default: return "UNKNOWN";
-  }
-}
+// The status's name as gRPC spells it (absl numbers and names the codes alike).
+std::string CodeName(grpc::StatusCode code) { return absl::StatusCodeToString(static_cast<absl::StatusCode>(code)); }
 
 grpc::Status Authorize(const std::vector<std::string>& keys, const grpc::CallbackServerContext& context) {
   const auto& metadata = context.client_metadata();
@@ -98,45 +79,6 @@ grpc::Status Authorize(const std::vector<std::string>& keys, const grpc::Callbac
   absl::optional<absl::string_view> value;
   if (it != metadata.end()) value = absl::string_view(it->second.data(), it->second.size());
   return ToGrpc(CheckBearer(keys, value));
-}
-
-// Length of the valid UTF-8 sequence at bytes[i], or 0 (overlong forms, surrogates and
-// code points above U+10FFFF are invalid).
-size_t Utf8SequenceLength(absl::string_view bytes, size_t i) {
-  const unsigned char c = bytes[i];
-  if (c < 0x80) return 1;
-  size_t n;
-  unsigned char lo = 0x80, hi = 0xBF;
-  if (c >= 0xC2 && c <= 0xDF) {
-    n = 2;
-  } else if (c >= 0xE0 && c <= 0xEF) {
-    n = 3;
-    if (c == 0xE0) lo = 0xA0;
-    if (c == 0xED) hi = 0x9F;
-  } else if (c >= 0xF0 && c <= 0xF4) {
-    n = 4;
-    if (c == 0xF0) lo = 0x90;
-    if (c == 0xF4) hi = 0x8F;
-  } else {
-    return 0;
-  }
-  if (i + n > bytes.size()) return 0;
-  const unsigned char c1 = bytes[i + 1];
-  if (c1 < lo || c1 > hi) return 0;
-  for (size_t k = 2; k < n; ++k) {
-    const unsigned char ck = bytes[i + k];
-    if (ck < 0x80 || ck > 0xBF) return 0;
-  }
-  return n;
-}
-
-bool IsValidUtf8(absl::string_view text) {
-  for (size_t i = 0; i < text.size();) {
-    const size_t n = Utf8SequenceLength(text, i);
-    if (n == 0) return false;
-    i += n;
-  }
-  return true;
 }
 
 v1::FinishReason ToProto(FinishReason reason) {
@@ -623,22 +565,6 @@ void GenerateCall::Pump() {
 
 }  // namespace
 
-std::string EscapeInvalidUtf8(const std::string& bytes) {
-  std::string out;
-  out.reserve(bytes.size());
-  for (size_t i = 0; i < bytes.size();) {
-    const size_t n = Utf8SequenceLength(bytes, i);
-    if (n == 0) {
-      absl::StrAppendFormat(&out, "\\x%02X", static_cast<unsigned char>(bytes[i]));
-      ++i;
-    } else {
-      out.append(bytes, i, n);
-      i += n;
-    }
-  }
-  return out;
-}
-
 absl::Status BuildGenerationParams(const v1::GenerateRequest& request, const Tokenizer& tokenizer,
                                    const ModelConfig& config, const ServiceLimits& limits, uint64_t seed,
                                    GenerationParams* params, std::vector<std::string>* stop_sequences) {
@@ -650,18 +576,9 @@ absl::Status BuildGenerationParams(const v1::GenerateRequest& request, const Tok
         return absl::InvalidArgumentError(
             absl::StrCat("text: ", text.size(), " bytes; at most ", limits.max_text_bytes));
       }
-      // The start token comes first, so the text may take one token less than a prompt.
-      const size_t room = static_cast<size_t>(std::max<int64_t>(limits.request.max_prompt_tokens - 1, 0));
-      absl::StatusOr<std::vector<int32_t>> ids = tokenizer.Encode(text, room);
-      if (absl::IsOutOfRange(ids.status())) {
-        return absl::InvalidArgumentError(absl::StrCat("text: ", ids.status().message(), "; a prompt holds at most ",
-                                                       limits.request.max_prompt_tokens,
-                                                       " tokens with the start token"));
-      }
+      absl::StatusOr<std::vector<int32_t>> ids = tokenizer.EncodePrompt(text, limits.request.max_prompt_tokens);
       if (!ids.ok()) return absl::InvalidArgumentError(absl::StrCat("text: ", ids.status().message()));
-      params->prompt.reserve(ids->size() + 1);
-      params->prompt.push_back(kEosId);  // fairseq's start token
-      params->prompt.insert(params->prompt.end(), ids->begin(), ids->end());
+      params->prompt = *std::move(ids);
       break;
     }
     case v1::GenerateRequest::kTokens: {
@@ -776,17 +693,13 @@ grpc::ServerUnaryReactor* SeqBoatService::Tokenize(grpc::CallbackServerContext* 
                                                                shared_->limits.max_text_bytes));
   }
   if (status.ok()) {
-    absl::StatusOr<std::vector<int32_t>> ids = shared_->tokenizer->Encode(request.text());
+    absl::StatusOr<std::vector<int32_t>> ids = shared_->tokenizer->EncodePrompt(request.text());
     if (!ids.ok()) {
       status = grpc::Status(grpc::INVALID_ARGUMENT, absl::StrCat("text: ", ids.status().message()));
     } else {
       v1::TokenizeResponse response;
-      response.mutable_token_ids()->Reserve(static_cast<int>(ids->size()) + 1);
-      response.add_token_ids(kEosId);
-      for (int32_t id : *ids) response.add_token_ids(id);
-      for (int32_t id : response.token_ids()) {
-        response.add_pieces(EscapeInvalidUtf8(shared_->tokenizer->TokenText(id)));
-      }
+      response.mutable_token_ids()->Add(ids->begin(), ids->end());
+      for (int32_t id : *ids) response.add_pieces(EscapeInvalidUtf8(shared_->tokenizer->TokenText(id)));
       bool own_buffer;
       status = grpc::SerializationTraits<v1::TokenizeResponse>::Serialize(response, response_bytes, &own_buffer);
     }

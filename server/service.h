@@ -93,8 +93,4 @@ absl::Status ParseRequest(const grpc::ByteBuffer& bytes, google::protobuf::Messa
 // the log). The service and ParseRequest install it; later calls do nothing.
 void InstallProtobufLogHandler();
 
-// Valid UTF-8 stays as it is; every byte of an invalid sequence becomes the four characters
-// \xNN (protobuf strings must be valid UTF-8).
-std::string EscapeInvalidUtf8(const std::string& bytes);
-
 }  // namespace seqboat::server

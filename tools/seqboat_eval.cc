@@ -86,9 +86,7 @@ absl::StatusOr<std::vector<int32_t>> LoadTokens(const Model& model) {
   }
   ASSIGN_OR_RETURN(std::string text, ReadFile(text_file));
   ASSIGN_OR_RETURN(Tokenizer tokenizer, Tokenizer::FromJson(model.tokenizer_json()));
-  ASSIGN_OR_RETURN(std::vector<int32_t> ids, tokenizer.Encode(text));
-  if (absl::GetFlag(FLAGS_prepend_eos)) ids.insert(ids.begin(), kEosId);
-  return ids;
+  return absl::GetFlag(FLAGS_prepend_eos) ? tokenizer.EncodePrompt(text) : tokenizer.Encode(text);
 }
 
 absl::Status Run() {
@@ -110,14 +108,8 @@ absl::Status Run() {
   const double load_ms = absl::ToDoubleMilliseconds(absl::Now() - load_start);
   ASSIGN_OR_RETURN(std::vector<int32_t> tokens, LoadTokens(*model));
   if (tokens.empty()) return absl::InvalidArgumentError("the token sequence is empty");
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    if (tokens[i] < 0 || tokens[i] >= model->config().vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("token ", i, " is id ", tokens[i], "; the vocabulary has ids 0..",
-                                                     model->config().vocab_size - 1));
-    }
-    if (tokens[i] == kPadId) {
-      return absl::InvalidArgumentError(absl::StrCat("token ", i, " is the padding id ", kPadId, ", never model input"));
-    }
+  if (std::optional<BadTokenId> bad = FindBadTokenId(tokens, model->config().vocab_size)) {
+    return absl::InvalidArgumentError(absl::StrCat("token ", bad->index, ": ", bad->problem));
   }
 
   CpuBackendOptions options;

@@ -1,10 +1,11 @@
-// Engine: the continuous-batching loop around PlanIteration and Backend::Forward.
+// Engine: the continuous-batching loop around PlanIteration and Backend::Forward, one
+// iteration as a sequence of stages: Intake, Expire, Plan, Admit, BuildBatch, Forward,
+// Sample, Deliver, Report.
 #include "runtime/engine/engine.h"
 
 #include <algorithm>
 #include <cmath>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "runtime/model/tokenizer.h"
 
@@ -94,7 +95,6 @@ absl::StatusOr<std::shared_ptr<RequestHandle>> Engine::Submit(GenerationParams p
       return absl::ResourceExhaustedError(absl::StrCat("the server is full (", options_.max_running, " slots and ",
                                                        options_.max_waiting, " waiting places taken); retry later"));
     }
-    handle->id = next_id_++;
     submitted_.push_back(std::move(sequence));
   }
   wake_.notify_one();
@@ -179,15 +179,36 @@ void Engine::LoseBackend(const absl::Status& health) {
   ReleaseFinished();
 }
 
+// One iteration, as stages. Each returns what the next one needs; none edits the plan.
 bool Engine::RunIteration() {
-  absl::Time drain_deadline;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    TakeSubmittedLocked();
-    drain_deadline = drain_deadline_;
-  }
-  // Cancellations, deadlines and the end of a drain free their slots before planning.
+  const absl::Time drain_deadline = Intake();
   const absl::Time now = absl::Now();
+  Expire(now, drain_deadline);
+  if (waiting_.empty() && running_.empty()) return false;
+
+  IterationStats stats;
+  const IterationPlan plan = Plan();
+  Admit(plan, now, &stats);
+  BuildBatch(plan, &stats);
+  if (batch_.chunks.empty()) {  // every planned sequence failed its slot operation
+    ReleaseFinished();
+    return !running_.empty() || !waiting_.empty();
+  }
+  if (!Forward(&stats)) return true;
+  Sample();
+  Deliver(&stats);
+  Report(&stats);
+  return true;
+}
+
+absl::Time Engine::Intake() {
+  std::lock_guard<std::mutex> lock(mu_);
+  TakeSubmittedLocked();
+  return drain_deadline_;
+}
+
+void Engine::Expire(absl::Time now, absl::Time drain_deadline) {
+  // Cancellations, deadlines and the end of a drain free their slots before planning.
   auto expire = [&](Sequence& sequence) {
     if (sequence.handle->cancelled.load() || now >= drain_deadline) {
       Finish(sequence, FinishReason::kCancelled);
@@ -198,121 +219,120 @@ bool Engine::RunIteration() {
   for (auto& sequence : waiting_) expire(*sequence);
   for (auto& sequence : running_) expire(*sequence);
   ReleaseFinished();
-  if (waiting_.empty() && running_.empty()) return false;
+}
 
+IterationPlan Engine::Plan() {
   std::vector<WaitingRequest> waiting;
+  waiting.reserve(std::min<size_t>(waiting_.size(), options_.max_running));
   for (const auto& sequence : waiting_) {
-    int64_t to_prefill = static_cast<int64_t>(sequence->params.prompt.size());
-    if (prefix_cache_ != nullptr) {
-      if (auto hit = prefix_cache_->Peek(sequence->params.prompt)) to_prefill -= hit->tokens;
-    }
-    waiting.push_back({sequence->handle->id, to_prefill});
+    if (waiting.size() + running_.size() >= static_cast<size_t>(options_.max_running)) break;  // no slot for more
+    waiting.push_back({sequence->params.prompt});
   }
   std::vector<RunningSequence> running;
+  running.reserve(running_.size());
   for (const auto& sequence : running_) {
-    running.push_back({sequence->handle->id, static_cast<int64_t>(sequence->params.prompt.size()) - sequence->prefilled});
+    running.push_back({sequence->slot, sequence->params.prompt, sequence->prefilled, sequence->snapshot_at});
   }
-  const IterationPlan plan = PlanIteration(waiting, running, {options_.max_running, options_.prefill_budget});
-  IterationStats stats;
-  for (size_t i = 0; i < plan.admitted.size(); ++i) {
+  return PlanIteration(waiting, running, free_slots_, prefix_cache_.get(),
+                       {options_.max_running, options_.prefill_budget});
+}
+
+void Engine::Admit(const IterationPlan& plan, absl::Time now, IterationStats* stats) {
+  for (const Admission& admission : plan.admissions) {
     std::unique_ptr<Sequence> sequence = std::move(waiting_.front());
     waiting_.pop_front();
-    sequence->slot = free_slots_.back();
-    free_slots_.pop_back();
+    free_slots_.pop_back();  // the plan took the slots from the back, in order
+    sequence->slot = admission.slot;
     sequence->admitted_at = now;
-    absl::Status start = absl::OkStatus();
-    if (prefix_cache_ != nullptr) {
-      const std::vector<int32_t>& prompt = sequence->params.prompt;
-      std::optional<PrefixCache::Hit> hit = prefix_cache_->Lookup(prompt);
-      if (hit.has_value() && backend_->CopySlot(hit->slot, sequence->slot).ok()) {
-        sequence->prefilled = sequence->cached = hit->tokens;
-        ++stats.prefix_cache_hits;
-        stats.prefix_cache_hit_tokens += hit->tokens;
-      } else {
-        if (hit.has_value()) prefix_cache_->Drop(hit->slot);
-        start = backend_->ResetSlot(sequence->slot);
-        ++stats.prefix_cache_misses;
-      }
-      sequence->snapshot_at = prefix_cache_->SnapshotPoint(prompt, sequence->prefilled);
+    sequence->prefilled = sequence->cached = admission.restored_tokens;
+    sequence->snapshot_at = admission.snapshot_at;
+    absl::Status start;
+    if (admission.restore_from >= 0) {
+      start = backend_->CopySlot(admission.restore_from, admission.slot);
+      if (!start.ok()) prefix_cache_->Drop(admission.restore_from);
+      ++stats->prefix_cache_hits;
+      stats->prefix_cache_hit_tokens += admission.restored_tokens;
     } else {
-      start = backend_->ResetSlot(sequence->slot);
+      start = backend_->ResetSlot(admission.slot);
+      if (prefix_cache_ != nullptr) ++stats->prefix_cache_misses;
     }
     running_.push_back(std::move(sequence));
+    // A slot that could not be prepared ends its request; the plan's other chunks go on.
     if (!start.ok()) Finish(*running_.back(), FinishReason::kError, std::string(start.message()));
   }
   running_count_ = running_.size();
   waiting_count_ = waiting_.size();
+}
 
-  absl::flat_hash_map<RequestId, Sequence*> by_id;
-  for (auto& sequence : running_) by_id[sequence->handle->id] = sequence.get();
-  std::vector<SequenceChunk> batch;
-  std::vector<Sequence*> batch_sequences;
-  std::vector<bool> batch_decodes;
-  std::vector<int32_t> decode_inputs;
-  decode_inputs.reserve(plan.chunks.size());
+void Engine::BuildBatch(const IterationPlan& plan, IterationStats* stats) {
+  batch_.chunks.clear();
+  batch_.planned.clear();
+  batch_.sequences.clear();
+  batch_.decode_inputs.clear();
+  batch_.decode_inputs.reserve(plan.chunks.size());  // spans point into it
   for (const ScheduledChunk& chunk : plan.chunks) {
-    Sequence* sequence = by_id[chunk.id];
-    if (sequence->finished) continue;
-    if (chunk.decode) {
-      decode_inputs.push_back(sequence->last_token);
-      batch.push_back({sequence->slot, absl::MakeConstSpan(&decode_inputs.back(), 1), false});
-      ++stats.decode_sequences;
-    } else {
-      int64_t n = std::min<int64_t>(chunk.tokens, sequence->params.prompt.size() - sequence->prefilled);
-      // Stop at a prefix-cache snapshot point; the rest of the prompt goes next iteration.
-      if (sequence->snapshot_at > sequence->prefilled) n = std::min(n, sequence->snapshot_at - sequence->prefilled);
-      if (n <= 0) continue;
-      batch.push_back({sequence->slot, absl::MakeConstSpan(sequence->params.prompt.data() + sequence->prefilled, n),
-                       false});
-      stats.prefill_tokens += n;
+    Sequence* sequence = running_[chunk.sequence].get();
+    if (sequence->finished) {  // its slot operation failed
+      if (chunk.snapshot_into >= 0) prefix_cache_->Drop(chunk.snapshot_into);
+      continue;
     }
-    batch_sequences.push_back(sequence);
-    batch_decodes.push_back(chunk.decode);
+    if (chunk.decode) {
+      batch_.decode_inputs.push_back(sequence->last_token);
+      batch_.chunks.push_back({chunk.slot, absl::MakeConstSpan(&batch_.decode_inputs.back(), 1), false});
+      ++stats->decode_sequences;
+    } else {
+      const absl::Span<const int32_t> prompt(sequence->params.prompt);
+      batch_.chunks.push_back({chunk.slot, prompt.subspan(chunk.begin, chunk.end - chunk.begin), false});
+      stats->prefill_tokens += chunk.end - chunk.begin;
+    }
+    batch_.planned.push_back(&chunk);
+    batch_.sequences.push_back(sequence);
   }
-  if (batch.empty()) {
-    ReleaseFinished();
-    return !running_.empty() || !waiting_.empty();
-  }
+  stats->sequences = static_cast<int64_t>(batch_.chunks.size());
+}
+
+bool Engine::Forward(IterationStats* stats) {
   const int V = config_.vocab_size, L = config_.layers;
-  const int64_t tokens = TotalTokens(batch);
-  stats.sequences = static_cast<int64_t>(batch.size());
+  const int64_t tokens = TotalTokens(batch_.chunks);
   // Reused across iterations: for a large vocabulary a fresh [batch, V] buffer costs more
   // (allocation, zeroing, page faults) than sampling from it.
-  logits_.resize(batch.size() * V);
+  logits_.resize(batch_.chunks.size() * V);
   activations_.resize(tokens * L);
-  const absl::Span<const float> logits(logits_);
-  const absl::Span<const uint8_t> activations(activations_);
   const absl::Time step_start = absl::Now();
-  absl::Status status = backend_->Forward(batch, {absl::MakeSpan(logits_), absl::MakeSpan(activations_), {}});
-  stats.step_time = absl::Now() - step_start;
-  if (!status.ok()) {
-    // The backend changed no slot; the requests of this batch end with an error.
-    if (observer_ != nullptr) observer_->OnBackendError(status, static_cast<int64_t>(batch_sequences.size()));
-    for (Sequence* sequence : batch_sequences) Finish(*sequence, FinishReason::kError, std::string(status.message()));
-    ReleaseFinished();
-    // Whether the others can go on: a lost device fails every later call as well.
-    if (absl::Status health = backend_->CheckHealth(); !health.ok()) LoseBackend(health);
+  const absl::Status status =
+      backend_->Forward(batch_.chunks, {absl::MakeSpan(logits_), absl::MakeSpan(activations_), {}});
+  stats->step_time = absl::Now() - step_start;
+  if (status.ok()) {
+    stats->tokens = tokens;
+    stats->activated_tokens.assign(L, 0);
+    for (int64_t t = 0; t < tokens; ++t) {
+      for (int l = 0; l < L; ++l) stats->activated_tokens[l] += activations_[t * L + l];
+    }
     return true;
   }
-
-  stats.tokens = tokens;
-  stats.activated_tokens.assign(L, 0);
-  for (int64_t t = 0; t < tokens; ++t) {
-    for (int l = 0; l < L; ++l) stats.activated_tokens[l] += activations[t * L + l];
+  // The backend changed no slot; the requests of this batch end with an error, and the
+  // snapshots they were to give are not taken.
+  if (observer_ != nullptr) observer_->OnBackendError(status, static_cast<int64_t>(batch_.sequences.size()));
+  for (size_t i = 0; i < batch_.sequences.size(); ++i) {
+    if (batch_.planned[i]->snapshot_into >= 0) prefix_cache_->Drop(batch_.planned[i]->snapshot_into);
+    Finish(*batch_.sequences[i], FinishReason::kError, std::string(status.message()));
   }
-  // Draw every token of the iteration first (in parallel when it pays: each sequence's
-  // sampler is its own), then hand them out in batch order on this thread.
-  auto samples_token = [&](size_t i) {
-    const Sequence& sequence = *batch_sequences[i];
-    return batch_decodes[i] || sequence.prefilled + static_cast<int64_t>(batch[i].tokens.size()) ==
-                                   static_cast<int64_t>(sequence.params.prompt.size());
-  };
-  sampled_.resize(batch.size());
+  ReleaseFinished();
+  // Whether the others can go on: a lost device fails every later call as well.
+  if (absl::Status health = backend_->CheckHealth(); !health.ok()) LoseBackend(health);
+  return false;
+}
+
+void Engine::Sample() {
+  // Every token of the iteration is drawn first (in parallel when it pays: each sequence's
+  // sampler is its own), then handed out in batch order by Deliver.
+  const int V = config_.vocab_size;
+  sampled_.resize(batch_.chunks.size());
   auto draw = [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      if (!samples_token(i)) continue;
-      Sequence& sequence = *batch_sequences[i];
-      const absl::Span<const float> row(logits.data() + i * V, V);
+      if (!batch_.planned[i]->samples) continue;
+      Sequence& sequence = *batch_.sequences[i];
+      const absl::Span<const float> row(logits_.data() + i * V, V);
       GeneratedToken& generated = sampled_[i];
       generated.token = sequence.sampler->Sample(row);
       generated.logprob = 0.0f;
@@ -323,32 +343,37 @@ bool Engine::RunIteration() {
       }
     }
   };
-  if (sampling_pool_ != nullptr &&
-      static_cast<int64_t>(batch.size()) * V >= options_.parallel_sampling_min_logits) {
-    sampling_pool_->ParallelFor(batch.size(), draw);
+  const int64_t rows = static_cast<int64_t>(batch_.chunks.size());
+  if (sampling_pool_ != nullptr && rows * V >= options_.parallel_sampling_min_logits) {
+    sampling_pool_->ParallelFor(rows, draw);
   } else {
-    draw(0, batch.size());
+    draw(0, rows);
   }
+}
+
+void Engine::Deliver(IterationStats* stats) {
+  const int L = config_.layers;
   int64_t token_row = 0;
   const absl::Time sampled_at = absl::Now();
-  for (size_t i = 0; i < batch.size(); ++i) {
-    Sequence& sequence = *batch_sequences[i];
-    const int64_t n = batch[i].tokens.size();
-    const int64_t last_row = token_row + n - 1;
-    token_row += n;
-    if (!batch_decodes[i]) {
-      sequence.prefilled += n;
-      if (sequence.snapshot_at > 0 && sequence.prefilled == sequence.snapshot_at) {
-        const SlotId snapshot = prefix_cache_->Insert(sequence.params.prompt, sequence.snapshot_at);
-        if (snapshot >= 0 && !backend_->CopySlot(sequence.slot, snapshot).ok()) prefix_cache_->Drop(snapshot);
+  for (size_t i = 0; i < batch_.chunks.size(); ++i) {
+    Sequence& sequence = *batch_.sequences[i];
+    const ScheduledChunk& chunk = *batch_.planned[i];
+    const int64_t last_row = token_row + static_cast<int64_t>(batch_.chunks[i].tokens.size()) - 1;
+    token_row = last_row + 1;
+    if (!chunk.decode) {
+      sequence.prefilled = chunk.end;
+      if (chunk.end == sequence.snapshot_at) {
+        if (chunk.snapshot_into >= 0 && !backend_->CopySlot(chunk.slot, chunk.snapshot_into).ok()) {
+          prefix_cache_->Drop(chunk.snapshot_into);
+        }
         sequence.snapshot_at = 0;
       }
-      if (sequence.prefilled < static_cast<int64_t>(sequence.params.prompt.size())) continue;  // more prompt to go
     }
+    if (!chunk.samples) continue;  // more prompt to go
     GeneratedToken& generated = sampled_[i];
     generated.activations.clear();
     if (sequence.params.return_activations) {
-      generated.activations.assign(activations.begin() + last_row * L, activations.begin() + (last_row + 1) * L);
+      generated.activations.assign(activations_.begin() + last_row * L, activations_.begin() + (last_row + 1) * L);
     }
     if (observer_ != nullptr && sequence.generated > 0) observer_->OnTokenEmitted(sampled_at - sequence.last_token_at);
     if (sequence.generated == 0) sequence.first_token_at = sampled_at;
@@ -364,22 +389,24 @@ bool Engine::RunIteration() {
       continue;
     }
     ++sequence.generated;
-    ++stats.generated_tokens;
+    ++stats->generated_tokens;
     if (!sequence.sink->OnToken(generated)) {
       Finish(sequence, FinishReason::kStop);
     } else if (sequence.generated >= sequence.params.max_new_tokens) {
       Finish(sequence, FinishReason::kLength);
     }
   }
+}
+
+void Engine::Report(IterationStats* stats) {
   ReleaseFinished();  // first, so that the counts below exclude requests that just ended
-  stats.running = running_.size();
-  stats.waiting = waiting_.size();
+  stats->running = running_.size();
+  stats->waiting = waiting_.size();
   if (prefix_cache_ != nullptr) {
-    stats.prefix_cache_entries = prefix_cache_->entries();
-    stats.prefix_cache_bytes = prefix_cache_->entries() * static_cast<int64_t>(backend_->state_bytes_per_slot());
+    stats->prefix_cache_entries = prefix_cache_->entries();
+    stats->prefix_cache_bytes = prefix_cache_->entries() * static_cast<int64_t>(backend_->state_bytes_per_slot());
   }
-  if (observer_ != nullptr) observer_->OnIteration(stats);
-  return true;
+  if (observer_ != nullptr) observer_->OnIteration(*stats);
 }
 
 }  // namespace seqboat

@@ -16,6 +16,7 @@
 #include "runtime/backend.h"
 #include "runtime/engine/prefix_cache.h"
 #include "runtime/engine/request.h"
+#include "runtime/engine/scheduler.h"
 #include "runtime/model/config.h"
 #include "runtime/util/thread_pool.h"
 
@@ -105,8 +106,26 @@ class Engine {
   struct Sequence;
 
   Engine(Backend* backend, const ModelConfig& config, const EngineOptions& options, EngineObserver* observer);
+  // The chunks one iteration runs, and for each its sequence and its planned chunk.
+  struct Batch {
+    std::vector<SequenceChunk> chunks;
+    std::vector<const ScheduledChunk*> planned;
+    std::vector<Sequence*> sequences;
+    std::vector<int32_t> decode_inputs;  // the decode chunks' tokens point here
+  };
+
   void Loop();
   bool RunIteration();  // false when there was nothing to do
+  // The stages of an iteration, in order.
+  absl::Time Intake();  // submitted -> waiting; returns the drain deadline
+  void Expire(absl::Time now, absl::Time drain_deadline);  // cancellations, deadlines, drain
+  IterationPlan Plan();
+  void Admit(const IterationPlan& plan, absl::Time now, IterationStats* stats);  // slots, resets, restores
+  void BuildBatch(const IterationPlan& plan, IterationStats* stats);
+  bool Forward(IterationStats* stats);  // false: the batch failed and its requests ended
+  void Sample();
+  void Deliver(IterationStats* stats);  // tokens to sinks, snapshots into the prefix cache
+  void Report(IterationStats* stats);
   void Finish(Sequence& sequence, FinishReason reason, const std::string& error = "");
   void ReleaseFinished();
   void TakeSubmittedLocked();  // submitted_ -> waiting_; holds mu_
@@ -124,7 +143,6 @@ class Engine {
   bool stop_ = false;
   absl::Time drain_deadline_ = absl::InfiniteFuture();
   absl::Status backend_lost_;  // guarded by mu_; not OK once the backend is unusable
-  RequestId next_id_ = 1;
 
   // Owned by the engine thread only.
   std::deque<std::unique_ptr<Sequence>> waiting_;
@@ -132,6 +150,7 @@ class Engine {
   std::vector<SlotId> free_slots_;
   std::unique_ptr<PrefixCache> prefix_cache_;  // null when off
   std::unique_ptr<ThreadPool> sampling_pool_;  // null when sampling_threads == 1
+  Batch batch_;                                 // this iteration's (scratch)
   std::vector<GeneratedToken> sampled_;         // [batch] this iteration's draws (scratch)
   std::vector<float> logits_;                   // [batch, V] scratch
   std::vector<uint8_t> activations_;            // [tokens, L] scratch

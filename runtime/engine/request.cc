@@ -2,7 +2,7 @@
 #include "runtime/engine/request.h"
 
 #include "absl/strings/str_cat.h"
-#include "runtime/model/tokenizer.h"
+#include "runtime/model/vocab.h"
 
 namespace seqboat {
 
@@ -51,15 +51,8 @@ std::optional<RequestError> CheckGenerationParams(const GenerationParams& params
     return RequestError{RequestField::kPrompt, -1,
                         absl::StrCat(prompt.size(), " tokens; at most ", limits.max_prompt_tokens)};
   }
-  for (size_t i = 0; i < prompt.size(); ++i) {
-    if (prompt[i] < 0 || prompt[i] >= vocab_size) {
-      return RequestError{RequestField::kPrompt, static_cast<int64_t>(i),
-                          absl::StrCat("id ", prompt[i], " is outside the vocabulary 0..", vocab_size - 1)};
-    }
-    if (prompt[i] == kPadId) {
-      return RequestError{RequestField::kPrompt, static_cast<int64_t>(i),
-                          absl::StrCat("the padding id ", kPadId, " is not a token a prompt may hold")};
-    }
+  if (std::optional<BadTokenId> bad = FindBadTokenId(prompt, vocab_size)) {
+    return RequestError{RequestField::kPrompt, bad->index, bad->problem};
   }
   if (params.max_new_tokens < 1 || params.max_new_tokens > limits.max_new_tokens_limit) {
     return RequestError{RequestField::kMaxNewTokens, -1,

@@ -74,7 +74,6 @@ class RequestSink {
 // Shared between the submitter and the engine: cancellation is a flag the engine polls
 // every iteration.
 struct RequestHandle {
-  RequestId id = 0;
   std::atomic<bool> cancelled{false};
   void Cancel() { cancelled.store(true, std::memory_order_relaxed); }
 };

@@ -1,49 +1,75 @@
-// The continuous-batching scheduler as a pure function: given the waiting queue, the running
-// sequences and the limits, decide one iteration (admissions, prefill chunks, decode steps).
-// No threads, no model: tested with per-iteration tables (scheduler_test).
+// The continuous-batching scheduler: given the waiting queue, the running sequences, the free
+// slots and the prefix cache, PlanIteration returns the exact plan of one iteration, which the
+// engine applies as it stands: slot operations (reset, or restore a cached prefix), the token
+// span of every chunk, which chunks sample, and which chunks end in a prefix-cache snapshot
+// (and into which slot). No threads, no model: tested with per-iteration tables
+// (scheduler_test).
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
+#include "absl/types/span.h"
+#include "runtime/backend.h"
+
 namespace seqboat {
 
-using RequestId = int64_t;
+class PrefixCache;
 
 struct SchedulerLimits {
-  int max_running = 1;         // state slots
+  int max_running = 1;         // state slots for requests
   int64_t prefill_budget = 1;  // prompt tokens per iteration, over all prefilling sequences
 };
 
+// A request waiting for a slot, in arrival order.
 struct WaitingRequest {
-  RequestId id = 0;
-  int64_t prompt_tokens = 0;  // tokens still to prefill (after any prefix-cache hit), >= 1
+  absl::Span<const int32_t> prompt;  // >= 1 tokens
 };
 
+// A sequence holding a slot.
 struct RunningSequence {
-  RequestId id = 0;
-  int64_t prompt_remaining = 0;  // > 0: still prefilling; 0: decoding
+  SlotId slot = -1;
+  absl::Span<const int32_t> prompt;
+  int64_t prefilled = 0;    // prompt tokens through the model; prompt.size(): decoding
+  int64_t snapshot_at = 0;  // > prefilled: snapshot the state into the prefix cache there; else none
+};
+
+// A waiting request moved into a slot. Admissions are the first waiting requests, in order.
+struct Admission {
+  SlotId slot = -1;
+  SlotId restore_from = -1;      // >= 0: copy this prefix-cache slot in; -1: reset the slot
+  int64_t restored_tokens = 0;   // prompt tokens the restored state holds
+  int64_t snapshot_at = 0;       // the sequence's snapshot point (RunningSequence::snapshot_at)
 };
 
 struct ScheduledChunk {
-  RequestId id = 0;
-  int64_t tokens = 0;     // prompt tokens this iteration, or 1 for a decode step
-  bool decode = false;    // a decode step (feeds the last sampled token)
-  bool samples = false;   // this chunk ends the prompt or is a decode step: sample after it
+  int sequence = 0;         // index into running, then the admissions in order
+  SlotId slot = -1;
+  bool decode = false;      // a decode step (feeds the last sampled token); else prompt tokens:
+  int64_t begin = 0;        // prompt[begin, end)
+  int64_t end = 0;
+  bool samples = false;     // a decode step, or the chunk that ends the prompt: sample after it
+  SlotId snapshot_into = -1;  // >= 0: after the forward, copy the slot's state into this cache slot
 };
 
 struct IterationPlan {
-  std::vector<RequestId> admitted;      // moved from the waiting queue into slots, FIFO order
-  std::vector<ScheduledChunk> chunks;   // decode steps first, then prefill chunks
+  std::vector<Admission> admissions;
+  std::vector<ScheduledChunk> chunks;  // decode steps first, then prefill chunks
 };
 
-// Rules: (1) admit waiting requests in FIFO order while slots are free; (2) every decoding
-// sequence gets one decode step, so running streams keep their pace whatever arrives;
-// (3) the prefill budget goes to prefilling sequences in admission order (running ones
-// first, then the newly admitted), each taking min(remaining, budget left); a sequence
-// whose prompt ends in this chunk samples its first token.
-IterationPlan PlanIteration(const std::vector<WaitingRequest>& waiting,
-                            const std::vector<RunningSequence>& running,
+// Rules: (1) admit waiting requests in arrival order while slots are free (taken from the back
+// of `free_slots`); with a prefix cache, each admission restores the longest cached prefix of
+// its prompt (looked up once, here) and gets its snapshot point; (2) every decoding sequence
+// gets one decode step, so running streams keep their pace whatever arrives; (3) the prefill
+// budget goes to prefilling sequences in admission order (running ones first, then the newly
+// admitted), each taking what is left of its prompt, of the budget, and of the way to its
+// snapshot point; a chunk that reaches the snapshot point claims a cache slot for it, and one
+// that ends the prompt samples the first token.
+//
+// `cache` may be null (no prefix cache); planning updates its bookkeeping (lookups, the
+// prefixes seen, claimed slots), and the engine copies the states as planned.
+IterationPlan PlanIteration(absl::Span<const WaitingRequest> waiting, absl::Span<const RunningSequence> running,
+                            absl::Span<const SlotId> free_slots, PrefixCache* cache,
                             const SchedulerLimits& limits);
 
 }  // namespace seqboat

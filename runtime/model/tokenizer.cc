@@ -11,29 +11,8 @@
 namespace seqboat {
 namespace {
 
-constexpr char kReplacement[] = "\xEF\xBF\xBD";  // U+FFFD
-const char* const kSpecials[] = {"<s>", "<pad>", "</s>", "<unk>"};
 
 bool IsMadeUpWord(absl::string_view symbol) { return absl::StartsWith(symbol, "madeupword"); }
-
-// Length of the UTF-8 sequence a lead byte starts (0 for a byte that cannot start one).
-int SequenceLength(uint8_t lead) {
-  if (lead < 0x80) return 1;
-  if (lead >= 0xC2 && lead <= 0xDF) return 2;
-  if (lead >= 0xE0 && lead <= 0xEF) return 3;
-  if (lead >= 0xF0 && lead <= 0xF4) return 4;
-  return 0;
-}
-
-// Whether `byte` may follow `lead` as the first continuation byte (the overlong, surrogate
-// and > U+10FFFF exclusions of RFC 3629).
-bool ValidSecondByte(uint8_t lead, uint8_t byte) {
-  if (lead == 0xE0) return byte >= 0xA0 && byte <= 0xBF;
-  if (lead == 0xED) return byte >= 0x80 && byte <= 0x9F;
-  if (lead == 0xF0) return byte >= 0x90 && byte <= 0xBF;
-  if (lead == 0xF4) return byte >= 0x80 && byte <= 0x8F;
-  return byte >= 0x80 && byte <= 0xBF;
-}
 
 bool IsByteSymbol(absl::string_view symbol, int* value) {
   if (symbol.empty() || symbol.size() > 3 || (symbol.size() > 1 && symbol[0] == '0')) return false;
@@ -47,51 +26,11 @@ bool IsByteSymbol(absl::string_view symbol, int* value) {
 }
 
 bool IsSingleCodePoint(absl::string_view symbol) {
-  if (symbol.empty()) return false;
-  std::string valid;
-  if (AppendValidUtf8(symbol, false, &valid) != 0 || valid != symbol) return false;
-  return SequenceLength(static_cast<uint8_t>(symbol[0])) == static_cast<int>(symbol.size());
+  return !symbol.empty() && Utf8SequenceLength(symbol, 0) == symbol.size();
 }
 
 
 }  // namespace
-
-size_t AppendValidUtf8(absl::string_view bytes, bool hold_incomplete_tail, std::string* out) {
-  size_t i = 0;
-  while (i < bytes.size()) {
-    const uint8_t lead = static_cast<uint8_t>(bytes[i]);
-    const int length = SequenceLength(lead);
-    if (length == 1) {
-      out->push_back(static_cast<char>(lead));
-      ++i;
-      continue;
-    }
-    if (length == 0) {
-      out->append(kReplacement);
-      ++i;
-      continue;
-    }
-    size_t valid = 1;  // bytes of this sequence that are valid so far
-    while (valid < static_cast<size_t>(length) && i + valid < bytes.size()) {
-      const uint8_t byte = static_cast<uint8_t>(bytes[i + valid]);
-      const bool ok = valid == 1 ? ValidSecondByte(lead, byte) : (byte >= 0x80 && byte <= 0xBF);
-      if (!ok) break;
-      ++valid;
-    }
-    if (valid == static_cast<size_t>(length)) {
-      out->append(bytes.data() + i, length);
-      i += length;
-    } else if (i + valid == bytes.size()) {  // ran out of bytes: an incomplete tail
-      if (hold_incomplete_tail) return bytes.size() - i;
-      out->append(kReplacement);
-      i = bytes.size();
-    } else {  // a byte that cannot continue the sequence
-      out->append(kReplacement);
-      i += valid;
-    }
-  }
-  return 0;
-}
 
 const char* TokenizerStyleName(TokenizerStyle style) {
   switch (style) {
@@ -110,7 +49,7 @@ absl::StatusOr<TokenizerStyle> ParseTokenizerStyle(absl::string_view name) {
 }
 
 absl::StatusOr<std::vector<std::string>> ParseFairseqDict(absl::string_view text) {
-  std::vector<std::string> symbols(std::begin(kSpecials), std::end(kSpecials));
+  std::vector<std::string> symbols(std::begin(kSpecialSymbols), std::end(kSpecialSymbols));
   absl::flat_hash_map<std::string, size_t> index;
   for (size_t i = 0; i < symbols.size(); ++i) index[symbols[i]] = i;
   int line_number = 0;
@@ -170,9 +109,9 @@ absl::StatusOr<Tokenizer> Tokenizer::Create(TokenizerStyle style, std::vector<st
     return absl::InvalidArgumentError(absl::StrCat("tokenizer: ", symbols.size(), " symbols; expected at least the 4 specials"));
   }
   for (int i = 0; i < 4; ++i) {
-    if (symbols[i] != kSpecials[i]) {
+    if (symbols[i] != kSpecialSymbols[i]) {
       return absl::InvalidArgumentError(
-          absl::StrCat("tokenizer: symbol ", i, " is \"", symbols[i], "\", expected \"", kSpecials[i], "\""));
+          absl::StrCat("tokenizer: symbol ", i, " is \"", symbols[i], "\", expected \"", kSpecialSymbols[i], "\""));
     }
   }
   Tokenizer tokenizer;
@@ -242,12 +181,8 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(absl::string_view text, s
       break;
     case TokenizerStyle::kChar:
       for (size_t i = 0; i < text.size();) {
-        const int length = SequenceLength(static_cast<uint8_t>(text[i]));
-        std::string valid;
-        if (length == 0 || i + length > text.size() ||
-            AppendValidUtf8(text.substr(i, length), false, &valid) != 0 || valid != text.substr(i, length)) {
-          return absl::InvalidArgumentError(absl::StrCat("text is not valid UTF-8 at byte ", i));
-        }
+        const size_t length = Utf8SequenceLength(text, i);
+        if (length == 0) return absl::InvalidArgumentError(absl::StrCat("text is not valid UTF-8 at byte ", i));
         if (ids.size() >= max_tokens) return too_many();
         const absl::string_view character = text.substr(i, length);
         if (character == "\n") {
@@ -277,10 +212,21 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(absl::string_view text, s
   return ids;
 }
 
+absl::StatusOr<std::vector<int32_t>> Tokenizer::EncodePrompt(absl::string_view text, size_t max_tokens) const {
+  if (max_tokens == 0) return absl::OutOfRangeError("a prompt of 0 tokens cannot hold the start token");
+  absl::StatusOr<std::vector<int32_t>> ids = Encode(text, max_tokens - 1);
+  if (absl::IsOutOfRange(ids.status())) {
+    return absl::OutOfRangeError(absl::StrCat("encodes to more than ", max_tokens, " tokens with the start token"));
+  }
+  if (!ids.ok()) return ids.status();
+  ids->insert(ids->begin(), kEosId);
+  return ids;
+}
+
 std::string Tokenizer::TokenText(int32_t id) const {
   if (!IsValidId(id) || id == kBosId || id == kPadId) return "";
   if (id == kEosId) return "\n";
-  if (id == kUnkId) return style_ == TokenizerStyle::kWord ? "<unk>" : kReplacement;
+  if (id == kUnkId) return style_ == TokenizerStyle::kWord ? "<unk>" : kUtf8Replacement;
   if (IsMadeUpWord(symbols_[id])) return "";
   if (style_ == TokenizerStyle::kByte) return std::string(1, static_cast<char>(id_bytes_[id]));
   return symbols_[id];

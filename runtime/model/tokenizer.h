@@ -11,13 +11,10 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "runtime/model/vocab.h"
+#include "runtime/util/utf8.h"
 
 namespace seqboat {
-
-inline constexpr int32_t kBosId = 0;  // <s>
-inline constexpr int32_t kPadId = 1;  // <pad>
-inline constexpr int32_t kEosId = 2;  // </s>; also the newline and fairseq's start token
-inline constexpr int32_t kUnkId = 3;  // <unk>
 
 enum class TokenizerStyle {
   kByte,  // symbols are decimal byte values; '\n' is </s>
@@ -54,6 +51,10 @@ class Tokenizer {
   // `max_tokens` ids is OutOfRange, found without encoding the rest of the text.
   absl::StatusOr<std::vector<int32_t>> Encode(absl::string_view text,
                                               size_t max_tokens = std::numeric_limits<size_t>::max()) const;
+  // A text as a prompt: fairseq's start token </s>, then the text's ids (MODEL.md,
+  // "Tokenizer"); more than `max_tokens` in all is OutOfRange, found without encoding the rest.
+  absl::StatusOr<std::vector<int32_t>> EncodePrompt(absl::string_view text,
+                                                    size_t max_tokens = std::numeric_limits<size_t>::max()) const;
   // The bytes one token contributes on its own (byte style: possibly part of a character;
   // word style: the bare word, spacing is the detokenizer's job).
   std::string TokenText(int32_t id) const;
@@ -84,10 +85,5 @@ class StreamingDetokenizer {
   std::string pending_;      // bytes of an incomplete UTF-8 sequence
   bool at_line_start_ = true;  // word style: no space before the first word of a line
 };
-
-// Appends the valid UTF-8 prefix of `bytes` to `out`, replacing each maximal invalid
-// subsequence with U+FFFD; returns the length of an incomplete trailing sequence that is
-// left unconsumed when `hold_incomplete_tail` (it is replaced otherwise).
-size_t AppendValidUtf8(absl::string_view bytes, bool hold_incomplete_tail, std::string* out);
 
 }  // namespace seqboat

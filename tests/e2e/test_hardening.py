@@ -367,7 +367,7 @@ class RequestLimitsTest(unittest.TestCase):
         # Within the text limit but too many tokens: found without encoding the rest.
         long_text = "x" * (limits.max_text_bytes - 10)
         self.expect(lambda: self.stub.Generate(request(4, text=long_text)), grpc.StatusCode.INVALID_ARGUMENT,
-                    "text: encodes to more than %d tokens" % (limits.max_prompt_tokens - 1))
+                    "text: encodes to more than %d tokens with the start token" % limits.max_prompt_tokens)
         self.expect(lambda: self.stub.Generate(request(4, text="x" * limits.max_prompt_tokens)),
                     grpc.StatusCode.INVALID_ARGUMENT, "text: encodes to more than")
         _, tokens, _, _ = harness.collect(self.stub.Generate(request(4, text="x" * (limits.max_prompt_tokens - 1))))

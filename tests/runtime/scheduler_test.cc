@@ -1,56 +1,96 @@
-// PlanIteration, driven through whole request lifetimes as per-iteration tables.
+// PlanIteration, driven through whole request lifetimes as per-iteration tables, with and
+// without the prefix cache.
 #include "runtime/engine/scheduler.h"
 
+#include <algorithm>
+#include <deque>
 #include <map>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "gtest/gtest.h"
+#include "runtime/engine/prefix_cache.h"
 
 namespace seqboat {
 namespace {
 
-// A tiny simulation around PlanIteration: requests arrive at given iterations with prompt
-// lengths and want `outputs` tokens; each iteration's plan is rendered as one table row.
+// A tiny engine around PlanIteration: requests arrive at given iterations with their prompts
+// and want `outputs` tokens; the plan is applied as the engine applies it, and each
+// iteration's plan is rendered as one table row:
+//   A2        request 2 admitted into a reset slot
+//   A2<c9:8   admitted, restoring 8 prompt tokens from cache slot 9
+//   d1*       a decode step of request 1 (it samples)
+//   p2:0-4    prompt tokens [0, 4) of request 2; `*` it samples, `>c9` snapshot into slot 9
 struct Arrival {
   int iteration;
-  RequestId id;
-  int64_t prompt;
+  int id;
+  std::vector<int32_t> prompt;
   int64_t outputs;
 };
 
-std::vector<std::string> Simulate(const std::vector<Arrival>& arrivals, SchedulerLimits limits, int iterations) {
-  std::vector<WaitingRequest> waiting;
-  std::vector<RunningSequence> running;
-  std::map<RequestId, int64_t> left;  // tokens still to generate
+std::vector<int32_t> Tokens(int64_t n, int32_t first = 10) {
+  std::vector<int32_t> tokens(n);
+  for (int64_t i = 0; i < n; ++i) tokens[i] = first + static_cast<int32_t>(i);
+  return tokens;
+}
+
+std::vector<std::string> Simulate(const std::vector<Arrival>& arrivals, SchedulerLimits limits, int iterations,
+                                  PrefixCache* cache = nullptr) {
+  struct Request {
+    int id;
+    std::vector<int32_t> prompt;
+    int64_t left;  // tokens still to generate
+    RunningSequence state;
+  };
+  std::deque<Request> waiting;
+  std::vector<Request> running;
+  std::vector<SlotId> free_slots;
+  for (SlotId slot = limits.max_running - 1; slot >= 0; --slot) free_slots.push_back(slot);
   std::vector<std::string> rows;
   for (int it = 0; it < iterations; ++it) {
     for (const Arrival& a : arrivals) {
-      if (a.iteration == it) {
-        waiting.push_back({a.id, a.prompt});
-        left[a.id] = a.outputs;
-      }
+      if (a.iteration == it) waiting.push_back({a.id, a.prompt, a.outputs, {}});
     }
-    IterationPlan plan = PlanIteration(waiting, running, limits);
+    std::vector<WaitingRequest> waiting_in;
+    for (const Request& r : waiting) waiting_in.push_back({r.prompt});
+    std::vector<RunningSequence> running_in;
+    for (const Request& r : running) running_in.push_back(r.state);
+    const IterationPlan plan = PlanIteration(waiting_in, running_in, free_slots, cache, limits);
     std::vector<std::string> parts;
-    for (RequestId id : plan.admitted) {
-      waiting.erase(waiting.begin());
-      running.push_back({id, 0});
-      for (const Arrival& a : arrivals) {
-        if (a.id == id) running.back().prompt_remaining = a.prompt;
-      }
+    for (const Admission& admission : plan.admissions) {
+      Request r = waiting.front();
+      waiting.pop_front();
+      EXPECT_EQ(admission.slot, free_slots.back());
+      free_slots.pop_back();
+      r.state = {admission.slot, r.prompt, admission.restored_tokens, admission.snapshot_at};
+      parts.push_back(admission.restore_from >= 0
+                          ? absl::StrCat("A", r.id, "<c", admission.restore_from, ":", admission.restored_tokens)
+                          : absl::StrCat("A", r.id));
+      running.push_back(std::move(r));
     }
     for (const ScheduledChunk& chunk : plan.chunks) {
-      parts.push_back(absl::StrCat(chunk.decode ? "d" : "p", chunk.id, chunk.decode ? "" : absl::StrCat(":", chunk.tokens),
-                                   chunk.samples ? "*" : ""));
-      for (RunningSequence& s : running) {
-        if (s.id != chunk.id) continue;
-        if (!chunk.decode) s.prompt_remaining -= chunk.tokens;
-        if (chunk.samples) --left[s.id];
+      Request& r = running[chunk.sequence];
+      EXPECT_EQ(chunk.slot, r.state.slot);
+      if (chunk.decode) {
+        parts.push_back(absl::StrCat("d", r.id, chunk.samples ? "*" : ""));
+      } else {
+        EXPECT_EQ(chunk.begin, r.state.prefilled) << "a chunk continues where the prompt stands";
+        parts.push_back(absl::StrCat("p", r.id, ":", chunk.begin, "-", chunk.end, chunk.samples ? "*" : "",
+                                     chunk.snapshot_into >= 0 ? absl::StrCat(">c", chunk.snapshot_into) : ""));
+        r.state.prefilled = chunk.end;
+        if (chunk.end == r.state.snapshot_at) r.state.snapshot_at = 0;
+      }
+      if (chunk.samples) --r.left;
+    }
+    for (auto it = running.begin(); it != running.end();) {
+      if (it->state.prefilled == static_cast<int64_t>(it->prompt.size()) && it->left == 0) {
+        free_slots.push_back(it->state.slot);
+        it = running.erase(it);
+      } else {
+        ++it;
       }
     }
-    std::erase_if(running, [&](const RunningSequence& s) { return s.prompt_remaining == 0 && left[s.id] == 0; });
     rows.push_back(parts.empty() ? "-" : absl::StrJoin(parts, " "));
   }
   return rows;
@@ -60,46 +100,94 @@ TEST(Scheduler, DecodeKeepsPaceWhileALongPromptPrefills) {
   // Request 1 (short prompt) is decoding when request 2 with a 10-token prompt arrives;
   // with a budget of 4 prompt tokens per iteration, 1 still gets a step every iteration.
   const std::vector<std::string> expected = {
-      "p1:3*",            // 1 admitted, prompt done, first token sampled
-      "d1* p2:4",         // 2 admitted: 4 of 10 prompt tokens
-      "d1* p2:4",
-      "d1* p2:2*",        // prompt done, 2 samples its first token
+      "A1 p1:0-3*",       // 1 admitted, prompt done, first token sampled
+      "A2 d1* p2:0-4",    // 2 admitted: 4 of 10 prompt tokens
+      "d1* p2:4-8",
+      "d1* p2:8-10*",     // prompt done, 2 samples its first token
       "d1* d2*",          // 1 has its 5 tokens, 2 its 2: both finish
       "-",
       "-",
   };
-  EXPECT_EQ(Simulate({{0, 1, 3, 5}, {1, 2, 10, 2}}, {/*max_running=*/2, /*prefill_budget=*/4}, 7), expected);
+  EXPECT_EQ(Simulate({{0, 1, Tokens(3), 5}, {1, 2, Tokens(10), 2}}, {/*max_running=*/2, /*prefill_budget=*/4}, 7),
+            expected);
 }
 
 TEST(Scheduler, AdmitsInArrivalOrderAsSlotsFree) {
   // One slot: 2 and 3 wait (in order) until 1 finishes; nothing overtakes.
   const std::vector<std::string> expected = {
-      "p1:2*", "d1*", "p2:1*", "p3:1*", "d3*", "-",
+      "A1 p1:0-2*", "d1*", "A2 p2:0-1*", "A3 p3:0-1*", "d3*", "-",
   };
-  EXPECT_EQ(Simulate({{0, 1, 2, 2}, {0, 2, 1, 1}, {0, 3, 1, 2}}, {1, 8}, 6), expected);
+  EXPECT_EQ(Simulate({{0, 1, Tokens(2), 2}, {0, 2, Tokens(1), 1}, {0, 3, Tokens(1), 2}}, {1, 8}, 6), expected);
 }
 
 TEST(Scheduler, BudgetIsSharedInAdmissionOrder) {
   // Three prompts admitted together share a budget of 5 prompt tokens (decode steps do not
   // count against it): the oldest is served first.
   const std::vector<std::string> expected = {
-      "p1:4* p2:1",
-      "d1* p2:2* p3:3*",
+      "A1 A2 A3 p1:0-4* p2:0-1",
+      "d1* p2:1-3* p3:0-3*",
       "d2* d3*",
       "-",
       "-",
   };
-  EXPECT_EQ(Simulate({{0, 1, 4, 2}, {0, 2, 3, 2}, {0, 3, 3, 2}}, {3, 5}, 5), expected);
+  EXPECT_EQ(Simulate({{0, 1, Tokens(4), 2}, {0, 2, Tokens(3), 2}, {0, 3, Tokens(3), 2}}, {3, 5}, 5), expected);
 }
 
 TEST(Scheduler, EmptyInputsPlanNothing) {
-  IterationPlan plan = PlanIteration({}, {}, {4, 16});
-  EXPECT_TRUE(plan.admitted.empty());
+  IterationPlan plan = PlanIteration({}, {}, {0, 1, 2, 3}, nullptr, {4, 16});
+  EXPECT_TRUE(plan.admissions.empty());
   EXPECT_TRUE(plan.chunks.empty());
   // A full engine admits nobody.
-  plan = PlanIteration({{9, 3}}, {{1, 0}, {2, 0}}, {2, 16});
-  EXPECT_TRUE(plan.admitted.empty());
+  const std::vector<int32_t> prompt = Tokens(3);
+  plan = PlanIteration({{prompt}}, {{0, prompt, 3, 0}, {1, prompt, 3, 0}}, {}, nullptr, {2, 16});
+  EXPECT_TRUE(plan.admissions.empty());
   EXPECT_EQ(plan.chunks.size(), 2u);
+}
+
+// With the prefix cache (blocks of 4 tokens, cache slots 8 and 9): a boundary is snapshot the
+// second time a prompt passes it, the prefill chunk stopping there; later prompts with that
+// prefix restore it at admission and prefill only the rest.
+TEST(Scheduler, PrefixCacheSnapshotsASharedPrefixAndRestoresIt) {
+  PrefixCache cache({8, 9}, /*block=*/4);
+  std::vector<int32_t> a = Tokens(10), b = Tokens(10), c = Tokens(9);
+  b[9] = 99;  // b shares a's first 9 tokens
+  c[8] = 77;  // c shares a's first 8
+  const std::vector<std::string> expected = {
+      "A1 p1:0-10*",          // boundaries 4 and 8 seen once: no snapshot
+      "d1*",                  // 1 finishes
+      "A2 p2:0-8>c8",         // seen before: the chunk stops at 8 and snapshots into slot 8
+      "p2:8-10*",
+      "A3<c8:8 d2* p3:8-9*",  // 3 restores 8 tokens and prefills 1
+      "d3*",
+      "-",
+  };
+  EXPECT_EQ(Simulate({{0, 1, a, 2}, {2, 2, b, 2}, {4, 3, c, 2}}, {2, 16}, 7, &cache), expected);
+}
+
+TEST(Scheduler, BudgetLeftAtASnapshotPointGoesToTheNextPrompt) {
+  PrefixCache cache({8}, /*block=*/4);
+  const std::vector<int32_t> shared = Tokens(6), other = Tokens(6, 50);
+  // Request 1 marks boundary 4 seen; request 2 stops at it (4 of its 6 tokens), and the rest
+  // of the budget of 8 goes to request 3 instead of waiting for the next iteration.
+  const std::vector<std::string> expected = {
+      "A1 p1:0-6*",
+      "A2 A3 d1* p2:0-4>c8 p3:0-4",
+      "p2:4-6* p3:4-6*",
+      "d2* d3*",
+      "-",
+  };
+  EXPECT_EQ(Simulate({{0, 1, shared, 2}, {1, 2, shared, 2}, {1, 3, other, 2}}, {3, 8}, 5, &cache), expected);
+}
+
+TEST(Scheduler, AnExactRepeatRestoresUpToItsLastBlock) {
+  PrefixCache cache({8}, /*block=*/4);
+  const std::vector<int32_t> prompt = Tokens(8);
+  // The second pass snapshots boundary 4 (8 is the prompt's end: never a snapshot); the
+  // third restores 4 and runs 4 more, leaving the last token to give the first logits.
+  const std::vector<std::string> expected = {
+      "A1 p1:0-8*", "A2 p2:0-4>c8", "p2:4-8*", "A3<c8:4 p3:4-8*", "-",
+  };
+  EXPECT_EQ(Simulate({{0, 1, prompt, 1}, {1, 2, prompt, 1}, {3, 3, prompt, 1}}, {1, 16}, 5, &cache), expected);
 }
 
 }  // namespace

@@ -21,11 +21,6 @@ std::string ReadFile(const std::string& path) {
   return buffer.str();
 }
 
-bool IsValidUtf8(const std::string& text) {
-  std::string out;
-  return AppendValidUtf8(text, false, &out) == 0 && out == text;
-}
-
 // Every case of tests/fixtures/tokenizer_cases.json (from the Python tokenizer of the
 // reference), through both the dict.txt path and the model file's tokenizer JSON.
 TEST(Tokenizer, MatchesReferenceCases) {
