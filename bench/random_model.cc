@@ -154,7 +154,7 @@ ModelConfig PaperEnwik8Config() {
   config.hidden_dim = 1232;
   config.n_dim = 16;
   config.layers = 14;
-  config.chunk_size = 1024;
+  config.window = 1024;
   config.vocab_size = 260;
   config.truncation_length = 2048;
   config.max_positions = 8192;  // unused by the rotary bias

@@ -382,7 +382,7 @@ absl::Status BenchPrefill(const Model& model, const RateSpec& rate, const BenchS
 
 absl::StatusOr<std::vector<StateRow>> BenchStateBytes(const Model& model) {
   const ModelConfig& c = model.config();
-  const double L = c.layers, D = c.embed_dim, N = c.n_dim, w = c.chunk_size, Z = c.z_dim,
+  const double L = c.layers, D = c.embed_dim, N = c.n_dim, w = c.window, Z = c.z_dim,
                H = c.hidden_dim, T = c.truncation_length;
   std::vector<StateRow> rows;
   for (EmaHorizon horizon : {EmaHorizon::kExact, EmaHorizon::kTrained}) {

@@ -24,7 +24,7 @@ void PrintReport(const BenchSettings& settings, const BenchResults& results) {
       "seqboat-bench-runtime%s: CPU backend, enwik8 config (L=%d D=%d Z=%d H=%d N=%d "
       "w=%d V=%d), random weights, %.1fM parameters, fp32\n",
       settings.quick ? " (--quick)" : "", config.layers, config.embed_dim, config.z_dim,
-      config.hidden_dim, config.n_dim, config.chunk_size, config.vocab_size, parameters / 1e6);
+      config.hidden_dim, config.n_dim, config.window, config.vocab_size, parameters / 1e6);
   std::printf("machine: %s (%s), nproc %d, %d threads, %s; %s\n", machine.cpu_model.c_str(),
               machine.cpu_family_model.c_str(), machine.nproc, settings.threads,
               machine.date.c_str(), machine.blas_config.c_str());

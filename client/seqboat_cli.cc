@@ -206,9 +206,9 @@ int Info(v1::SeqBoat::Stub& stub) {
   printf("prefix cache      %.1f MB\n", info.prefix_cache_bytes() / 1e6);
   const v1::Limits& l = info.limits();
   printf("limits            batch %d, waiting %d, prompt %lld tokens, max_new_tokens %d, %d stop sequences of "
-         "%d bytes, %d logprobs, prefill chunk %lld\n",
+         "%d bytes, %d logprobs, prefill budget %lld\n",
          l.max_batch(), l.max_waiting(), static_cast<long long>(l.max_prompt_tokens()), l.max_new_tokens_limit(),
-         l.max_stop_sequences(), l.max_stop_bytes(), l.max_logprobs(), static_cast<long long>(l.prefill_chunk()));
+         l.max_stop_sequences(), l.max_stop_bytes(), l.max_logprobs(), static_cast<long long>(l.prefill_budget()));
   printf("                  text %lld bytes, request %lld bytes, %d stop token ids, stream buffer %lld bytes\n",
          static_cast<long long>(l.max_text_bytes()), static_cast<long long>(l.max_request_bytes()),
          l.max_stop_token_ids(), static_cast<long long>(l.stream_buffer_bytes()));

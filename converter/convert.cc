@@ -299,8 +299,8 @@ std::string FormatReport(const ConvertReport& report, const ConvertOptions& opti
   absl::StrAppend(&out, "  layers      ", c.layers, "  (D=", c.embed_dim, " Z=", c.z_dim,
                   " H=", c.hidden_dim, " N=", c.n_dim, ", FFN ",
                   c.ffn_dim > 0 ? absl::StrCat("F=", c.ffn_dim) : std::string("none"), ")\n");
-  absl::StrAppend(&out, "  memory      w=", c.chunk_size,
-                  c.chunk_size <= 0 ? " (SeqBoat-full: serve with an explicit FIFO bound)" : "",
+  absl::StrAppend(&out, "  memory      w=", c.window,
+                  c.window <= 0 ? " (SeqBoat-full: serve with an explicit FIFO bound)" : "",
                   ", truncation_length ",
                   c.truncation_length > 0 ? absl::StrCat(c.truncation_length) : "none", "\n");
   absl::StrAppend(

@@ -237,7 +237,7 @@ absl::StatusOr<FairseqModelConfig> ModelConfigFromArgs(const ArgFields& args, co
   c.hidden_dim = static_cast<int>(hidden_dim);
   c.n_dim = static_cast<int>(n_dim);
   c.layers = static_cast<int>(layers);
-  c.chunk_size = static_cast<int>(chunk_size);
+  c.window = static_cast<int>(chunk_size);
   // fairseq builds the normalised FFN whenever decoder_ffn_embed_dim > 0, and its default
   // is decoder_hidden_dim: a checkpoint without the arg has FFN layers.
   if (!reader.Has("decoder_ffn_embed_dim")) {
@@ -290,7 +290,7 @@ absl::StatusOr<FairseqModelConfig> ModelConfigFromArgs(const ArgFields& args, co
                         absl::StrCat("is ", c.z_dim, ", odd; rotary positions need it even"));
   }
   ASSIGN_OR_RETURN(bool local_pos, reader.Bool("local_pos"));
-  if (local_pos && c.position == PositionKind::kSimple && c.chunk_size > 0) {
+  if (local_pos && c.position == PositionKind::kSimple && c.window > 0) {
     return reader.Error("local_pos", "is True: the window-local simple bias is not supported");
   }
 

@@ -357,8 +357,8 @@ namespace {
 
 template <typename T>
 absl::StatusOr<std::unique_ptr<Backend>> Make(const Model& model, const CudaBackendOptions& options,
-                                              int capacity, int truncation) {
-  auto backend = std::make_unique<CudaBackend<T>>(model, options, capacity, truncation);
+                                              const SlotLayout& layout) {
+  auto backend = std::make_unique<CudaBackend<T>>(model, options, layout);
   RETURN_IF_ERROR(backend->Init());
   return std::unique_ptr<Backend>(std::move(backend));
 }
@@ -386,74 +386,55 @@ absl::Status CudaDeviceAvailable(int device) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<CudaWeightDType> ParseCudaWeightDType(const std::string& name) {
-  if (name == "as_stored") return CudaWeightDType::kAsStored;
-  if (name == "f32") return CudaWeightDType::kF32;
-  if (name == "f16") return CudaWeightDType::kF16;
-  if (name == "bf16") return CudaWeightDType::kBF16;
-  return absl::InvalidArgumentError(
-      absl::StrCat("weight dtype \"", name, "\" is not one of as_stored, f32, f16, bf16"));
+namespace {
+
+// The device dtype the options ask for.
+DType DeviceDType(const Model& model, WeightDType requested) {
+  switch (requested) {
+    case WeightDType::kF32: return DType::kF32;
+    case WeightDType::kF16: return DType::kF16;
+    case WeightDType::kBF16: return DType::kBF16;
+    case WeightDType::kAsStored: break;
+  }
+  return model.stored_dtype();
 }
 
-absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const Model& model,
-                                                           const CudaBackendOptions& options) {
-  const ModelConfig& config = model.config();
-  if (options.num_slots < 1 || options.num_slots > (1 << 16)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("num_slots is ", options.num_slots, "; expected 1..65536"));
-  }
-  if (options.fifo_capacity < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("fifo_capacity is ", options.fifo_capacity, "; expected >= 0"));
-  }
-  if (config.chunk_size <= 0 && options.fifo_capacity == 0) {
-    return absl::InvalidArgumentError(
-        "this is a SeqBoat-full model (chunk_size <= 0: attention over every activated token); "
-        "serving it needs an explicit FIFO bound (fifo_capacity > 0)");
-  }
-  if (config.chunk_size > 0 && options.fifo_capacity != 0 &&
-      options.fifo_capacity != config.chunk_size) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "fifo_capacity ", options.fifo_capacity, " differs from the model's chunk_size ",
-        config.chunk_size, "; leave it 0 for this model"));
-  }
-  const int capacity = config.chunk_size > 0 ? config.chunk_size : options.fifo_capacity;
-  // Limits of the kernels' shared-memory layouts.
+// The shared checks and layout, then the limits of the kernels' shared-memory layouts.
+absl::StatusOr<SlotLayout> CudaLayout(const ModelConfig& config, const CudaBackendOptions& options) {
+  ASSIGN_OR_RETURN(SlotLayout layout, MakeSlotLayout(config, options));
   if (config.n_dim > cuda::kMaxEmaDim) {
     return absl::UnimplementedError(
         absl::StrCat("the CUDA backend supports n_dim <= ", cuda::kMaxEmaDim, "; this model has ",
                      config.n_dim));
   }
-  if (config.embed_dim > 8192 || config.z_dim > 1024 || capacity > 64 * 2048 - 1) {
+  if (config.embed_dim > 8192 || config.z_dim > 1024 || layout.fifo_capacity > 64 * 2048 - 1) {
     return absl::UnimplementedError(
         absl::StrCat("the CUDA backend supports embed_dim <= 8192, z_dim <= 1024 and ",
                      "a FIFO of at most 131071 entries; this model has ", config.embed_dim, ", ",
-                     config.z_dim, ", ", capacity));
+                     config.z_dim, ", ", layout.fifo_capacity));
   }
+  return layout;
+}
+
+}  // namespace
+
+absl::StatusOr<size_t> CudaStateBytesPerSlot(const Model& model, const CudaBackendOptions& options) {
+  ASSIGN_OR_RETURN(SlotLayout layout, CudaLayout(model.config(), options));
+  const size_t kv_bytes = DTypeSize(DeviceDType(model, options.weight_dtype));
+  return StateBytesPerSlot(model.config(), layout, kv_bytes, sizeof(cuda::FifoMeta));
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const Model& model,
+                                                           const CudaBackendOptions& options) {
+  ASSIGN_OR_RETURN(SlotLayout layout, CudaLayout(model.config(), options));
   RETURN_IF_ERROR(CudaDeviceAvailable(options.device));
-  const int truncation = options.ema_horizon == EmaHorizon::kTrained && config.truncation_length > 0
-                             ? config.truncation_length
-                             : 0;
-  const DType dtype = [&] {
-    switch (options.weight_dtype) {
-      case CudaWeightDType::kF32:
-        return DType::kF32;
-      case CudaWeightDType::kF16:
-        return DType::kF16;
-      case CudaWeightDType::kBF16:
-        return DType::kBF16;
-      case CudaWeightDType::kAsStored:
-        break;
-    }
-    return model.stored_dtype();
-  }();
-  switch (dtype) {
+  switch (DeviceDType(model, options.weight_dtype)) {
     case DType::kF32:
-      return cuda::Make<float>(model, options, capacity, truncation);
+      return cuda::Make<float>(model, options, layout);
     case DType::kF16:
-      return cuda::Make<__half>(model, options, capacity, truncation);
+      return cuda::Make<__half>(model, options, layout);
     case DType::kBF16:
-      return cuda::Make<__nv_bfloat16>(model, options, capacity, truncation);
+      return cuda::Make<__nv_bfloat16>(model, options, layout);
   }
   return absl::InternalError("unknown weight dtype");
 }

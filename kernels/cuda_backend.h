@@ -13,22 +13,9 @@
 
 namespace seqboat {
 
-// The dtype of the matrices on the device (and of the FIFO keys/values, and of the activations
-// that feed the matrix products). Accumulation is always fp32; EMA state is always fp32.
-enum class CudaWeightDType {
-  kAsStored,  // the dtype of the model file (embed_tokens.weight)
-  kF32,
-  kF16,
-  kBF16,
-};
-
-struct CudaBackendOptions {
-  int num_slots = 1;
-  EmaHorizon ema_horizon = EmaHorizon::kExact;
-  // FIFO slots per layer, as CpuBackendOptions::fifo_capacity: 0 takes the model's w; required
-  // (> 0) for SeqBoat-full models.
-  int fifo_capacity = 0;
-  CudaWeightDType weight_dtype = CudaWeightDType::kAsStored;
+// weight_dtype: the matrices, FIFO keys/values and the activations that feed the products,
+// on the device.
+struct CudaBackendOptions : BackendOptions {
   int device = 0;  // CUDA device ordinal
   // Device bytes the state slots may take (num_slots x state_bytes_per_slot()); 0 = any that
   // fits in free device memory. Slots are allocated once, at creation.
@@ -46,7 +33,7 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const Model& model,
 // OK when device `device` exists and a context can be made on it; else why not.
 absl::Status CudaDeviceAvailable(int device = 0);
 
-// Parses "as_stored" | "f32" | "f16" | "bf16" (flag values).
-absl::StatusOr<CudaWeightDType> ParseCudaWeightDType(const std::string& name);
+// What one slot of such a backend takes on the device, without building one.
+absl::StatusOr<size_t> CudaStateBytesPerSlot(const Model& model, const CudaBackendOptions& options);
 
 }  // namespace seqboat

@@ -80,13 +80,13 @@ struct Capacity {
 template <typename T>
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(const Model& model, const CudaBackendOptions& options, int fifo_capacity,
-              int truncation)
+  CudaBackend(const Model& model, const CudaBackendOptions& options, const SlotLayout& layout)
       : model_(model),
         config_(model.config()),
         options_(options),
-        capacity_(fifo_capacity),
-        truncation_(truncation) {}
+        layout_(layout),
+        capacity_(layout.fifo_capacity),
+        truncation_(layout.truncation) {}
   ~CudaBackend() override;
 
   absl::Status Init();
@@ -101,12 +101,8 @@ class CudaBackend final : public Backend {
   absl::Status Stats(SlotId slot, SlotStats* stats) const override;
   absl::Status CheckHealth() override;
 
-  size_t StateBytesPerSlot() const {
-    const size_t L = config_.layers, D = config_.embed_dim, N = config_.n_dim, Z = config_.z_dim,
-                 H = config_.hidden_dim, cap = capacity_;
-    return L * (D * N * sizeof(float) + static_cast<size_t>(truncation_) * D * sizeof(float) +
-                cap * (Z + H) * sizeof(T) + cap * sizeof(int64_t) + sizeof(FifoMeta));
-  }
+  // FIFO keys and values in the weights' dtype, and each layer's FIFO bookkeeping.
+  size_t StateBytesPerSlot() const { return seqboat::StateBytesPerSlot(config_, layout_, sizeof(T), sizeof(FifoMeta)); }
 
  private:
   // Per-call arrays (rows = tokens of the call, R = its activated rows, R <= rows).
@@ -171,6 +167,7 @@ class CudaBackend final : public Backend {
   const Model& model_;
   const ModelConfig config_;
   const CudaBackendOptions options_;
+  const SlotLayout layout_;
   const int capacity_;    // FIFO entries per layer
   const int truncation_;  // T in the trained horizon, else 0
   int multiprocessors_ = 1;

@@ -203,10 +203,7 @@ absl::Status CudaBackend<T>::EnqueueLayer(int l, const Shape& shape, const Devic
   attention.gates = s.gates;
   attention.rel_pos_bias = w.rel_pos_bias;
   attention.max_positions = config_.max_positions;
-  // relu2 and laplace divide by w (the parallel pass that trained the model; MODEL.md).
-  attention.score_scale = config_.attention == AttentionKind::kSoftmax
-                              ? 1.0f / std::sqrt(static_cast<float>(Z))
-                              : 1.0f / static_cast<float>(cap);
+  attention.score_scale = layout_.score_scale;
   attention.z_dim = Z;
   attention.hidden_dim = H;
   attention.longest_chunk = shape.longest_chunk;

@@ -9,7 +9,7 @@
 #include <cstring>
 #include <functional>
 
-#include "runtime/cpu/cpu_ops.h"
+#include "runtime/model/ema_coefficients.h"
 #include "runtime/util/dtype.h"
 #include "runtime/util/status_macros.h"
 
@@ -105,12 +105,12 @@ absl::StatusOr<DeviceModelWeights<T>> UploadWeights(const Model& model, int trai
   if (c.normalize_embedding) packer.AddNorm(c.norm, w.embed_norm, D, &out.embed_norm);
   // Pre-norm models always normalise before the output (affine only when stored).
   if (c.has_final_norm()) packer.AddNorm(c.norm, w.final_norm, D, &out.final_norm);
-  std::vector<cpu::EmaCoefficients> ema(c.layers);
+  std::vector<EmaCoefficients> ema(c.layers);
   for (int l = 0; l < c.layers; ++l) {
     const LayerWeights& layer = w.layers[l];
     DeviceLayerWeights<T>& dst = out.layers[l];
     // The same derived coefficients as the CPU backend, so both start from identical floats.
-    ema[l] = cpu::MakeEmaCoefficients(layer, static_cast<int>(D), static_cast<int>(N),
+    ema[l] = MakeEmaCoefficients(layer, static_cast<int>(D), static_cast<int>(N),
                                       trained_truncation > 0, trained_truncation);
     packer.AddNorm(c.norm, layer.norm, D, &dst.norm);
     // Transposed to [N, D]: the scan's threads are channels, and read these coalesced.

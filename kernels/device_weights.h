@@ -18,7 +18,7 @@ struct DeviceLayerWeights {
   DeviceNormWeights norm;         // the unit's norm (pre or post)
   const float* ema_decay;         // [N, D] q = 1 - p*a (n-major: see ema_scan.h)
   const float* ema_input_scale;   // [N, D] p*beta
-  const float* ema_out_scale;     // [N, D] (see cpu::EmaCoefficients)
+  const float* ema_out_scale;     // [N, D] (see EmaCoefficients)
   const float* ema_decay_pow_t;   // [N, D] q^T, trained horizon only (else null)
   const float* ema_omega;         // [D]
   const T* hx_proj_weight;        // [2 + D, D]

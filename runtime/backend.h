@@ -12,18 +12,63 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "runtime/model/config.h"
 
 namespace seqboat {
 
 using SlotId = int32_t;
+
+// State slots one backend holds, request slots and prefix-cache slots together.
+inline constexpr int kMaxSlots = 1 << 16;
 
 // How the MD-EMA sees the past (MODEL.md, "EMA horizon").
 enum class EmaHorizon {
   kExact,    // the untruncated recurrence (default)
   kTrained,  // the kernel truncated to truncation_length taps, as in training
 };
+// "exact" | "trained".
+absl::StatusOr<EmaHorizon> ParseEmaHorizon(absl::string_view name);
+const char* EmaHorizonName(EmaHorizon horizon);
+
+// The dtype of a backend's matrices and FIFO keys/values. Accumulation is always fp32, and so
+// is the EMA state.
+enum class WeightDType {
+  kAsStored,  // the model file's (embed_tokens.weight)
+  kF32,
+  kF16,
+  kBF16,
+};
+// "as_stored" | "f32" | "f16" | "bf16".
+absl::StatusOr<WeightDType> ParseWeightDType(absl::string_view name);
+
+// The options every backend takes.
+struct BackendOptions {
+  int num_slots = 1;  // 1..kMaxSlots
+  EmaHorizon ema_horizon = EmaHorizon::kExact;
+  // FIFO slots per layer. 0 takes the model's window; required (> 0) for SeqBoat-full models
+  // (window <= 0), whose unbounded memory must be bounded explicitly.
+  int fifo_capacity = 0;
+  WeightDType weight_dtype = WeightDType::kAsStored;
+};
+
+// What every backend derives from the model and its options (MODEL.md), written once here so
+// that the backends agree.
+struct SlotLayout {
+  int fifo_capacity = 0;    // w: FIFO entries per layer (the model's window, or the option)
+  int truncation = 0;       // T: the EMA taps kept in the trained horizon; 0 = the exact recurrence
+  float score_scale = 1.0f;  // attention scores: 1/sqrt(Z) for softmax, 1/w for relu2 and laplace
+};
+// Checks the options (the number of slots, the FIFO bound the model needs) and derives the
+// layout. The weight dtype is each backend's to check.
+absl::StatusOr<SlotLayout> MakeSlotLayout(const ModelConfig& config, const BackendOptions& options);
+// Bytes of one slot: per layer the EMA state [D, N] and the trained horizon's input ring
+// [T, D] in fp32, the FIFO keys and values [w, Z + H] of `kv_element_bytes` each, the FIFO
+// positions (int64), and `layer_metadata_bytes` of the backend's own.
+size_t StateBytesPerSlot(const ModelConfig& config, const SlotLayout& layout, size_t kv_element_bytes,
+                         size_t layer_metadata_bytes = 0);
 
 struct SequenceChunk {
   SlotId slot = 0;

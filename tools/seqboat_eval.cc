@@ -95,11 +95,8 @@ absl::Status Run() {
   if (mode != "step" && mode != "prefill") {
     return absl::InvalidArgumentError(absl::StrCat("--mode=", mode, ": expected step or prefill"));
   }
-  const std::string horizon = absl::GetFlag(FLAGS_ema_horizon);
-  if (horizon != "exact" && horizon != "trained") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--ema_horizon=", horizon, ": expected exact or trained"));
-  }
+  absl::StatusOr<EmaHorizon> horizon = ParseEmaHorizon(absl::GetFlag(FLAGS_ema_horizon));
+  if (!horizon.ok()) return absl::InvalidArgumentError(absl::StrCat("--ema_horizon: ", horizon.status().message()));
   const int chunk_len = absl::GetFlag(FLAGS_prefill_chunk);
   if (chunk_len < 1) return absl::InvalidArgumentError("--prefill_chunk must be >= 1");
 
@@ -114,7 +111,7 @@ absl::Status Run() {
 
   CpuBackendOptions options;
   options.num_slots = 1;
-  options.ema_horizon = horizon == "trained" ? EmaHorizon::kTrained : EmaHorizon::kExact;
+  options.ema_horizon = *horizon;
   options.fifo_capacity = absl::GetFlag(FLAGS_fifo_capacity);
   options.num_threads = absl::GetFlag(FLAGS_threads);
   ASSIGN_OR_RETURN(std::unique_ptr<CpuBackend> backend, CpuBackend::Create(*model, options));
@@ -154,7 +151,7 @@ absl::Status Run() {
               absl::GetFlag(FLAGS_model).c_str(), DTypeName(model->stored_dtype()),
               static_cast<long long>(model->parameter_count()), load_ms);
   std::printf("mode       %s, ema_horizon %s, %lld tokens in %.3f s (%.1f tokens/s)\n",
-              mode.c_str(), horizon.c_str(), static_cast<long long>(T), run_s,
+              mode.c_str(), EmaHorizonName(*horizon), static_cast<long long>(T), run_s,
               T / std::max(run_s, 1e-9));
   const int64_t shown = std::min<int64_t>(T, 32);
   std::printf("tokens     %s%s\n",

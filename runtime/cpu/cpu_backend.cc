@@ -22,67 +22,57 @@ constexpr int64_t kAttentionBlock = 64;
 constexpr int64_t kMinBlockRows = 4;
 }  // namespace
 
+absl::StatusOr<SlotLayout> CpuBackend::Layout(const ModelConfig& config, const CpuBackendOptions& options) {
+  if (options.weight_dtype == WeightDType::kF16 || options.weight_dtype == WeightDType::kBF16) {
+    return absl::InvalidArgumentError(
+        "weight dtype f16/bf16: the CPU backend computes in f32; use f32 or as_stored (or the CUDA backend)");
+  }
+  return MakeSlotLayout(config, options);
+}
+
+absl::StatusOr<size_t> CpuBackend::StateBytesPerSlot(const ModelConfig& config, const CpuBackendOptions& options) {
+  ASSIGN_OR_RETURN(SlotLayout layout, Layout(config, options));
+  return seqboat::StateBytesPerSlot(config, layout, sizeof(float));
+}
+
 absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(const Model& model,
                                                                const CpuBackendOptions& options) {
-  const ModelConfig& config = model.config();
-  if (options.num_slots < 1 || options.num_slots > (1 << 16)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("num_slots is ", options.num_slots, "; expected 1..65536"));
-  }
-  if (options.fifo_capacity < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("fifo_capacity is ", options.fifo_capacity, "; expected >= 0"));
-  }
-  if (config.chunk_size <= 0 && options.fifo_capacity == 0) {
-    return absl::InvalidArgumentError(
-        "this is a SeqBoat-full model (chunk_size <= 0: attention over every activated token); "
-        "serving it needs an explicit FIFO bound (fifo_capacity > 0)");
-  }
-  if (config.chunk_size > 0 && options.fifo_capacity != 0 &&
-      options.fifo_capacity != config.chunk_size) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "fifo_capacity ", options.fifo_capacity, " differs from the model's chunk_size ",
-        config.chunk_size, "; leave it 0 for this model"));
-  }
-  std::unique_ptr<CpuBackend> backend(new CpuBackend(model, options));
+  ASSIGN_OR_RETURN(SlotLayout layout, Layout(model.config(), options));
+  std::unique_ptr<CpuBackend> backend(new CpuBackend(model, options, layout));
   RETURN_IF_ERROR(backend->AllocateSlots(options.num_slots));
   return backend;
 }
 
-CpuBackend::CpuBackend(const Model& model, const CpuBackendOptions& options)
+CpuBackend::CpuBackend(const Model& model, const CpuBackendOptions& options, const SlotLayout& layout)
     : model_(model),
       config_(model.config()),
-      trained_horizon_(options.ema_horizon == EmaHorizon::kTrained &&
-                       model.config().truncation_length > 0),
-      truncation_(trained_horizon_ ? model.config().truncation_length : 0),
+      layout_(layout),
+      trained_horizon_(layout.truncation > 0),
+      truncation_(layout.truncation),
+      fifo_capacity_(layout.fifo_capacity),
       pool_(options.num_threads > 0
                 ? options.num_threads
                 : std::max(1, static_cast<int>(std::thread::hardware_concurrency()))) {
   const int D = config_.embed_dim, Z = config_.z_dim, H = config_.hidden_dim, N = config_.n_dim;
-  fifo_capacity_ = config_.chunk_size > 0 ? config_.chunk_size : options.fifo_capacity;
   const int64_t cap = fifo_capacity_;
   for (const LayerWeights& layer : model.weights().layers) {
-    ema_.push_back(cpu::MakeEmaCoefficients(layer, D, N, trained_horizon_, truncation_));
+    ema_.push_back(MakeEmaCoefficients(layer, D, N, trained_horizon_, truncation_));
   }
   attention_.kind = config_.attention;
   attention_.z_dim = Z;
   attention_.hidden_dim = H;
-  // relu2 and laplace divide by w (the parallel pass that trained the model; MODEL.md).
-  attention_.score_scale = config_.attention == AttentionKind::kSoftmax
-                               ? 1.0f / std::sqrt(static_cast<float>(Z))
-                               : 1.0f / static_cast<float>(cap);
+  attention_.score_scale = layout.score_scale;
   attention_.max_positions = config_.max_positions;
-
+  // The slot's floats: per layer the EMA state, the FIFO keys and values, the input ring.
   const size_t layer_floats =
       static_cast<size_t>(D) * N + cap * (Z + H) + static_cast<size_t>(truncation_) * D;
   state_floats_per_slot_ = layer_floats * config_.layers;
-  position_bytes_per_slot_ = sizeof(int64_t) * cap * config_.layers;
 }
 
 absl::Status CpuBackend::AllocateSlots(int count) {
   const int D = config_.embed_dim, Z = config_.z_dim, H = config_.hidden_dim, N = config_.n_dim;
   const int64_t cap = fifo_capacity_;
-  const size_t layer_floats = static_cast<size_t>(D) * N + cap * (Z + H) + static_cast<size_t>(truncation_) * D;
+  const size_t layer_floats = state_floats_per_slot_ / config_.layers;
   slots_.resize(count);
   for (Slot& slot : slots_) {
     // Left uninitialised: only the EMA state needs zeros (ResetSlot); FIFO entries and ring
@@ -296,7 +286,7 @@ void CpuBackend::RunLayer(int l, absl::Span<const SequenceChunk> batch, const Fo
 void CpuBackend::RunEma(int l, absl::Span<const SequenceChunk> batch) {
   const int D = config_.embed_dim, N = config_.n_dim;
   const int64_t rows = row_position_.size();
-  const cpu::EmaCoefficients& ema = ema_[l];
+  const EmaCoefficients& ema = ema_[l];
   const float* omega = model_.weights().layers[l].ema_omega;
   mx_.resize(rows * D);
   // Channels are independent: split them over threads; each thread scans every chunk in order.

@@ -12,13 +12,9 @@
 
 namespace seqboat {
 
-struct CpuBackendOptions {
-  int num_slots = 1;
-  EmaHorizon ema_horizon = EmaHorizon::kExact;
-  // FIFO slots per layer. 0 takes the model's w; required (> 0) for SeqBoat-full models
-  // (chunk_size <= 0), whose unbounded memory must be bounded explicitly.
-  int fifo_capacity = 0;
+struct CpuBackendOptions : BackendOptions {
   int num_threads = 0;  // 0 = all hardware threads
+  // The CPU backend computes in f32 from any stored dtype: weight_dtype as_stored or f32 only.
 };
 
 class CpuBackend final : public Backend {
@@ -26,11 +22,13 @@ class CpuBackend final : public Backend {
   // `model` must outlive the backend.
   static absl::StatusOr<std::unique_ptr<CpuBackend>> Create(const Model& model,
                                                             const CpuBackendOptions& options);
+  // What one slot of such a backend takes, without building one.
+  static absl::StatusOr<size_t> StateBytesPerSlot(const ModelConfig& config, const CpuBackendOptions& options);
 
   int num_slots() const override { return static_cast<int>(slots_.size()); }
   const char* name() const override { return "cpu"; }
   size_t state_bytes_per_slot() const override {
-    return state_floats_per_slot_ * sizeof(float) + position_bytes_per_slot_;
+    return seqboat::StateBytesPerSlot(config_, layout_, sizeof(float));
   }
   int fifo_capacity() const { return fifo_capacity_; }
 
@@ -58,7 +56,9 @@ class CpuBackend final : public Backend {
     int64_t position = 0;  // tokens consumed
   };
 
-  CpuBackend(const Model& model, const CpuBackendOptions& options);
+  // The checks of the options, and what follows from them.
+  static absl::StatusOr<SlotLayout> Layout(const ModelConfig& config, const CpuBackendOptions& options);
+  CpuBackend(const Model& model, const CpuBackendOptions& options, const SlotLayout& layout);
   absl::Status AllocateSlots(int count);
   absl::Status CheckSlot(SlotId slot, const char* what) const;
   void RunLayer(int layer, absl::Span<const SequenceChunk> batch, const ForwardOutputs& out);
@@ -68,12 +68,12 @@ class CpuBackend final : public Backend {
 
   const Model& model_;
   const ModelConfig config_;
+  const SlotLayout layout_;
   const bool trained_horizon_;
   const int truncation_;  // T when the trained horizon is on, else 0
-  int fifo_capacity_ = 0;
-  size_t state_floats_per_slot_ = 0;
-  size_t position_bytes_per_slot_ = 0;
-  std::vector<cpu::EmaCoefficients> ema_;  // [L]
+  const int fifo_capacity_;
+  size_t state_floats_per_slot_ = 0;  // the EMA states, FIFO keys and values, input rings
+  std::vector<EmaCoefficients> ema_;  // [L]
   cpu::AttentionSpec attention_;
   std::vector<Slot> slots_;
   ThreadPool pool_;

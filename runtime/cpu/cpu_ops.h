@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "runtime/model/config.h"
+#include "runtime/model/ema_coefficients.h"
 #include "runtime/model/model.h"
 #include "runtime/util/thread_pool.h"
 
@@ -30,16 +31,6 @@ void SiluInPlace(float* x, int64_t n);
 
 float Dot(const float* a, const float* b, int64_t n);
 void Axpy(float alpha, const float* x, float* y, int64_t n);  // y += alpha * x
-
-// Per-layer MD-EMA coefficients derived once from delta/alpha/beta/gamma (in double).
-struct EmaCoefficients {
-  std::vector<float> decay;        // [D, N] q = 1 - p*a
-  std::vector<float> input_scale;  // [D, N] p*beta: exact state gains p*beta*u
-  std::vector<float>
-      out_scale;  // [D, N] gamma*sqrt(1/N) (exact) or p*beta*gamma*sqrt(1/N) (trained)
-  std::vector<float> decay_pow_t;  // [D, N] q^T (trained horizon only)
-};
-EmaCoefficients MakeEmaCoefficients(const LayerWeights& layer, int D, int N, bool trained, int T);
 
 // One token through channels [d_begin, d_end) of the exact recurrence:
 //   s <- p*beta*u + q*s;  m = sum_n s*gamma*sqrt(1/N) + omega*u

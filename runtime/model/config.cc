@@ -81,7 +81,7 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text) {
   ASSIGN_OR_RETURN(c.hidden_dim, GetInt(json, "hidden_dim", 1));
   ASSIGN_OR_RETURN(c.n_dim, GetInt(json, "n_dim", 1));
   ASSIGN_OR_RETURN(c.layers, GetInt(json, "layers", 1));
-  ASSIGN_OR_RETURN(c.chunk_size, GetInt(json, "chunk_size", -(1 << 30)));
+  ASSIGN_OR_RETURN(c.window, GetInt(json, "chunk_size", -(1 << 30)));
   ASSIGN_OR_RETURN(c.vocab_size, GetInt(json, "vocab_size", 5));
   ASSIGN_OR_RETURN(c.truncation_length, GetInt(json, "truncation_length", 0));
   ASSIGN_OR_RETURN(c.max_positions, GetInt(json, "max_positions", 1));
@@ -145,7 +145,7 @@ std::string ModelConfigToJson(const ModelConfig& c) {
       {"hidden_dim", c.hidden_dim},
       {"n_dim", c.n_dim},
       {"layers", c.layers},
-      {"chunk_size", c.chunk_size},
+      {"chunk_size", c.window},
       {"vocab_size", c.vocab_size},
       {"truncation_length", c.truncation_length},
       {"rel_pos_bias", PositionKindName(c.position)},

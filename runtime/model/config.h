@@ -23,7 +23,8 @@ struct ModelConfig {
   int hidden_dim = 0;         // H (value / gate width)
   int n_dim = 0;              // N (EMA dimension per channel)
   int layers = 0;             // L
-  int chunk_size = 0;         // w (FIFO slots); <= 0 is SeqBoat-full
+  int window = 0;             // w: FIFO entries per layer (fairseq's and the model file's
+                              // chunk_size); <= 0 is SeqBoat-full
   int vocab_size = 0;         // V
   int truncation_length = 0;  // T; 0 = untruncated (both horizons equal)
   int max_positions = 0;      // P (simple relative bias table holds 2P-1)

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "runtime/util/status_macros.h"
@@ -12,20 +12,25 @@
 namespace seqboat {
 namespace {
 
-std::vector<ExpectedTensor> NormTensors(const std::string& prefix, NormKind kind, int64_t dim) {
+using Field = std::function<const float**(ModelWeights&)>;
+
+// A norm's tensors; `norm` picks the NormWeights they bind to.
+void AppendNorm(const std::string& prefix, NormKind kind, int64_t dim,
+                std::function<NormWeights*(ModelWeights&)> norm, std::vector<ExpectedTensor>* out) {
+  auto weight = [norm](ModelWeights& w) { return &norm(w)->weight; };
+  auto bias = [norm](ModelWeights& w) { return &norm(w)->bias; };
   switch (kind) {
     case NormKind::kLayerNorm:
-      return {{prefix + ".weight", {dim}}, {prefix + ".bias", {dim}}};
+      out->push_back({prefix + ".weight", {dim}, weight});
+      out->push_back({prefix + ".bias", {dim}, bias});
+      return;
     case NormKind::kScaleNorm:
-      return {{prefix + ".scalar", {1}}};
+      out->push_back({prefix + ".scalar", {1}, weight});
+      return;
     case NormKind::kRmsNorm:
-      return {{prefix + ".weight", {dim}}};
+      out->push_back({prefix + ".weight", {dim}, weight});
+      return;
   }
-  return {};
-}
-
-void Append(std::vector<ExpectedTensor>* out, std::vector<ExpectedTensor> more) {
-  for (auto& tensor : more) out->push_back(std::move(tensor));
 }
 
 std::string ShapeString(const std::vector<int64_t>& shape) {
@@ -37,41 +42,51 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
 std::vector<ExpectedTensor> ExpectedTensors(const ModelConfig& c) {
   const int64_t D = c.embed_dim, Z = c.z_dim, H = c.hidden_dim, N = c.n_dim, V = c.vocab_size;
   std::vector<ExpectedTensor> out;
-  out.push_back({"embed_tokens.weight", {V, D}});
-  if (!c.tied_embeddings) out.push_back({"output_projection.weight", {V, D}});
-  if (c.normalize_embedding) Append(&out, NormTensors("embed_norm.norm", c.norm, D));
+  out.push_back({"embed_tokens.weight", {V, D}, [](ModelWeights& w) { return &w.embed; }});
+  if (!c.tied_embeddings) {
+    out.push_back({"output_projection.weight", {V, D}, [](ModelWeights& w) { return &w.output; }});
+  }
+  if (c.normalize_embedding) AppendNorm("embed_norm.norm", c.norm, D, [](ModelWeights& w) { return &w.embed_norm; }, &out);
   if (c.has_final_norm() && c.final_norm_affine) {
-    Append(&out, NormTensors("final_norm.norm", c.norm, D));
+    AppendNorm("final_norm.norm", c.norm, D, [](ModelWeights& w) { return &w.final_norm; }, &out);
   }
   for (int i = 0; i < c.layers; ++i) {
+    auto in_layer = [i](const float* LayerWeights::*field) -> Field {
+      return [i, field](ModelWeights& w) { return &(w.layers[i].*field); };
+    };
     const std::string unit = absl::StrCat("layers.", i, ".slag_layer.");
-    Append(&out, NormTensors(unit + "norm.norm", c.norm, D));
-    Append(&out, {{unit + "move.delta", {D, N, 1}},
-                  {unit + "move.alpha", {D, N, 1}},
-                  {unit + "move.beta", {D, N, 1}},
-                  {unit + "move.gamma", {D, N}},
-                  {unit + "move.omega", {D}},
-                  {unit + "hx_proj.weight", {2 + D, D}},
-                  {unit + "hx_proj.bias", {2 + D}},
-                  {unit + "q_router.temp", {1}},
-                  {unit + "mx_proj.weight", {Z + 2 * H, D}},
-                  {unit + "mx_proj.bias", {Z + 2 * H}},
-                  {unit + "gamma", {2, Z}},
-                  {unit + "beta", {2, Z}},
-                  {unit + "h_proj.weight", {D, H}},
-                  {unit + "h_proj.bias", {D}}});
+    AppendNorm(unit + "norm.norm", c.norm, D, [i](ModelWeights& w) { return &w.layers[i].norm; }, &out);
+    const std::pair<const char*, std::pair<std::vector<int64_t>, const float* LayerWeights::*>> unit_tensors[] = {
+        {"move.delta", {{D, N, 1}, &LayerWeights::ema_delta}},
+        {"move.alpha", {{D, N, 1}, &LayerWeights::ema_alpha}},
+        {"move.beta", {{D, N, 1}, &LayerWeights::ema_beta}},
+        {"move.gamma", {{D, N}, &LayerWeights::ema_gamma}},
+        {"move.omega", {{D}, &LayerWeights::ema_omega}},
+        {"hx_proj.weight", {{2 + D, D}, &LayerWeights::hx_proj_weight}},
+        {"hx_proj.bias", {{2 + D}, &LayerWeights::hx_proj_bias}},
+        {"q_router.temp", {{1}, &LayerWeights::router_log_temp}},
+        {"mx_proj.weight", {{Z + 2 * H, D}, &LayerWeights::mx_proj_weight}},
+        {"mx_proj.bias", {{Z + 2 * H}, &LayerWeights::mx_proj_bias}},
+        {"gamma", {{2, Z}, &LayerWeights::qk_gamma}},
+        {"beta", {{2, Z}, &LayerWeights::qk_beta}},
+        {"h_proj.weight", {{D, H}, &LayerWeights::h_proj_weight}},
+        {"h_proj.bias", {{D}, &LayerWeights::h_proj_bias}},
+    };
+    for (const auto& [name, shape_field] : unit_tensors) {
+      out.push_back({unit + name, shape_field.first, in_layer(shape_field.second)});
+    }
     if (c.position == PositionKind::kSimple) {
-      out.push_back(
-          {unit + "rel_pos_bias.rel_pos_bias", {2 * static_cast<int64_t>(c.max_positions) - 1}});
+      out.push_back({unit + "rel_pos_bias.rel_pos_bias", {2 * static_cast<int64_t>(c.max_positions) - 1},
+                     in_layer(&LayerWeights::rel_pos_bias)});
     }
     if (c.has_ffn()) {
       const std::string ffn = absl::StrCat("layers.", i, ".nffn.");
       const int64_t F = c.ffn_dim;
-      Append(&out, NormTensors(ffn + "norm.norm", c.norm, D));
-      Append(&out, {{ffn + "fc1.weight", {F, D}},
-                    {ffn + "fc1.bias", {F}},
-                    {ffn + "fc2.weight", {D, F}},
-                    {ffn + "fc2.bias", {D}}});
+      AppendNorm(ffn + "norm.norm", c.norm, D, [i](ModelWeights& w) { return &w.layers[i].ffn_norm; }, &out);
+      out.push_back({ffn + "fc1.weight", {F, D}, in_layer(&LayerWeights::fc1_weight)});
+      out.push_back({ffn + "fc1.bias", {F}, in_layer(&LayerWeights::fc1_bias)});
+      out.push_back({ffn + "fc2.weight", {D, F}, in_layer(&LayerWeights::fc2_weight)});
+      out.push_back({ffn + "fc2.bias", {D}, in_layer(&LayerWeights::fc2_bias)});
     }
   }
   return out;
@@ -120,7 +135,10 @@ absl::Status Model::Bind() {
     return absl::InvalidArgumentError(absl::StrCat(path, ": the config has ", config_.layers, " layers but the file holds only ",
                                                    file_->tensors().size(), " tensors"));
   }
-  absl::flat_hash_map<std::string, const float*> bound;
+  // Every pointer starts null: a tensor the config does not hold leaves its field unset.
+  weights_ = ModelWeights{};
+  weights_.layers.assign(config_.layers, LayerWeights{});
+  absl::flat_hash_set<std::string> bound;
   for (const ExpectedTensor& expected : ExpectedTensors(config_)) {
     const TensorView* view = file_->Find(expected.name);
     if (view == nullptr) {
@@ -151,7 +169,8 @@ absl::Status Model::Bind() {
       }
     }
     parameter_count_ += count;
-    bound[expected.name] = values;
+    *expected.field(weights_) = values;
+    bound.insert(expected.name);
   }
   for (const TensorView& view : file_->tensors()) {
     if (!bound.contains(view.name)) {
@@ -161,48 +180,7 @@ absl::Status Model::Bind() {
     }
   }
   stored_dtype_ = file_->Find("embed_tokens.weight")->dtype;
-
-  auto at = [&](const std::string& name) -> const float* {
-    auto it = bound.find(name);
-    return it == bound.end() ? nullptr : it->second;
-  };
-  auto norm = [&](const std::string& prefix) {
-    NormWeights weights;
-    weights.weight = at(prefix + (config_.norm == NormKind::kScaleNorm ? ".scalar" : ".weight"));
-    weights.bias = at(prefix + ".bias");
-    return weights;
-  };
-  weights_.embed = at("embed_tokens.weight");
-  weights_.output = config_.tied_embeddings ? weights_.embed : at("output_projection.weight");
-  weights_.embed_norm = norm("embed_norm.norm");
-  weights_.final_norm = norm("final_norm.norm");
-  for (int i = 0; i < config_.layers; ++i) {
-    const std::string unit = absl::StrCat("layers.", i, ".slag_layer.");
-    const std::string ffn = absl::StrCat("layers.", i, ".nffn.");
-    LayerWeights layer;
-    layer.norm = norm(unit + "norm.norm");
-    layer.ema_delta = at(unit + "move.delta");
-    layer.ema_alpha = at(unit + "move.alpha");
-    layer.ema_beta = at(unit + "move.beta");
-    layer.ema_gamma = at(unit + "move.gamma");
-    layer.ema_omega = at(unit + "move.omega");
-    layer.hx_proj_weight = at(unit + "hx_proj.weight");
-    layer.hx_proj_bias = at(unit + "hx_proj.bias");
-    layer.router_log_temp = at(unit + "q_router.temp");
-    layer.mx_proj_weight = at(unit + "mx_proj.weight");
-    layer.mx_proj_bias = at(unit + "mx_proj.bias");
-    layer.qk_gamma = at(unit + "gamma");
-    layer.qk_beta = at(unit + "beta");
-    layer.h_proj_weight = at(unit + "h_proj.weight");
-    layer.h_proj_bias = at(unit + "h_proj.bias");
-    layer.rel_pos_bias = at(unit + "rel_pos_bias.rel_pos_bias");
-    layer.ffn_norm = norm(ffn + "norm.norm");
-    layer.fc1_weight = at(ffn + "fc1.weight");
-    layer.fc1_bias = at(ffn + "fc1.bias");
-    layer.fc2_weight = at(ffn + "fc2.weight");
-    layer.fc2_bias = at(ffn + "fc2.bias");
-    weights_.layers.push_back(layer);
-  }
+  if (config_.tied_embeddings) weights_.output = weights_.embed;
   return absl::OkStatus();
 }
 

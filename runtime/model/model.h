@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -57,8 +58,11 @@ struct ModelWeights {
 struct ExpectedTensor {
   std::string name;
   std::vector<int64_t> shape;
+  // The ModelWeights field the tensor binds to (ModelWeights::layers already sized).
+  std::function<const float**(ModelWeights&)> field;
 };
-// Every tensor a model file of this config holds, in canonical order.
+// Every tensor a model file of this config holds, in canonical order, and where it binds:
+// the one list of tensor names (the converter, the tests and Model::Bind use it).
 std::vector<ExpectedTensor> ExpectedTensors(const ModelConfig& config);
 
 class Model {

@@ -27,6 +27,7 @@ class RawGrpcClient:
         self.trailers = {}  # stream id -> trailers (grpc-status, grpc-message)
         self.resets = set()  # streams the server reset
         self.data = {}      # stream id -> bytes received
+        self.unacknowledged = {}  # stream id -> bytes received and not yet given back as window
         self.closed = False
         self.flush()
 
@@ -45,9 +46,9 @@ class RawGrpcClient:
         self.flush()
         return stream
 
-    def pump(self, seconds, acknowledge=False):
-        """Reads what the server sends for `seconds`; with `acknowledge`, returns the window
-        for what it read (a slow reader), else never (a client that stopped reading)."""
+    def pump(self, seconds):
+        """Reads what the server sends for `seconds`, returning no window for it (that is
+        acknowledge's job)."""
         end = time.time() + seconds
         while time.time() < end and not self.closed:
             self.sock.settimeout(max(0.01, min(0.2, end - time.time())))
@@ -68,12 +69,20 @@ class RawGrpcClient:
                     self.trailers[event.stream_id] = dict(event.headers)
                 elif isinstance(event, h2.events.DataReceived):
                     self.data[event.stream_id] = self.data.get(event.stream_id, b"") + event.data
-                    if acknowledge:
-                        self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                    self.unacknowledged[event.stream_id] = (self.unacknowledged.get(event.stream_id, 0) +
+                                                            event.flow_controlled_length)
                 elif isinstance(event, h2.events.StreamReset):
                     self.resets.add(event.stream_id)
                 elif isinstance(event, h2.events.ConnectionTerminated):
                     self.closed = True
+            self.flush()
+
+    def acknowledge(self, stream, most):
+        """Returns up to `most` bytes of window for data received on `stream` (a slow reader)."""
+        n = min(most, self.unacknowledged.get(stream, 0))
+        if n > 0 and not self.closed:
+            self.conn.acknowledge_received_data(n, stream)
+            self.unacknowledged[stream] -= n
             self.flush()
 
     def status(self, stream):

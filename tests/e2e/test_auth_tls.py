@@ -91,9 +91,22 @@ class AuthTest(unittest.TestCase):
             (["--model", harness.TINY, "--state_memory_mb", "99999999999999"], "--state_memory_mb"),
             (["--model", harness.TINY, "--prefix_cache_mb", "99999999999999"], "--prefix_cache_mb"),
             (["--model", harness.TINY, "--state_memory_mb", "1", "--max_batch", "60000"], "--max_batch 60000 needs"),
+            (["--model", harness.TINY, "--ema_horizon", "long"], "--ema_horizon"),
+            (["--model", harness.TINY, "--prefill_budget", "0"], "--prefill_budget"),
+            (["--model", harness.TINY, "--max_text_bytes", "0"], "--max_text_bytes"),
+            (["--model", harness.TINY, "--max_request_bytes", "-1"], "--max_request_bytes"),
+            (["--model", harness.TINY, "--max_request_bytes", "4294967296"], "--max_request_bytes"),
+            (["--model", harness.TINY, "--max_metadata_bytes", "0"], "--max_metadata_bytes"),
+            (["--model", harness.TINY, "--stream_buffer_kb", "0"], "--stream_buffer_kb"),
+            (["--model", harness.TINY, "--stream_write_timeout_s", "0"], "--stream_write_timeout_s"),
+            (["--model", harness.TINY, "--metrics_api_keys_file", "/nonexistent.keys"], "--metrics_api_keys_file"),
+            (["--model", harness.TINY, "--metrics_listen", "nohost"], "--metrics_listen"),
+            (["--model", harness.TINY, "--metrics_listen", "127.0.0.1:99999"], "--metrics_listen"),
+            (["--model", harness.TINY, "--fifo_capacity", "7"], "differs from the model's chunk_size"),
         ]
         for args, named in cases:
-            r = subprocess.run([server_bin, "--metrics_listen", ""] + args, capture_output=True, text=True, timeout=30)
+            metrics = [] if "--metrics_listen" in args else ["--metrics_listen", ""]
+            r = subprocess.run([server_bin] + metrics + args, capture_output=True, text=True, timeout=30)
             self.assertEqual(r.returncode, 2, (args, r.stderr))
             self.assertIn(named, r.stderr, args)
 

@@ -282,8 +282,9 @@ class StreamMemoryTest(unittest.TestCase):
             stream = client.start(GENERATE, request(4096, **self.LONG).SerializeToString())
             end = time.time() + 30
             while client.status(stream) is None and time.time() < end:
-                client.pump(0.3, acknowledge=True)  # about 8 KB every 0.3 s: slower than the model
-                time.sleep(0.3)
+                client.pump(0.25)
+                client.acknowledge(stream, 4096)  # 16 KB/s: far slower than the model writes
+            self.assertIsNotNone(client.status(stream), "the stream did not end")
             code, message = client.status(stream)
             self.assertEqual(code, grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], message)
             self.assertIn("the client reads too slowly", urllib.request.unquote(message))

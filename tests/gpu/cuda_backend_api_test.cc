@@ -83,17 +83,17 @@ TEST_F(CudaApiTest, SlotCallsCheckRange) {
 
 TEST_F(CudaApiTest, StateBytesFollowTheFormula) {
   const ModelConfig& c = model_->config();
-  const size_t per_layer = c.embed_dim * c.n_dim * 4 + c.chunk_size * (c.z_dim + c.hidden_dim) * 4 +
-                           c.chunk_size * 8 + 16;  // + the FIFO's device bookkeeping
+  const size_t per_layer = c.embed_dim * c.n_dim * 4 + c.window * (c.z_dim + c.hidden_dim) * 4 +
+                           c.window * 8 + 16;  // + the FIFO's device bookkeeping
   EXPECT_EQ(backend_->state_bytes_per_slot(), c.layers * per_layer);
   CudaBackendOptions bf16;
-  bf16.weight_dtype = CudaWeightDType::kBF16;
+  bf16.weight_dtype = WeightDType::kBF16;
   bf16.ema_horizon = EmaHorizon::kTrained;
   auto backend = CreateCudaBackend(*model_, bf16);
   ASSERT_TRUE(backend.ok()) << backend.status();
   EXPECT_EQ((*backend)->state_bytes_per_slot(),
-            c.layers * (c.embed_dim * c.n_dim * 4 + c.chunk_size * (c.z_dim + c.hidden_dim) * 2 +
-                        c.chunk_size * 8 + 16 +
+            c.layers * (c.embed_dim * c.n_dim * 4 + c.window * (c.z_dim + c.hidden_dim) * 2 +
+                        c.window * 8 + 16 +
                         static_cast<size_t>(c.truncation_length) * c.embed_dim * 4));
 }
 
@@ -103,7 +103,7 @@ TEST_F(CudaApiTest, OptionsAndBudgetAreChecked) {
   EXPECT_EQ(CreateCudaBackend(*model_, options).status().code(),
             absl::StatusCode::kInvalidArgument);
   options.num_slots = 1;
-  options.fifo_capacity = model_->config().chunk_size + 1;
+  options.fifo_capacity = model_->config().window + 1;
   EXPECT_NE(std::string(CreateCudaBackend(*model_, options).status().message())
                 .find("differs from the model's"),
             std::string::npos);
@@ -148,7 +148,7 @@ TEST(CudaBf16Test, WithinToleranceAndSameGreedyTokens) {
     spec.config = gpu_testing::SmallConfig();
     spec.config.embed_dim = 64, spec.config.z_dim = 32, spec.config.hidden_dim = 96,
     spec.config.n_dim = 16;
-    spec.config.layers = 3, spec.config.chunk_size = 64, spec.config.vocab_size = 100;
+    spec.config.layers = 3, spec.config.window = 64, spec.config.vocab_size = 100;
     spec.seed = 31;
     source = gpu_testing::TempPath("bf16_source.safetensors");
     ASSERT_TRUE(gpu_testing::WriteRandomModel(spec, source).ok());

@@ -66,7 +66,7 @@ std::vector<Case> RandomCases() {
     Case c;
     c.name = "odd_sizes";
     ModelConfig& m = c.spec.config = gpu_testing::SmallConfig();
-    m.embed_dim = 37, m.z_dim = 10, m.hidden_dim = 23, m.n_dim = 5, m.layers = 3, m.chunk_size = 7;
+    m.embed_dim = 37, m.z_dim = 10, m.hidden_dim = 23, m.n_dim = 5, m.layers = 3, m.window = 7;
     m.vocab_size = 41, m.truncation_length = 13, m.ffn_dim = 9;
     c.spec.seed = 101;
     c.sequence_length = 120;
@@ -76,7 +76,7 @@ std::vector<Case> RandomCases() {
     Case c;
     c.name = "w1024";
     ModelConfig& m = c.spec.config = gpu_testing::SmallConfig();
-    m.embed_dim = 32, m.z_dim = 16, m.hidden_dim = 24, m.n_dim = 16, m.chunk_size = 1024;
+    m.embed_dim = 32, m.z_dim = 16, m.hidden_dim = 24, m.n_dim = 16, m.window = 1024;
     m.vocab_size = 50, m.truncation_length = 300, m.max_positions = 4096;
     c.spec.seed = 202;
     c.sequence_length = 2600;
@@ -110,7 +110,7 @@ std::vector<Case> RandomCases() {
     Case c;
     c.name = "seqboat_full";
     c.spec.config = gpu_testing::SmallConfig();
-    c.spec.config.chunk_size = 0;
+    c.spec.config.window = 0;
     c.fifo_capacity = 6;
     c.spec.seed = 505;
     cases.push_back(c);

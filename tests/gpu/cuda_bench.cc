@@ -138,7 +138,7 @@ int Run(int argc, char** argv) {
   int full_fifos = 0;
   for (int l = 0; l < c.layers; ++l) {
     activation += static_cast<double>(stats.activated[l]) / stats.tokens / c.layers;
-    full_fifos += stats.fifo_entries[l] == c.chunk_size;
+    full_fifos += stats.fifo_entries[l] == c.window;
   }
   for (int s = 1; s < kMaxBatch; ++s) check(backend.CopySlot(0, s));
 
@@ -168,7 +168,7 @@ int Run(int argc, char** argv) {
   std::printf(
       "\nseqboat-bench-cuda: enwik8 configuration (L=%d D=%d Z=%d H=%d N=%d w=%d V=%d), random "
       "weights, %s\n",
-      c.layers, c.embed_dim, c.z_dim, c.hidden_dim, c.n_dim, c.chunk_size, V, dtype_name.c_str());
+      c.layers, c.embed_dim, c.z_dim, c.hidden_dim, c.n_dim, c.window, V, dtype_name.c_str());
   std::printf(
       "GAU activation rate after the 2048-token prompt: %.1f%%; full FIFOs: %d of %d layers\n",
       100 * activation, full_fifos, c.layers);

@@ -144,7 +144,7 @@ TEST(EmaScanKernel, MatchesCpuStepsOverChunksAndSlots) {
         layer.ema_delta = delta.data(), layer.ema_alpha = alpha.data(),
         layer.ema_beta = beta.data();
         layer.ema_gamma = gamma.data(), layer.ema_omega = omega.data();
-        const cpu::EmaCoefficients ema = cpu::MakeEmaCoefficients(layer, D, N, trained, T);
+        const EmaCoefficients ema = MakeEmaCoefficients(layer, D, N, trained, T);
         std::vector<std::vector<float>> state(slots, std::vector<float>(D * N, 0.0f));
         std::vector<std::vector<float>> ring(slots, std::vector<float>(T * D, 0.0f));
         std::vector<int64_t> position(slots, 0);

@@ -100,7 +100,7 @@ TEST_F(CpuBackendTest, SlotCallsCheckRange) {
 TEST_F(CpuBackendTest, StateBytesFollowTheFormula) {
   const ModelConfig& c = model_->config();
   const size_t per_layer =
-      c.embed_dim * c.n_dim * 4 + c.chunk_size * (c.z_dim + c.hidden_dim) * 4 + c.chunk_size * 8;
+      c.embed_dim * c.n_dim * 4 + c.window * (c.z_dim + c.hidden_dim) * 4 + c.window * 8;
   EXPECT_EQ(backend_->state_bytes_per_slot(), c.layers * per_layer);
   CpuBackendOptions trained;
   trained.ema_horizon = EmaHorizon::kTrained;
@@ -110,12 +110,31 @@ TEST_F(CpuBackendTest, StateBytesFollowTheFormula) {
             c.layers * (per_layer + static_cast<size_t>(c.truncation_length) * c.embed_dim * 4));
 }
 
+// The server sizes its slots from the model alone: the number must be what a backend holds.
+TEST_F(CpuBackendTest, StateBytesWithoutABackendAreWhatOneHolds) {
+  for (EmaHorizon horizon : {EmaHorizon::kExact, EmaHorizon::kTrained}) {
+    CpuBackendOptions options;
+    options.ema_horizon = horizon;
+    auto predicted = CpuBackend::StateBytesPerSlot(model_->config(), options);
+    ASSERT_TRUE(predicted.ok()) << predicted.status();
+    auto backend = CpuBackend::Create(*model_, options);
+    ASSERT_TRUE(backend.ok());
+    EXPECT_EQ(*predicted, (*backend)->state_bytes_per_slot()) << EmaHorizonName(horizon);
+  }
+  CpuBackendOptions bf16;
+  bf16.weight_dtype = WeightDType::kBF16;  // refused by both, with the same reason
+  EXPECT_NE(std::string(CpuBackend::StateBytesPerSlot(model_->config(), bf16).status().message())
+                .find("the CPU backend computes in f32"),
+            std::string::npos);
+  EXPECT_FALSE(CpuBackend::Create(*model_, bf16).ok());
+}
+
 TEST_F(CpuBackendTest, OptionsAreChecked) {
   CpuBackendOptions options;
   options.num_slots = 0;
   EXPECT_FALSE(CpuBackend::Create(*model_, options).ok());
   options.num_slots = 1;
-  options.fifo_capacity = model_->config().chunk_size + 1;
+  options.fifo_capacity = model_->config().window + 1;
   auto status = CpuBackend::Create(*model_, options).status();
   EXPECT_NE(std::string(status.message()).find("differs from the model's chunk_size"),
             std::string::npos);
@@ -128,8 +147,8 @@ TEST_F(CpuBackendTest, SeqBoatFullNeedsABoundAndMatchesAtW) {
   ASSERT_TRUE(file.ok());
   std::map<std::string, std::string> metadata = (*file)->metadata();
   ModelConfig config = model_->config();
-  const int w = config.chunk_size;
-  config.chunk_size = 0;
+  const int w = config.window;
+  config.window = 0;
   metadata["config"] = ModelConfigToJson(config);
   std::vector<TensorToWrite> tensors;
   for (const TensorView& view : (*file)->tensors()) {

@@ -22,7 +22,7 @@ ModelConfig TinyConfig() {
   c.hidden_dim = 5;
   c.n_dim = 2;
   c.layers = 2;
-  c.chunk_size = 3;
+  c.window = 3;
   c.vocab_size = 9;
   c.truncation_length = 8;
   c.max_positions = 16;

@@ -228,7 +228,7 @@ TEST_P(ParityTest, StatsCountActivations) {
   SlotStats stats;
   ASSERT_TRUE(backend->Stats(0, &stats).ok());
   ASSERT_EQ(stats.activated.size(), static_cast<size_t>(L()));
-  const int w = model_->config().chunk_size;
+  const int w = model_->config().window;
   for (int l = 0; l < L(); ++l) {
     int64_t expected_on = 0;
     for (int64_t t = 0; t < T; ++t) expected_on += e.activations[l * T + t];

@@ -42,7 +42,7 @@ ModelConfig SmallConfig() {
   c.hidden_dim = 10;
   c.n_dim = 3;
   c.layers = 2;
-  c.chunk_size = 5;
+  c.window = 5;
   c.vocab_size = 23;
   c.truncation_length = 9;
   c.max_positions = 32;

@@ -1,0 +1,62 @@
+// seqboat-server's configuration: every flag read, checked and resolved once at start-up
+// (files read, derived defaults filled in), so that nothing later reads a flag.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "runtime/backend.h"
+
+namespace seqboat::server {
+
+struct ServerConfig {
+  // The model and its backend.
+  std::string model_path;
+  std::string device = "cpu";  // cpu | cuda
+  int cuda_device = 0;
+  WeightDType weight_dtype = WeightDType::kAsStored;
+  bool cuda_graphs = true;
+  EmaHorizon ema_horizon = EmaHorizon::kExact;
+  int fifo_capacity = 0;  // 0: the model's window
+  int threads = 0;        // CPU backend threads; 0 = every hardware thread
+
+  // The engine.
+  int max_batch = 8;         // request slots
+  int max_waiting = 64;      // requests queued beyond the slots
+  int64_t prefill_budget = 256;  // prompt tokens per iteration
+  int64_t max_prompt_tokens = 8192;
+  int32_t max_new_tokens_limit = 4096;
+  int sampling_threads = 1;
+  int64_t prefix_cache_bytes = 256 << 20;  // at most; 0 turns the cache off
+  int64_t prefix_cache_block = 32;
+  int64_t state_memory_bytes = 0;  // 0 = no limit
+
+  // The front-ends.
+  std::string listen = "127.0.0.1:50051";
+  std::string metrics_listen = "127.0.0.1:9464";  // empty: no metrics endpoint
+  std::vector<std::string> api_keys;               // empty: no key needed
+  std::vector<std::string> metrics_api_keys;
+  std::string tls_cert_pem, tls_key_pem;  // empty: plaintext
+  int64_t max_text_bytes = 256 << 10;
+  int64_t max_request_bytes = 0;  // resolved: never 0
+  int64_t max_metadata_bytes = 16 << 10;
+  int64_t stream_buffer_bytes = 4 << 20;
+  absl::Duration stream_write_timeout = absl::Seconds(30);
+
+  // The process.
+  absl::Duration shutdown_grace = absl::Seconds(30);
+  absl::Duration heartbeat_timeout = absl::Seconds(10);
+
+  // Testing.
+  absl::Duration debug_step_delay = absl::ZeroDuration();
+  int64_t debug_fail_forward = 0;
+  bool debug_fail_sticky = false;
+};
+
+// The configuration the command line's flags give, or an error naming the flag at fault.
+absl::StatusOr<ServerConfig> ServerConfigFromFlags();
+
+}  // namespace seqboat::server
