@@ -6,11 +6,12 @@ JOBS ?= $(shell nproc)
 DEB_PACKAGES := build-essential cmake ninja-build pkg-config git \
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev \
   prometheus-cpp-dev libmicrohttpd-dev libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev nlohmann-json3-dev libssl-dev \
-  clang-14 libclang-rt-14-dev prometheus python3-grpcio python3-h2 python3-yaml python3-numpy curl openssl
+  clang-14 libclang-rt-14-dev clang-format-14 clang-tidy-14 prometheus python3-grpcio python3-h2 python3-yaml python3-numpy curl openssl
 # Only for regenerating fixtures (tests/reference); the tests themselves need no Python.
 REFERENCE_PACKAGES := python3-torch python3-numpy
 
-.PHONY: deps deps-reference build build-cuda test-gpu test test-asan test-tsan fixtures bench clean serve
+.PHONY: deps deps-reference build build-cuda test-gpu test test-asan test-tsan fixtures bench clean serve \
+        format format-check tidy
 
 # Idempotent: installs only what is missing (needs root, as on CI and the dev machines).
 deps:
@@ -68,6 +69,22 @@ bench:
 	cmake --build --preset release -j $(JOBS) --target seqboat-bench-runtime
 	mkdir -p bench/results
 	./build-release/bin/seqboat-bench-runtime --json_out bench/results/runtime_cpu.json
+
+# Formatting: clang-format (.clang-format) over every C++ and CUDA source of the tree.
+FORMAT_SOURCES = git ls-files '*.cc' '*.h' '*.cu' '*.cuh'
+format:
+	$(FORMAT_SOURCES) | xargs clang-format-14 -i
+
+format-check:
+	@$(FORMAT_SOURCES) | xargs clang-format-14 --dry-run --Werror && echo "format-check: every file is formatted"
+
+# clang-tidy (.clang-tidy) on the C++ files changed since BASE (default: the last commit's),
+# with the default build's compile commands. CUDA host files and the GPU tests have none there.
+BASE ?= HEAD~1
+tidy: build
+	@files=$$(git diff --name-only --diff-filter=d $(BASE) -- '*.cc' | grep -v -e '^kernels/' -e '^tests/gpu/' -e '/fuzz/' || true); \
+	if [ -z "$$files" ]; then echo "tidy: no C++ file changed since $(BASE)"; \
+	else echo "tidy:" $$files; clang-tidy-14 -p build --quiet $$files; fi
 
 clean:
 	rm -rf build build-asan build-tsan build-release build-cuda

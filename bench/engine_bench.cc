@@ -1,11 +1,11 @@
 // seqboat-bench-engine: the engine's own cost per iteration (scheduling, sampling, sinks,
 // bookkeeping) with a backend that does no model work, so that what is measured is the
 // overhead the engine adds to every backend step. Prints a table and JSON.
+#include <condition_variable>
 #include <cstdio>
 #include <fstream>
 #include <memory>
 #include <mutex>
-#include <condition_variable>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -40,7 +40,8 @@ class NullBackend final : public Backend {
   size_t state_bytes_per_slot() const override { return 0; }
   absl::Status Forward(absl::Span<const SequenceChunk> batch, const ForwardOutputs& out) override {
     ++calls_;
-    for (size_t i = 0; i < out.logits.size(); ++i) out.logits[i] = static_cast<float>((i * 7919 + calls_) % 97) * 0.05f;
+    for (size_t i = 0; i < out.logits.size(); ++i)
+      out.logits[i] = static_cast<float>((i * 7919 + calls_) % 97) * 0.05f;
     for (size_t i = 0; i < out.activations.size(); ++i) out.activations[i] = (i + calls_) % 2;
     return absl::OkStatus();
   }
@@ -88,10 +89,12 @@ int Run() {
   config.layers = absl::GetFlag(FLAGS_layers);
   const int steps = absl::GetFlag(FLAGS_steps);
   nlohmann::json results = nlohmann::json::array();
-  printf("engine overhead per iteration (null backend, V=%d, L=%d, %d decode steps, temperature %.1f, "
-         "top_k %d, top_p %.2f, %d sampling threads)\n",
-         config.vocab_size, config.layers, steps, absl::GetFlag(FLAGS_temperature), absl::GetFlag(FLAGS_top_k),
-         absl::GetFlag(FLAGS_top_p), absl::GetFlag(FLAGS_sampling_threads));
+  printf(
+      "engine overhead per iteration (null backend, V=%d, L=%d, %d decode steps, temperature %.1f, "
+      "top_k %d, top_p %.2f, %d sampling threads)\n",
+      config.vocab_size, config.layers, steps, absl::GetFlag(FLAGS_temperature),
+      absl::GetFlag(FLAGS_top_k), absl::GetFlag(FLAGS_top_p),
+      absl::GetFlag(FLAGS_sampling_threads));
   printf("%8s %14s %16s %16s\n", "batch", "iteration us", "per token us", "backend us");
   for (int batch : {1, 8, 64, 256}) {
     NullBackend backend(batch, config.vocab_size, config.layers);
@@ -144,7 +147,8 @@ int Run() {
 }  // namespace seqboat::bench
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("Measures the engine's overhead per iteration with a backend that does no work.");
+  absl::SetProgramUsageMessage(
+      "Measures the engine's overhead per iteration with a backend that does no work.");
   absl::ParseCommandLine(argc, argv);
   return seqboat::bench::Run();
 }

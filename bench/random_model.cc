@@ -195,7 +195,8 @@ std::vector<int32_t> RandomTokens(int64_t count, int vocab_size, uint64_t seed) 
   std::vector<int32_t> tokens(count);
   for (int32_t& token : tokens) {
     if (vocab_size > kNumSpecialIds) {
-      token = kNumSpecialIds + static_cast<int32_t>(rng.Next() % static_cast<uint64_t>(vocab_size - kNumSpecialIds));
+      token = kNumSpecialIds +
+              static_cast<int32_t>(rng.Next() % static_cast<uint64_t>(vocab_size - kNumSpecialIds));
     } else {
       constexpr int32_t kReadable[] = {kBosId, kEosId, kUnkId};  // never the padding id
       token = kReadable[rng.Next() % 3];
@@ -208,7 +209,8 @@ std::vector<int32_t> RandomTokens(int64_t count, int vocab_size, uint64_t seed) 
 std::string RandomModelTokenizerJson(int vocab_size) {
   nlohmann::ordered_json symbols = nlohmann::ordered_json::array();
   for (int i = 0; i < vocab_size; ++i) {
-    symbols.push_back(i < kNumSpecialIds ? std::string(kSpecialSymbols[i]) : std::to_string(i - kNumSpecialIds));
+    symbols.push_back(i < kNumSpecialIds ? std::string(kSpecialSymbols[i])
+                                         : std::to_string(i - kNumSpecialIds));
   }
   nlohmann::ordered_json tokenizer;
   tokenizer["style"] = vocab_size <= 4 + 256 ? "byte" : "word";

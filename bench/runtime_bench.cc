@@ -41,7 +41,8 @@ ABSL_FLAG(std::string, model_dir, "/tmp", "Folder for the temporary random model
 ABSL_FLAG(std::string, write_model, "",
           "Only write the paper-size random model, its routers calibrated to --write_model_rate, "
           "to this path (for serving benchmarks) and exit.");
-ABSL_FLAG(double, write_model_rate, 0.5, "GAU activation rate the --write_model routers are calibrated to.");
+ABSL_FLAG(double, write_model_rate, 0.5,
+          "GAU activation rate the --write_model routers are calibrated to.");
 ABSL_FLAG(uint64_t, seed, 1, "Seed of the random weights and token streams.");
 ABSL_FLAG(double, contention_threshold, 0.15,
           "Measure a configuration again when other processes took more than this share of "
@@ -128,8 +129,8 @@ Machine DescribeMachine(const BenchSettings& settings) {
   // Contention only lowers a bandwidth: keep the best of the attempts.
   for (int attempt = 0; attempt <= settings.contention_retries; ++attempt) {
     const CpuContention contention;
-    const ReadBandwidth bandwidth = MeasureReadBandwidth(
-        settings.bandwidth_bytes, settings.threads, settings.bandwidth_passes);
+    const ReadBandwidth bandwidth =
+        MeasureReadBandwidth(settings.bandwidth_bytes, settings.threads, settings.bandwidth_passes);
     const double others = contention.OthersShare();
     if (attempt == 0 || bandwidth.all_threads > machine.read_bw_all) {
       machine.read_bw_all = bandwidth.all_threads;
@@ -453,11 +454,14 @@ absl::Status Run() {
   if (const std::string out = absl::GetFlag(FLAGS_write_model); !out.empty()) {
     const double target = absl::GetFlag(FLAGS_write_model_rate);
     if (!(target > 0.0 && target < 1.0)) {
-      return absl::InvalidArgumentError(absl::StrCat("--write_model_rate ", target, ": expected in (0, 1)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--write_model_rate ", target, ": expected in (0, 1)"));
     }
-    ASSIGN_OR_RETURN(std::unique_ptr<RandomModel> model, RandomModel::Generate(PaperEnwik8Config(), settings.seed));
-    ASSIGN_OR_RETURN(RouterCalibration calibration,
-                     CalibrateRouterBiases(*model, settings.model_path, target, settings.calibration));
+    ASSIGN_OR_RETURN(std::unique_ptr<RandomModel> model,
+                     RandomModel::Generate(PaperEnwik8Config(), settings.seed));
+    ASSIGN_OR_RETURN(
+        RouterCalibration calibration,
+        CalibrateRouterBiases(*model, settings.model_path, target, settings.calibration));
     RETURN_IF_ERROR(model->Write(out, calibration.layer_biases));
     Progress(absl::StrFormat("wrote %s: %.1fM parameters, probe activation rate %.1f%%", out,
                              model->parameter_count() / 1e6, 100 * calibration.probe_rate));

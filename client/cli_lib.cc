@@ -43,7 +43,8 @@ absl::StatusOr<std::vector<int32_t>> ParseIdList(absl::string_view text, absl::s
   return ids;
 }
 
-absl::StatusOr<std::vector<std::string>> ParseStringList(absl::string_view text, absl::string_view flag) {
+absl::StatusOr<std::vector<std::string>> ParseStringList(absl::string_view text,
+                                                         absl::string_view flag) {
   std::vector<std::string> out;
   if (text.empty()) return out;
   std::string current;

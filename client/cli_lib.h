@@ -23,6 +23,7 @@ LatencySummary Summarize(std::vector<double> samples);
 absl::StatusOr<std::vector<int32_t>> ParseIdList(absl::string_view text, absl::string_view flag);
 
 // Comma-separated strings where "\," is a literal comma and "\\" a backslash.
-absl::StatusOr<std::vector<std::string>> ParseStringList(absl::string_view text, absl::string_view flag);
+absl::StatusOr<std::vector<std::string>> ParseStringList(absl::string_view text,
+                                                         absl::string_view flag);
 
 }  // namespace seqboat::cli

@@ -33,25 +33,31 @@
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "Server address HOST:PORT.");
 ABSL_FLAG(std::string, api_key, "", "Sent as 'authorization: Bearer KEY'.");
 ABSL_FLAG(std::string, tls_ca, "", "PEM root certificate: connect with TLS (else plaintext).");
-ABSL_FLAG(std::string, tls_server_name, "", "With --tls_ca: the name the certificate must hold, if not the host.");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "With --tls_ca: the name the certificate must hold, if not the host.");
 ABSL_FLAG(double, timeout_s, 0, "Deadline of each call in seconds; 0 = none.");
 ABSL_FLAG(bool, json, false, "Print the server's messages as JSON lines instead of text.");
 // generate: every field of the request, named as in the proto.
 ABSL_FLAG(std::string, tokens, "", "generate: prompt token ids (2,17,9) instead of the text.");
-ABSL_FLAG(std::optional<int32_t>, max_new_tokens, std::nullopt, "Tokens to generate at most (server default 16).");
+ABSL_FLAG(std::optional<int32_t>, max_new_tokens, std::nullopt,
+          "Tokens to generate at most (server default 16).");
 ABSL_FLAG(std::optional<float>, temperature, std::nullopt, "0 = greedy (server default 1).");
 ABSL_FLAG(int32_t, top_k, 0, "Keep the k most likely tokens; 0 = off.");
 ABSL_FLAG(std::optional<float>, top_p, std::nullopt, "Nucleus mass in (0, 1].");
 ABSL_FLAG(float, min_p, 0, "Drop tokens below min_p times the most likely one's probability.");
-ABSL_FLAG(std::optional<float>, repetition_penalty, std::nullopt, "> 1 discourages tokens already seen.");
+ABSL_FLAG(std::optional<float>, repetition_penalty, std::nullopt,
+          "> 1 discourages tokens already seen.");
 ABSL_FLAG(float, presence_penalty, 0, "Subtracted once from the logit of each generated token.");
-ABSL_FLAG(float, frequency_penalty, 0, "Subtracted per occurrence from the logit of each generated token.");
-ABSL_FLAG(std::optional<uint64_t>, seed, std::nullopt, "Sampling seed (the server draws one if unset).");
+ABSL_FLAG(float, frequency_penalty, 0,
+          "Subtracted per occurrence from the logit of each generated token.");
+ABSL_FLAG(std::optional<uint64_t>, seed, std::nullopt,
+          "Sampling seed (the server draws one if unset).");
 ABSL_FLAG(std::string, stop, "", "Stop sequences, comma-separated ('\\,' is a comma).");
 ABSL_FLAG(std::string, stop_token_ids, "", "Stop token ids, comma-separated.");
 ABSL_FLAG(bool, ignore_eos, false, "Keep generating past </s>.");
 ABSL_FLAG(int32_t, logprobs, 0, "Alternatives reported per token (--json shows them).");
-ABSL_FLAG(bool, return_activations, false, "Per token, which layers ran the GAU (--json shows them).");
+ABSL_FLAG(bool, return_activations, false,
+          "Per token, which layers ran the GAU (--json shows them).");
 ABSL_FLAG(std::string, request_id, "", "Request id echoed by the server.");
 // bench.
 ABSL_FLAG(int32_t, concurrency, 1, "bench: requests in flight at once.");
@@ -59,7 +65,8 @@ ABSL_FLAG(int64_t, requests, 0, "bench: requests to send (default 100 unless --d
 ABSL_FLAG(double, duration_s, 0, "bench: send requests for this long instead of --requests.");
 ABSL_FLAG(int32_t, prompt_tokens, 128, "bench: prompt length in tokens.");
 ABSL_FLAG(int32_t, output_tokens, 128, "bench: tokens generated per request (ignore_eos, exact).");
-ABSL_FLAG(double, shared_prefix_ratio, 0, "bench: fraction of each prompt shared by all requests (prefix cache).");
+ABSL_FLAG(double, shared_prefix_ratio, 0,
+          "bench: fraction of each prompt shared by all requests (prefix cache).");
 ABSL_FLAG(std::string, json_out, "", "bench: also write the JSON report to this file.");
 
 namespace seqboat::cli {
@@ -77,10 +84,13 @@ int Fail(int code, const std::string& message) {
 }
 
 // gRPC and absl number their status codes alike; absl names them.
-std::string CodeName(grpc::StatusCode code) { return absl::StatusCodeToString(static_cast<absl::StatusCode>(code)); }
+std::string CodeName(grpc::StatusCode code) {
+  return absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
+}
 
 int CallFailed(const grpc::Status& status) {
-  return Fail(kCallError, absl::StrCat(CodeName(status.error_code()), ": ", status.error_message()));
+  return Fail(kCallError,
+              absl::StrCat(CodeName(status.error_code()), ": ", status.error_message()));
 }
 
 std::string ToJson(const google::protobuf::Message& message) {
@@ -97,7 +107,8 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> Connect() {
     std::ifstream in(ca, std::ios::binary);
     if (!in) return absl::InvalidArgumentError(absl::StrCat("--tls_ca: cannot read ", ca));
     grpc::SslCredentialsOptions options;
-    options.pem_root_certs.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    options.pem_root_certs.assign(std::istreambuf_iterator<char>(in),
+                                  std::istreambuf_iterator<char>());
     credentials = grpc::SslCredentials(options);
     if (const std::string name = absl::GetFlag(FLAGS_tls_server_name); !name.empty()) {
       arguments.SetSslTargetNameOverride(name);
@@ -160,7 +171,8 @@ int Generate(v1::SeqBoat::Stub& stub, const std::vector<char*>& args) {
   Prepare(&context);
   const bool json = absl::GetFlag(FLAGS_json);
   const auto start = Clock::now();
-  std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader = stub.Generate(&context, request);
+  std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader =
+      stub.Generate(&context, request);
   v1::GenerateResponse response;
   v1::FinishInfo finish;
   while (reader->Read(&response)) {
@@ -177,12 +189,17 @@ int Generate(v1::SeqBoat::Stub& stub, const std::vector<char*>& args) {
   fflush(stdout);  // the summary on stderr comes after the text, also when both are piped
   if (!status.ok()) return CallFailed(status);
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  fprintf(stderr, "[%s: %lld prompt + %lld generated tokens (%lld from the prefix cache); first token %.1f ms, "
-          "total %.1f ms, %.1f tokens/s; seed %llu]\n",
-          v1::FinishReason_Name(finish.reason()).c_str(), static_cast<long long>(finish.prompt_tokens()),
-          static_cast<long long>(finish.generated_tokens()), static_cast<long long>(finish.cached_prompt_tokens()),
-          1e3 * finish.time_to_first_token_seconds(), 1e3 * seconds,
-          finish.generated_tokens() / std::max(seconds, 1e-9), static_cast<unsigned long long>(finish.seed()));
+  fprintf(
+      stderr,
+      "[%s: %lld prompt + %lld generated tokens (%lld from the prefix cache); first token %.1f ms, "
+      "total %.1f ms, %.1f tokens/s; seed %llu]\n",
+      v1::FinishReason_Name(finish.reason()).c_str(),
+      static_cast<long long>(finish.prompt_tokens()),
+      static_cast<long long>(finish.generated_tokens()),
+      static_cast<long long>(finish.cached_prompt_tokens()),
+      1e3 * finish.time_to_first_token_seconds(), 1e3 * seconds,
+      finish.generated_tokens() / std::max(seconds, 1e-9),
+      static_cast<unsigned long long>(finish.seed()));
   return 0;
 }
 
@@ -198,20 +215,27 @@ int Info(v1::SeqBoat::Stub& stub) {
   }
   printf("model file        %s\n", info.model_file().c_str());
   printf("parameters        %lld\n", static_cast<long long>(info.parameters()));
-  printf("layers            %d (D=%d Z=%d H=%d N=%d), window w=%d, %s attention\n", info.layers(), info.embed_dim(),
-         info.z_dim(), info.hidden_dim(), info.n_dim(), info.window(), info.attention().c_str());
+  printf("layers            %d (D=%d Z=%d H=%d N=%d), window w=%d, %s attention\n", info.layers(),
+         info.embed_dim(), info.z_dim(), info.hidden_dim(), info.n_dim(), info.window(),
+         info.attention().c_str());
   printf("vocabulary        %d (%s)\n", info.vocab_size(), info.tokenizer_style().c_str());
-  printf("backend           %s, EMA horizon %s\n", info.backend().c_str(), info.ema_horizon().c_str());
+  printf("backend           %s, EMA horizon %s\n", info.backend().c_str(),
+         info.ema_horizon().c_str());
   printf("state / sequence  %.3f MB\n", info.state_bytes_per_sequence() / 1e6);
   printf("prefix cache      %.1f MB\n", info.prefix_cache_bytes() / 1e6);
   const v1::Limits& l = info.limits();
-  printf("limits            batch %d, waiting %d, prompt %lld tokens, max_new_tokens %d, %d stop sequences of "
-         "%d bytes, %d logprobs, prefill budget %lld\n",
-         l.max_batch(), l.max_waiting(), static_cast<long long>(l.max_prompt_tokens()), l.max_new_tokens_limit(),
-         l.max_stop_sequences(), l.max_stop_bytes(), l.max_logprobs(), static_cast<long long>(l.prefill_budget()));
-  printf("                  text %lld bytes, request %lld bytes, %d stop token ids, stream buffer %lld bytes\n",
-         static_cast<long long>(l.max_text_bytes()), static_cast<long long>(l.max_request_bytes()),
-         l.max_stop_token_ids(), static_cast<long long>(l.stream_buffer_bytes()));
+  printf(
+      "limits            batch %d, waiting %d, prompt %lld tokens, max_new_tokens %d, %d stop "
+      "sequences of "
+      "%d bytes, %d logprobs, prefill budget %lld\n",
+      l.max_batch(), l.max_waiting(), static_cast<long long>(l.max_prompt_tokens()),
+      l.max_new_tokens_limit(), l.max_stop_sequences(), l.max_stop_bytes(), l.max_logprobs(),
+      static_cast<long long>(l.prefill_budget()));
+  printf(
+      "                  text %lld bytes, request %lld bytes, %d stop token ids, stream buffer "
+      "%lld bytes\n",
+      static_cast<long long>(l.max_text_bytes()), static_cast<long long>(l.max_request_bytes()),
+      l.max_stop_token_ids(), static_cast<long long>(l.stream_buffer_bytes()));
   printf("server            seqboat-server %s\n", info.server_version().c_str());
   return 0;
 }
@@ -247,25 +271,33 @@ int Bench(const std::shared_ptr<grpc::Channel>& channel) {
   const int concurrency = absl::GetFlag(FLAGS_concurrency);
   const double duration = absl::GetFlag(FLAGS_duration_s);
   int64_t requests = absl::GetFlag(FLAGS_requests);
-  const int prompt_tokens = absl::GetFlag(FLAGS_prompt_tokens), output_tokens = absl::GetFlag(FLAGS_output_tokens);
+  const int prompt_tokens = absl::GetFlag(FLAGS_prompt_tokens),
+            output_tokens = absl::GetFlag(FLAGS_output_tokens);
   const double shared = absl::GetFlag(FLAGS_shared_prefix_ratio);
   if (concurrency < 1) return Fail(kUsageError, "--concurrency: expected >= 1");
-  if (requests < 0 || duration < 0) return Fail(kUsageError, "--requests and --duration_s: expected >= 0");
-  if (requests > 0 && duration > 0) return Fail(kUsageError, "bench: give --requests or --duration_s, not both");
+  if (requests < 0 || duration < 0)
+    return Fail(kUsageError, "--requests and --duration_s: expected >= 0");
+  if (requests > 0 && duration > 0)
+    return Fail(kUsageError, "bench: give --requests or --duration_s, not both");
   if (requests == 0 && duration == 0) requests = 100;
-  if (prompt_tokens < 1 || output_tokens < 1) return Fail(kUsageError, "--prompt_tokens, --output_tokens: expected >= 1");
-  if (!(shared >= 0 && shared <= 1)) return Fail(kUsageError, "--shared_prefix_ratio: expected in [0, 1]");
+  if (prompt_tokens < 1 || output_tokens < 1)
+    return Fail(kUsageError, "--prompt_tokens, --output_tokens: expected >= 1");
+  if (!(shared >= 0 && shared <= 1))
+    return Fail(kUsageError, "--shared_prefix_ratio: expected in [0, 1]");
 
   auto stub = v1::SeqBoat::NewStub(channel);
   grpc::ClientContext info_context;
   Prepare(&info_context);
   v1::ModelInfo info;
-  if (grpc::Status status = stub->GetModelInfo(&info_context, v1::GetModelInfoRequest(), &info); !status.ok()) {
+  if (grpc::Status status = stub->GetModelInfo(&info_context, v1::GetModelInfoRequest(), &info);
+      !status.ok()) {
     return CallFailed(status);
   }
   // Prompt tokens are drawn from the model's own symbols, after the special ids.
   const int first = info.special_tokens(), symbols = info.vocab_size() - info.special_tokens();
-  if (symbols < 1) return Fail(kCallError, absl::StrCat("the model has no symbols beyond its ", first, " special ids"));
+  if (symbols < 1)
+    return Fail(kCallError,
+                absl::StrCat("the model has no symbols beyond its ", first, " special ids"));
   auto draw = [&](std::mt19937_64& rng) { return first + static_cast<int32_t>(rng() % symbols); };
   const uint64_t seed = absl::GetFlag(FLAGS_seed).value_or(1);
   // Prompts: the start token, then a prefix shared by every request, then tokens of its own.
@@ -337,8 +369,8 @@ int Bench(const std::shared_ptr<grpc::Channel>& channel) {
       const double t = std::chrono::duration<double>(Clock::now() - start).count();
       fprintf(stderr, "\r%lld%s requests done, %.0f tokens/s, %lld errors, %.1f s   ",
               static_cast<long long>(done.load()),
-              requests > 0 ? absl::StrCat("/", requests).c_str() : "", tokens_out.load() / std::max(t, 1e-9),
-              static_cast<long long>(errors.load()), t);
+              requests > 0 ? absl::StrCat("/", requests).c_str() : "",
+              tokens_out.load() / std::max(t, 1e-9), static_cast<long long>(errors.load()), t);
     }
   });
   for (auto& t : threads) t.join();
@@ -365,9 +397,11 @@ int Bench(const std::shared_ptr<grpc::Channel>& channel) {
   }
   const LatencySummary t = Summarize(ttft), i = Summarize(itl), e = Summarize(e2e);
   printf("seqboat-cli bench: %s, concurrency %d, prompt %d tokens (%d shared), %d output tokens\n",
-         absl::GetFlag(FLAGS_server).c_str(), concurrency, prompt_tokens, shared_tokens + 1, output_tokens);
+         absl::GetFlag(FLAGS_server).c_str(), concurrency, prompt_tokens, shared_tokens + 1,
+         output_tokens);
   printf("requests ok %lld, failed %lld; wall %.2f s; %.1f output tokens/s; %.2f requests/s\n",
-         static_cast<long long>(ok), static_cast<long long>(samples.size() - ok), wall, generated / wall, ok / wall);
+         static_cast<long long>(ok), static_cast<long long>(samples.size() - ok), wall,
+         generated / wall, ok / wall);
   printf("%-26s %10s %10s %10s %10s %10s\n", "latency (ms)", "mean", "p50", "p90", "p99", "max");
   auto row = [](const char* name, const LatencySummary& s) {
     printf("%-26s %10.2f %10.2f %10.2f %10.2f %10.2f\n", name, s.mean, s.p50, s.p90, s.p99, s.max);
@@ -376,23 +410,24 @@ int Bench(const std::shared_ptr<grpc::Channel>& channel) {
   row("inter-token latency", i);
   row("end to end", e);
   auto summary = [](const LatencySummary& s) {
-    return nlohmann::json{{"count", s.count}, {"mean", s.mean}, {"p50", s.p50}, {"p90", s.p90}, {"p99", s.p99},
-                          {"max", s.max}};
+    return nlohmann::json{{"count", s.count}, {"mean", s.mean}, {"p50", s.p50},
+                          {"p90", s.p90},     {"p99", s.p99},   {"max", s.max}};
   };
-  nlohmann::json report = {{"server", absl::GetFlag(FLAGS_server)},
-                           {"concurrency", concurrency},
-                           {"prompt_tokens", prompt_tokens},
-                           {"shared_prefix_tokens", shared_tokens + 1},
-                           {"output_tokens", output_tokens},
-                           {"requests_ok", ok},
-                           {"requests_by_code", by_code},
-                           {"wall_s", wall},
-                           {"output_tokens_per_s", generated / wall},
-                           {"requests_per_s", ok / wall},
-                           {"ttft_ms", summary(t)},
-                           {"itl_ms", summary(i)},
-                           {"e2e_ms", summary(e)},
-                           {"model", {{"parameters", info.parameters()}, {"backend", info.backend()}}}};
+  nlohmann::json report = {
+      {"server", absl::GetFlag(FLAGS_server)},
+      {"concurrency", concurrency},
+      {"prompt_tokens", prompt_tokens},
+      {"shared_prefix_tokens", shared_tokens + 1},
+      {"output_tokens", output_tokens},
+      {"requests_ok", ok},
+      {"requests_by_code", by_code},
+      {"wall_s", wall},
+      {"output_tokens_per_s", generated / wall},
+      {"requests_per_s", ok / wall},
+      {"ttft_ms", summary(t)},
+      {"itl_ms", summary(i)},
+      {"e2e_ms", summary(e)},
+      {"model", {{"parameters", info.parameters()}, {"backend", info.backend()}}}};
   printf("%s\n", report.dump().c_str());
   if (const std::string path = absl::GetFlag(FLAGS_json_out); !path.empty()) {
     std::ofstream(path) << report.dump(2) << "\n";
@@ -402,8 +437,10 @@ int Bench(const std::shared_ptr<grpc::Channel>& channel) {
 
 constexpr char kUsage[] =
     "seqboat-cli: talks to seqboat-server over gRPC.\n"
-    "  seqboat-cli generate \"PROMPT\" [--max_new_tokens N] [--temperature T] [--top_k K] [--top_p P]\n"
-    "              [--min_p P] [--seed S] [--stop a,b] [--stop_token_ids 2,5] [--ignore_eos] [--logprobs N]\n"
+    "  seqboat-cli generate \"PROMPT\" [--max_new_tokens N] [--temperature T] [--top_k K] [--top_p "
+    "P]\n"
+    "              [--min_p P] [--seed S] [--stop a,b] [--stop_token_ids 2,5] [--ignore_eos] "
+    "[--logprobs N]\n"
     "              [--return_activations] [--json] [--tokens 2,17,9]\n"
     "  seqboat-cli info [--json]\n"
     "  seqboat-cli tokenize \"TEXT\" [--json]\n"

@@ -151,7 +151,7 @@ void CudaBackend<T>::CarveScratch(Carver& carver, const Capacity& c, Scratch* s)
   s->ffn_out = carver.Take<float>(F > 0 ? rows * D : 0);
   s->final_rows = carver.Take<T>(c.logit_rows * D);
   s->logits = carver.Take<float>(c.logit_rows * V);
-  s->decisions = carver.Take<uint8_t>(rows * L);
+  s->activations = carver.Take<uint8_t>(rows * L);
   s->confidences = carver.Take<float>(rows * L);
 }
 
@@ -159,7 +159,7 @@ template <typename T>
 void CudaBackend<T>::CarveStaging(Carver& carver, const Capacity& c, HostStaging* h) const {
   h->inputs = carver.Take<uint8_t>(LayoutInputs(c.rows, c.chunks, c.logit_rows).bytes);
   h->logits = carver.Take<float>(c.logit_rows * config_.vocab_size);
-  h->decisions = carver.Take<uint8_t>(c.rows * config_.layers);
+  h->activations = carver.Take<uint8_t>(c.rows * config_.layers);
   h->confidences = carver.Take<float>(c.rows * config_.layers);
 }
 
@@ -198,7 +198,6 @@ absl::Status CudaBackend<T>::CheckSlot(SlotId slot, const char* what) const {
   return CheckSlotId(slot, num_slots(), what);
 }
 
-
 template <typename T>
 absl::Status CudaBackend<T>::Forward(absl::Span<const SequenceChunk> batch,
                                      const ForwardOutputs& out) {
@@ -209,7 +208,7 @@ absl::Status CudaBackend<T>::Forward(absl::Span<const SequenceChunk> batch,
   shape.rows = TotalTokens(batch);
   shape.chunks = static_cast<int64_t>(batch.size());
   shape.logit_rows = LogitRows(batch);
-  shape.want_decisions = !out.activations.empty();
+  shape.want_activations = !out.activations.empty();
   shape.want_confidences = !out.confidences.empty();
   for (const SequenceChunk& chunk : batch)
     shape.longest_chunk =
@@ -254,10 +253,10 @@ absl::Status CudaBackend<T>::Forward(absl::Span<const SequenceChunk> batch,
 
   std::memcpy(out.logits.data(), staging_.logits,
               sizeof(float) * shape.logit_rows * config_.vocab_size);
-  const int64_t decisions = shape.rows * config_.layers;
-  if (shape.want_decisions) std::memcpy(out.activations.data(), staging_.decisions, decisions);
+  const int64_t flags = shape.rows * config_.layers;  // one per token and layer
+  if (shape.want_activations) std::memcpy(out.activations.data(), staging_.activations, flags);
   if (shape.want_confidences)
-    std::memcpy(out.confidences.data(), staging_.confidences, sizeof(float) * decisions);
+    std::memcpy(out.confidences.data(), staging_.confidences, sizeof(float) * flags);
   for (const SequenceChunk& chunk : batch)
     slot_position_[chunk.slot] += static_cast<int64_t>(chunk.tokens.size());
   return absl::OkStatus();
@@ -348,7 +347,8 @@ absl::Status CudaBackend<T>::CheckHealth() {
   (void)cudaGetLastError();
   SEQBOAT_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   // A tiny real operation on the stream, on memory of its own (scratch may be mid-reallocation).
-  SEQBOAT_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(probe_memory_.data(), 0, probe_memory_.bytes(), stream_));
+  SEQBOAT_CUDA_RETURN_IF_ERROR(
+      cudaMemsetAsync(probe_memory_.data(), 0, probe_memory_.bytes(), stream_));
   SEQBOAT_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   return absl::OkStatus();
 }
@@ -391,16 +391,21 @@ namespace {
 // The device dtype the options ask for.
 DType DeviceDType(const Model& model, WeightDType requested) {
   switch (requested) {
-    case WeightDType::kF32: return DType::kF32;
-    case WeightDType::kF16: return DType::kF16;
-    case WeightDType::kBF16: return DType::kBF16;
-    case WeightDType::kAsStored: break;
+    case WeightDType::kF32:
+      return DType::kF32;
+    case WeightDType::kF16:
+      return DType::kF16;
+    case WeightDType::kBF16:
+      return DType::kBF16;
+    case WeightDType::kAsStored:
+      break;
   }
   return model.stored_dtype();
 }
 
 // The shared checks and layout, then the limits of the kernels' shared-memory layouts.
-absl::StatusOr<SlotLayout> CudaLayout(const ModelConfig& config, const CudaBackendOptions& options) {
+absl::StatusOr<SlotLayout> CudaLayout(const ModelConfig& config,
+                                      const CudaBackendOptions& options) {
   ASSIGN_OR_RETURN(SlotLayout layout, MakeSlotLayout(config, options));
   if (config.n_dim > cuda::kMaxEmaDim) {
     return absl::UnimplementedError(
@@ -418,7 +423,8 @@ absl::StatusOr<SlotLayout> CudaLayout(const ModelConfig& config, const CudaBacke
 
 }  // namespace
 
-absl::StatusOr<size_t> CudaStateBytesPerSlot(const Model& model, const CudaBackendOptions& options) {
+absl::StatusOr<size_t> CudaStateBytesPerSlot(const Model& model,
+                                             const CudaBackendOptions& options) {
   ASSIGN_OR_RETURN(SlotLayout layout, CudaLayout(model.config(), options));
   const size_t kv_bytes = DTypeSize(DeviceDType(model, options.weight_dtype));
   return StateBytesPerSlot(model.config(), layout, kv_bytes, sizeof(cuda::FifoMeta));

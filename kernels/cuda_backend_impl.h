@@ -45,10 +45,10 @@ struct Shape {
   int splits = 1;
   int split_len = 0;
   int tile_splits = 1;
-  bool want_decisions = false;
+  bool want_activations = false;
   bool want_confidences = false;
   auto Key() const {
-    return std::tuple(rows, chunks, logit_rows, want_decisions, want_confidences);
+    return std::tuple(rows, chunks, logit_rows, want_activations, want_confidences);
   }
 };
 
@@ -102,7 +102,9 @@ class CudaBackend final : public Backend {
   absl::Status CheckHealth() override;
 
   // FIFO keys and values in the weights' dtype, and each layer's FIFO bookkeeping.
-  size_t StateBytesPerSlot() const { return seqboat::StateBytesPerSlot(config_, layout_, sizeof(T), sizeof(FifoMeta)); }
+  size_t StateBytesPerSlot() const {
+    return seqboat::StateBytesPerSlot(config_, layout_, sizeof(T), sizeof(FifoMeta));
+  }
 
  private:
   // Per-call arrays (rows = tokens of the call, R = its activated rows, R <= rows).
@@ -135,14 +137,14 @@ class CudaBackend final : public Backend {
     float* ffn_out;               // [rows, D]
     T* final_rows;                // [logit_rows, D]
     float* logits;                // [logit_rows, V]
-    uint8_t* decisions;           // [rows, L]
+    uint8_t* activations;         // [rows, L]
     float* confidences;           // [rows, L]
   };
   // Pinned host mirrors of what travels.
   struct HostStaging {
     uint8_t* inputs;
     float* logits;
-    uint8_t* decisions;
+    uint8_t* activations;
     float* confidences;
   };
   struct DeviceInputs {
@@ -182,7 +184,10 @@ class CudaBackend final : public Backend {
   // State slots: [slots, L, ...] per array, allocated once.
   DeviceMemory ema_memory_, ring_memory_, keys_memory_, values_memory_, positions_memory_,
       meta_memory_;
-  float* ema_state_ = nullptr;          // [slots, L, N, D]
+  // [slots, L, N, D]: n-major, where the CPU keeps [D, N]. A kernel's threads run over the
+  // channels d, so that consecutive threads read consecutive floats for each n (coalesced);
+  // the CPU walks one channel's N values at a time. ResetSlot/CopySlot see only bytes.
+  float* ema_state_ = nullptr;
   float* input_ring_ = nullptr;         // [slots, L, T, D] (trained horizon)
   T* fifo_keys_ = nullptr;              // [slots, L, cap, Z]
   T* fifo_values_ = nullptr;            // [slots, L, cap, H]

@@ -73,8 +73,8 @@ absl::Status CudaBackend<T>::Enqueue(const Shape& shape) {
   SEQBOAT_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(staging_.logits, s.logits,
                                                sizeof(float) * shape.logit_rows * V,
                                                cudaMemcpyDeviceToHost, stream_));
-  if (shape.want_decisions) {
-    SEQBOAT_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(staging_.decisions, s.decisions, rows * L,
+  if (shape.want_activations) {
+    SEQBOAT_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(staging_.activations, s.activations, rows * L,
                                                  cudaMemcpyDeviceToHost, stream_));
   }
   if (shape.want_confidences) {
@@ -141,7 +141,7 @@ absl::Status CudaBackend<T>::EnqueueLayer(int l, const Shape& shape, const Devic
   router.row_active_index = s.row_active_index;
   router.activated_rows = s.activated_rows;
   router.chunk_active_begin = chunk_active_begin;
-  router.decisions_out = shape.want_decisions ? s.decisions : nullptr;
+  router.activations_out = shape.want_activations ? s.activations : nullptr;
   router.confidences_out = shape.want_confidences ? s.confidences : nullptr;
   router.layers = L;
   router.layer = l;
@@ -277,7 +277,8 @@ template absl::Status CudaBackend<float>::EnqueueLayer(int, const Shape&, const 
 template absl::Status CudaBackend<__half>::Enqueue(const Shape&);
 template absl::Status CudaBackend<__half>::EnqueueLayer(int, const Shape&, const DeviceInputs&);
 template absl::Status CudaBackend<__nv_bfloat16>::Enqueue(const Shape&);
-template absl::Status CudaBackend<__nv_bfloat16>::EnqueueLayer(int, const Shape&, const DeviceInputs&);
+template absl::Status CudaBackend<__nv_bfloat16>::EnqueueLayer(int, const Shape&,
+                                                               const DeviceInputs&);
 
 }  // namespace cuda
 }  // namespace seqboat

@@ -111,7 +111,7 @@ absl::StatusOr<DeviceModelWeights<T>> UploadWeights(const Model& model, int trai
     DeviceLayerWeights<T>& dst = out.layers[l];
     // The same derived coefficients as the CPU backend, so both start from identical floats.
     ema[l] = MakeEmaCoefficients(layer, static_cast<int>(D), static_cast<int>(N),
-                                      trained_truncation > 0, trained_truncation);
+                                 trained_truncation > 0, trained_truncation);
     packer.AddNorm(c.norm, layer.norm, D, &dst.norm);
     // Transposed to [N, D]: the scan's threads are channels, and read these coalesced.
     auto transpose = [&](const std::vector<float>& dn) {

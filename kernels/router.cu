@@ -29,7 +29,7 @@ __global__ void RouterKernel(RouterParams p) {
       active = p1 > p0 ? 1 : 0;  // ties go to "not activated"
       const float conf = static_cast<float>(fmax(p0, p1));
       p.confidence[r] = conf;
-      if (p.decisions_out != nullptr) p.decisions_out[r * p.layers + p.layer] = active;
+      if (p.activations_out != nullptr) p.activations_out[r * p.layers + p.layer] = active;
       if (p.confidences_out != nullptr) p.confidences_out[r * p.layers + p.layer] = conf;
     }
     // Block-wide exclusive scan of the decisions.

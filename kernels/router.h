@@ -23,7 +23,7 @@ struct RouterParams {
   int32_t* activated_rows = nullptr;      // [rows] activated row ids in row order (first R used)
   int32_t* chunk_active_begin = nullptr;  // [chunks + 1] first activated index of each chunk;
                                           // [chunks] holds R, the number of activated rows
-  uint8_t* decisions_out = nullptr;       // [rows, layers] column `layer` written (null = skip)
+  uint8_t* activations_out = nullptr;     // [rows, layers] column `layer` written (null = skip)
   float* confidences_out = nullptr;       // [rows, layers] column `layer` written (null = skip)
   int layers = 0;
   int layer = 0;

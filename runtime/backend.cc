@@ -12,26 +12,33 @@ namespace seqboat {
 absl::StatusOr<EmaHorizon> ParseEmaHorizon(absl::string_view name) {
   if (name == "exact") return EmaHorizon::kExact;
   if (name == "trained") return EmaHorizon::kTrained;
-  return absl::InvalidArgumentError(absl::StrCat("EMA horizon '", name, "'; expected exact or trained"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("EMA horizon '", name, "'; expected exact or trained"));
 }
 
-const char* EmaHorizonName(EmaHorizon horizon) { return horizon == EmaHorizon::kTrained ? "trained" : "exact"; }
+const char* EmaHorizonName(EmaHorizon horizon) {
+  return horizon == EmaHorizon::kTrained ? "trained" : "exact";
+}
 
 absl::StatusOr<WeightDType> ParseWeightDType(absl::string_view name) {
   if (name == "as_stored") return WeightDType::kAsStored;
   if (name == "f32") return WeightDType::kF32;
   if (name == "f16") return WeightDType::kF16;
   if (name == "bf16") return WeightDType::kBF16;
-  return absl::InvalidArgumentError(absl::StrCat("weight dtype '", name, "'; expected as_stored, f32, f16 or bf16"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("weight dtype '", name, "'; expected as_stored, f32, f16 or bf16"));
 }
 
-absl::StatusOr<SlotLayout> MakeSlotLayout(const ModelConfig& config, const BackendOptions& options) {
+absl::StatusOr<SlotLayout> MakeSlotLayout(const ModelConfig& config,
+                                          const BackendOptions& options) {
   if (options.num_slots < 1 || options.num_slots > kMaxSlots) {
-    return absl::InvalidArgumentError(absl::StrCat("num_slots is ", options.num_slots, "; expected 1..", kMaxSlots));
+    return absl::InvalidArgumentError(
+        absl::StrCat("num_slots is ", options.num_slots, "; expected 1..", kMaxSlots));
   }
   const int fifo_capacity = options.fifo_capacity;
   if (fifo_capacity < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("fifo_capacity is ", fifo_capacity, "; expected >= 0"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("fifo_capacity is ", fifo_capacity, "; expected >= 0"));
   }
   if (config.window <= 0 && fifo_capacity == 0) {
     return absl::InvalidArgumentError(
@@ -39,13 +46,15 @@ absl::StatusOr<SlotLayout> MakeSlotLayout(const ModelConfig& config, const Backe
         "serving it needs an explicit FIFO bound (fifo_capacity > 0)");
   }
   if (config.window > 0 && fifo_capacity != 0 && fifo_capacity != config.window) {
-    return absl::InvalidArgumentError(absl::StrCat("fifo_capacity ", fifo_capacity, " differs from the model's chunk_size ",
+    return absl::InvalidArgumentError(absl::StrCat("fifo_capacity ", fifo_capacity,
+                                                   " differs from the model's chunk_size ",
                                                    config.window, "; leave it 0 for this model"));
   }
   SlotLayout layout;
   layout.fifo_capacity = config.window > 0 ? config.window : fifo_capacity;
-  layout.truncation =
-      options.ema_horizon == EmaHorizon::kTrained && config.truncation_length > 0 ? config.truncation_length : 0;
+  layout.truncation = options.ema_horizon == EmaHorizon::kTrained && config.truncation_length > 0
+                          ? config.truncation_length
+                          : 0;
   // relu2 and laplace divide by w (the parallel pass that trained the model; MODEL.md).
   layout.score_scale = config.attention == AttentionKind::kSoftmax
                            ? 1.0f / std::sqrt(static_cast<float>(config.z_dim))
@@ -53,12 +62,12 @@ absl::StatusOr<SlotLayout> MakeSlotLayout(const ModelConfig& config, const Backe
   return layout;
 }
 
-size_t StateBytesPerSlot(const ModelConfig& config, const SlotLayout& layout, size_t kv_element_bytes,
-                         size_t layer_metadata_bytes) {
+size_t StateBytesPerSlot(const ModelConfig& config, const SlotLayout& layout,
+                         size_t kv_element_bytes, size_t layer_metadata_bytes) {
   const size_t D = config.embed_dim, N = config.n_dim, Z = config.z_dim, H = config.hidden_dim;
   const size_t w = layout.fifo_capacity, T = layout.truncation;
-  const size_t per_layer = (D * N + T * D) * sizeof(float) + w * (Z + H) * kv_element_bytes + w * sizeof(int64_t) +
-                           layer_metadata_bytes;
+  const size_t per_layer = (D * N + T * D) * sizeof(float) + w * (Z + H) * kv_element_bytes +
+                           w * sizeof(int64_t) + layer_metadata_bytes;
   return per_layer * static_cast<size_t>(config.layers);
 }
 
@@ -86,7 +95,8 @@ absl::Status ValidateForward(absl::Span<const SequenceChunk> batch, const Forwar
           absl::StrCat("Forward: chunk ", c, " (slot ", chunk.slot, ") has no tokens"));
     }
     if (std::optional<BadTokenId> bad = FindBadTokenId(chunk.tokens, vocab_size)) {
-      return absl::InvalidArgumentError(absl::StrCat("Forward: chunk ", c, " token ", bad->index, ": ", bad->problem));
+      return absl::InvalidArgumentError(
+          absl::StrCat("Forward: chunk ", c, " token ", bad->index, ": ", bad->problem));
     }
   }
   const int64_t rows = LogitRows(batch), tokens = TotalTokens(batch);

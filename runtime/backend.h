@@ -57,8 +57,8 @@ struct BackendOptions {
 // What every backend derives from the model and its options (MODEL.md), written once here so
 // that the backends agree.
 struct SlotLayout {
-  int fifo_capacity = 0;    // w: FIFO entries per layer (the model's window, or the option)
-  int truncation = 0;       // T: the EMA taps kept in the trained horizon; 0 = the exact recurrence
+  int fifo_capacity = 0;  // w: FIFO entries per layer (the model's window, or the option)
+  int truncation = 0;     // T: the EMA taps kept in the trained horizon; 0 = the exact recurrence
   float score_scale = 1.0f;  // attention scores: 1/sqrt(Z) for softmax, 1/w for relu2 and laplace
 };
 // Checks the options (the number of slots, the FIFO bound the model needs) and derives the
@@ -67,8 +67,8 @@ absl::StatusOr<SlotLayout> MakeSlotLayout(const ModelConfig& config, const Backe
 // Bytes of one slot: per layer the EMA state [D, N] and the trained horizon's input ring
 // [T, D] in fp32, the FIFO keys and values [w, Z + H] of `kv_element_bytes` each, the FIFO
 // positions (int64), and `layer_metadata_bytes` of the backend's own.
-size_t StateBytesPerSlot(const ModelConfig& config, const SlotLayout& layout, size_t kv_element_bytes,
-                         size_t layer_metadata_bytes = 0);
+size_t StateBytesPerSlot(const ModelConfig& config, const SlotLayout& layout,
+                         size_t kv_element_bytes, size_t layer_metadata_bytes = 0);
 
 struct SequenceChunk {
   SlotId slot = 0;

@@ -1,6 +1,6 @@
 // A Backend decorator that fails chosen Forward calls, as a device error would: the call
-// returns INTERNAL and changes no slot; optionally the backend then stays unusable. For testing what the engine and the server do when
-// the backend fails (seqboat-server --debug_fail_forward).
+// returns INTERNAL and changes no slot; optionally the backend then stays unusable. For testing
+// what the engine and the server do when the backend fails (seqboat-server --debug_fail_forward).
 #pragma once
 
 #include <cstdint>
@@ -22,9 +22,15 @@ class FaultInjectingBackend final : public Backend {
   const char* name() const override { return inner_->name(); }
   size_t state_bytes_per_slot() const override { return inner_->state_bytes_per_slot(); }
   absl::Status Forward(absl::Span<const SequenceChunk> batch, const ForwardOutputs& out) override;
-  absl::Status ResetSlot(SlotId slot) override { return lost_ ? CheckHealth() : inner_->ResetSlot(slot); }
-  absl::Status CopySlot(SlotId from, SlotId to) override { return lost_ ? CheckHealth() : inner_->CopySlot(from, to); }
-  absl::Status Stats(SlotId slot, SlotStats* stats) const override { return inner_->Stats(slot, stats); }
+  absl::Status ResetSlot(SlotId slot) override {
+    return lost_ ? CheckHealth() : inner_->ResetSlot(slot);
+  }
+  absl::Status CopySlot(SlotId from, SlotId to) override {
+    return lost_ ? CheckHealth() : inner_->CopySlot(from, to);
+  }
+  absl::Status Stats(SlotId slot, SlotStats* stats) const override {
+    return inner_->Stats(slot, stats);
+  }
   absl::Status CheckHealth() override;
 
  private:

@@ -20,7 +20,8 @@ bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
 
 }  // namespace
 
-absl::StatusOr<std::vector<std::string>> ReadApiKeysFile(const std::string& path, absl::string_view flag) {
+absl::StatusOr<std::vector<std::string>> ReadApiKeysFile(const std::string& path,
+                                                         absl::string_view flag) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::InvalidArgumentError(absl::StrCat("--", flag, ": cannot read ", path));
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -29,11 +30,13 @@ absl::StatusOr<std::vector<std::string>> ReadApiKeysFile(const std::string& path
     line = absl::StripAsciiWhitespace(line.substr(0, line.find('#')));
     if (!line.empty()) keys.emplace_back(line);
   }
-  if (keys.empty()) return absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", path, " holds no key"));
+  if (keys.empty())
+    return absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", path, " holds no key"));
   return keys;
 }
 
-absl::Status CheckBearer(const std::vector<std::string>& keys, absl::optional<absl::string_view> authorization) {
+absl::Status CheckBearer(const std::vector<std::string>& keys,
+                         absl::optional<absl::string_view> authorization) {
   if (keys.empty()) return absl::OkStatus();
   if (!authorization.has_value()) {
     return absl::UnauthenticatedError("missing `authorization: Bearer <api key>`");

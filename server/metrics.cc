@@ -1,13 +1,13 @@
 // Prometheus metrics: the families, and the engine observer that feeds them.
 #include "server/metrics.h"
 
-#include <cstdio>
-
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
+
+#include <cstdio>
 
 #include "absl/status/status.h"
 #include "runtime/engine/request.h"
@@ -19,21 +19,25 @@ using prometheus::Histogram;
 
 // Latency buckets in seconds, from 100 us (a decode step on a GPU) to 2 minutes.
 Histogram::BucketBoundaries LatencyBuckets() {
-  return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-          0.5,    1,       2.5,    5,     10,     30,    60,   120};
+  return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+          0.25,   0.5,     1,      2.5,   5,      10,    30,   60,    120};
 }
 
 Histogram::BucketBoundaries BatchBuckets() { return {1, 2, 4, 8, 16, 32, 64, 128, 256, 512}; }
 
-constexpr FinishReason kReasons[] = {FinishReason::kLength,    FinishReason::kStop,     FinishReason::kStopToken,
-                                     FinishReason::kEos,       FinishReason::kCancelled, FinishReason::kDeadline,
-                                     FinishReason::kError};
+constexpr FinishReason kReasons[] = {
+    FinishReason::kLength,    FinishReason::kStop,     FinishReason::kStopToken, FinishReason::kEos,
+    FinishReason::kCancelled, FinishReason::kDeadline, FinishReason::kError};
 
 // Status codes a Generate call can end with; created up front so every series exists.
-constexpr absl::StatusCode kCodes[] = {
-    absl::StatusCode::kOk,          absl::StatusCode::kInvalidArgument, absl::StatusCode::kUnauthenticated,
-    absl::StatusCode::kResourceExhausted, absl::StatusCode::kUnavailable, absl::StatusCode::kCancelled,
-    absl::StatusCode::kDeadlineExceeded,  absl::StatusCode::kInternal};
+constexpr absl::StatusCode kCodes[] = {absl::StatusCode::kOk,
+                                       absl::StatusCode::kInvalidArgument,
+                                       absl::StatusCode::kUnauthenticated,
+                                       absl::StatusCode::kResourceExhausted,
+                                       absl::StatusCode::kUnavailable,
+                                       absl::StatusCode::kCancelled,
+                                       absl::StatusCode::kDeadlineExceeded,
+                                       absl::StatusCode::kInternal};
 
 }  // namespace
 
@@ -50,54 +54,72 @@ Metrics::Metrics(int layers) : registry_(std::make_shared<prometheus::Registry>(
                        .Help("Requests the engine finished, by finish reason")
                        .Register(registry);
   for (FinishReason reason : kReasons) {
-    finished_by_reason_.emplace_back(FinishReasonName(reason), &finished.Add({{"reason", FinishReasonName(reason)}}));
+    finished_by_reason_.emplace_back(FinishReasonName(reason),
+                                     &finished.Add({{"reason", FinishReasonName(reason)}}));
   }
-  auto histogram = [&](const char* name, const char* help, const Histogram::BucketBoundaries& buckets) {
+  auto histogram = [&](const char* name, const char* help,
+                       const Histogram::BucketBoundaries& buckets) {
     return &prometheus::BuildHistogram().Name(name).Help(help).Register(registry).Add({}, buckets);
   };
-  ttft_ = histogram("seqboat_time_to_first_token_seconds", "Submission to first generated token", LatencyBuckets());
-  itl_ = histogram("seqboat_inter_token_latency_seconds", "Time between consecutive tokens of a request",
-                   LatencyBuckets());
-  duration_ = histogram("seqboat_request_duration_seconds", "Submission to finish", LatencyBuckets());
-  queue_time_ = histogram("seqboat_queue_time_seconds", "Submission to admission into a state slot", LatencyBuckets());
+  ttft_ = histogram("seqboat_time_to_first_token_seconds", "Submission to first generated token",
+                    LatencyBuckets());
+  itl_ = histogram("seqboat_inter_token_latency_seconds",
+                   "Time between consecutive tokens of a request", LatencyBuckets());
+  duration_ =
+      histogram("seqboat_request_duration_seconds", "Submission to finish", LatencyBuckets());
+  queue_time_ = histogram("seqboat_queue_time_seconds", "Submission to admission into a state slot",
+                          LatencyBuckets());
   batch_size_ = histogram("seqboat_batch_size", "Sequences per engine iteration", BatchBuckets());
-  step_time_ = histogram("seqboat_engine_step_seconds", "Backend forward time per engine iteration", LatencyBuckets());
+  step_time_ = histogram("seqboat_engine_step_seconds", "Backend forward time per engine iteration",
+                         LatencyBuckets());
   auto counter = [&](const char* name, const char* help) {
     return &prometheus::BuildCounter().Name(name).Help(help).Register(registry).Add({});
   };
   prompt_tokens_ = counter("seqboat_prompt_tokens_total", "Prompt tokens of finished requests");
   generated_tokens_ = counter("seqboat_generated_tokens_total", "Generated tokens");
   iterations_ = counter("seqboat_engine_iterations_total", "Engine iterations that ran the model");
-  model_tokens_ = counter("seqboat_model_tokens_total", "Tokens through the model (prompt and generated)");
-  cache_hits_ = counter("seqboat_prefix_cache_hits_total", "Requests that reused a cached prefix state");
-  cache_misses_ = counter("seqboat_prefix_cache_misses_total", "Requests that found no cached prefix state");
-  cache_hit_tokens_ = counter("seqboat_prefix_cache_hit_tokens_total", "Prompt tokens skipped thanks to the prefix cache");
-  backend_errors_ = counter("seqboat_backend_errors_total", "Backend forward calls that failed (their requests end with INTERNAL)");
+  model_tokens_ =
+      counter("seqboat_model_tokens_total", "Tokens through the model (prompt and generated)");
+  cache_hits_ =
+      counter("seqboat_prefix_cache_hits_total", "Requests that reused a cached prefix state");
+  cache_misses_ =
+      counter("seqboat_prefix_cache_misses_total", "Requests that found no cached prefix state");
+  cache_hit_tokens_ = counter("seqboat_prefix_cache_hit_tokens_total",
+                              "Prompt tokens skipped thanks to the prefix cache");
+  backend_errors_ = counter("seqboat_backend_errors_total",
+                            "Backend forward calls that failed (their requests end with INTERNAL)");
   auto gauge = [&](const char* name, const char* help) {
     return &prometheus::BuildGauge().Name(name).Help(help).Register(registry).Add({});
   };
   running_ = gauge("seqboat_requests_running", "Requests holding a state slot");
   waiting_ = gauge("seqboat_requests_waiting", "Requests queued for a state slot");
   streams_open_ = gauge("seqboat_streams_open",
-                        "Generate streams open: running, waiting, or finished with messages their client has not read");
+                        "Generate streams open: running, waiting, or finished with messages their "
+                        "client has not read");
   serving_ = gauge("seqboat_engine_serving", "1 while the health service reports SERVING");
-  backend_usable_ = gauge("seqboat_backend_usable", "1 until a failed forward call leaves the backend unusable (restart the server)");
+  backend_usable_ =
+      gauge("seqboat_backend_usable",
+            "1 until a failed forward call leaves the backend unusable (restart the server)");
   backend_usable_->Set(1);
   slots_ = gauge("seqboat_state_slots", "State slots for requests");
   slots_in_use_ = gauge("seqboat_state_slots_in_use", "State slots held by requests");
-  state_bytes_ = gauge("seqboat_state_bytes", "Bytes of state allocated (request slots and prefix cache)");
-  state_bytes_per_sequence_ = gauge("seqboat_state_bytes_per_sequence", "Bytes of one sequence's state");
-  state_budget_ = gauge("seqboat_state_memory_budget_bytes", "Bytes the state may take (--state_memory_mb); 0 = no limit");
+  state_bytes_ =
+      gauge("seqboat_state_bytes", "Bytes of state allocated (request slots and prefix cache)");
+  state_bytes_per_sequence_ =
+      gauge("seqboat_state_bytes_per_sequence", "Bytes of one sequence's state");
+  state_budget_ = gauge("seqboat_state_memory_budget_bytes",
+                        "Bytes the state may take (--state_memory_mb); 0 = no limit");
   cache_entries_ = gauge("seqboat_prefix_cache_entries", "Prefix-state snapshots held");
   cache_bytes_ = gauge("seqboat_prefix_cache_bytes", "Bytes the prefix-state snapshots hold");
   auto& activated = prometheus::BuildCounter()
                         .Name("seqboat_gau_activated_tokens_total")
                         .Help("Tokens whose Gated Attention Unit ran, per layer")
                         .Register(registry);
-  auto& ratio = prometheus::BuildGauge()
-                    .Name("seqboat_gau_activation_ratio")
-                    .Help("Fraction of tokens whose Gated Attention Unit ran since start, per layer")
-                    .Register(registry);
+  auto& ratio =
+      prometheus::BuildGauge()
+          .Name("seqboat_gau_activation_ratio")
+          .Help("Fraction of tokens whose Gated Attention Unit ran since start, per layer")
+          .Register(registry);
   for (int l = 0; l < layers; ++l) {
     activated_.push_back(&activated.Add({{"layer", std::to_string(l)}}));
     activation_ratio_.push_back(&ratio.Add({{"layer", std::to_string(l)}}));
@@ -145,7 +167,8 @@ void Metrics::OnBackendError(const absl::Status& status, int64_t sequences) {
 void Metrics::OnBackendLost(const absl::Status& health, int64_t sequences) {
   backend_usable_->Set(0);
   fprintf(stderr,
-          "seqboat-server: %s: the backend is unusable (%s); %lld more requests end with INTERNAL, new ones get "
+          "seqboat-server: %s: the backend is unusable (%s); %lld more requests end with INTERNAL, "
+          "new ones get "
           "UNAVAILABLE and health turns NOT_SERVING: restart the server\n",
           absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()).c_str(),
           std::string(health.message()).c_str(), static_cast<long long>(sequences));
@@ -171,7 +194,8 @@ void Metrics::SetQueue(int64_t running, int64_t waiting) {
 
 void Metrics::SetOpenStreams(int64_t streams) { streams_open_->Set(static_cast<double>(streams)); }
 
-void Metrics::SetStateMemory(int slots, int64_t bytes_per_sequence, int64_t bytes_allocated, int64_t budget_bytes) {
+void Metrics::SetStateMemory(int slots, int64_t bytes_per_sequence, int64_t bytes_allocated,
+                             int64_t budget_bytes) {
   slots_->Set(slots);
   state_bytes_per_sequence_->Set(static_cast<double>(bytes_per_sequence));
   state_bytes_->Set(static_cast<double>(bytes_allocated));

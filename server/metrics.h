@@ -42,7 +42,8 @@ class Metrics final : public EngineObserver {
   void SetQueue(int64_t running, int64_t waiting);
   void SetOpenStreams(int64_t streams);
   // budget_bytes: --state_memory_mb in bytes, 0 = no limit.
-  void SetStateMemory(int slots, int64_t bytes_per_sequence, int64_t bytes_allocated, int64_t budget_bytes);
+  void SetStateMemory(int slots, int64_t bytes_per_sequence, int64_t bytes_allocated,
+                      int64_t budget_bytes);
 
  private:
   prometheus::Counter& RequestCounter(const std::string& code);
@@ -53,9 +54,10 @@ class Metrics final : public EngineObserver {
   prometheus::Histogram *ttft_, *itl_, *duration_, *queue_time_, *batch_size_, *step_time_;
   prometheus::Counter *prompt_tokens_, *generated_tokens_, *iterations_, *model_tokens_;
   prometheus::Counter *cache_hits_, *cache_misses_, *cache_hit_tokens_, *backend_errors_;
-  prometheus::Gauge *running_, *waiting_, *serving_, *backend_usable_, *slots_, *slots_in_use_, *state_bytes_,
-      *state_bytes_per_sequence_, *state_budget_, *cache_entries_, *cache_bytes_, *streams_open_;
-  std::vector<prometheus::Counter*> activated_;  // [L]
+  prometheus::Gauge *running_, *waiting_, *serving_, *backend_usable_, *slots_, *slots_in_use_,
+      *state_bytes_, *state_bytes_per_sequence_, *state_budget_, *cache_entries_, *cache_bytes_,
+      *streams_open_;
+  std::vector<prometheus::Counter*> activated_;       // [L]
   std::vector<prometheus::Gauge*> activation_ratio_;  // [L]
 };
 

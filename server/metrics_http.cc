@@ -5,14 +5,13 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
-
-#include <prometheus/registry.h>
-#include <prometheus/text_serializer.h>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -33,8 +32,8 @@ constexpr char kAllowed[] = "GET, HEAD";
 MHD_Result Respond(MHD_Connection* connection, unsigned int code, const std::string& body,
                    const char* content_type = "text/plain; charset=utf-8",
                    std::initializer_list<std::pair<const char*, const char*>> headers = {}) {
-  MHD_Response* response =
-      MHD_create_response_from_buffer(body.size(), const_cast<char*>(body.data()), MHD_RESPMEM_MUST_COPY);
+  MHD_Response* response = MHD_create_response_from_buffer(
+      body.size(), const_cast<char*>(body.data()), MHD_RESPMEM_MUST_COPY);
   if (response == nullptr) return MHD_NO;  // out of memory: MHD closes the connection
   MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
   for (const auto& [name, value] : headers) MHD_add_response_header(response, name, value);
@@ -48,10 +47,11 @@ MHD_Result Respond(MHD_Connection* connection, unsigned int code, const std::str
 // anything else is refused on the first, before a body is read: MHD then closes the
 // connection rather than read a body nobody asked for.
 MHD_Result HandleRequest(void* cls, MHD_Connection* connection, const char* url, const char* method,
-                         const char* /*version*/, const char* /*upload_data*/, size_t* /*upload_data_size*/,
-                         void** request_state) {
+                         const char* /*version*/, const char* /*upload_data*/,
+                         size_t* /*upload_data_size*/, void** request_state) {
   const auto& context = *static_cast<const MetricsHttpServer::Context*>(cls);
-  const bool get = std::strcmp(method, MHD_HTTP_METHOD_GET) == 0 || std::strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+  const bool get = std::strcmp(method, MHD_HTTP_METHOD_GET) == 0 ||
+                   std::strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
   static char headers_seen;
   if (get && *request_state == nullptr) {
     *request_state = &headers_seen;
@@ -65,12 +65,14 @@ MHD_Result HandleRequest(void* cls, MHD_Connection* connection, const char* url,
                    absl::StrCat("method ", method, " not allowed on /metrics; use GET or HEAD\n"),
                    "text/plain; charset=utf-8", {{MHD_HTTP_HEADER_ALLOW, kAllowed}});
   }
-  const char* authorization = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Authorization");
+  const char* authorization =
+      MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Authorization");
   const absl::Status auth = CheckBearer(
-      context.api_keys, authorization == nullptr ? absl::nullopt : absl::optional<absl::string_view>(authorization));
+      context.api_keys,
+      authorization == nullptr ? absl::nullopt : absl::optional<absl::string_view>(authorization));
   if (!auth.ok()) {
-    return Respond(connection, MHD_HTTP_UNAUTHORIZED, absl::StrCat(auth.message(), "\n"), "text/plain; charset=utf-8",
-                   {{MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer"}});
+    return Respond(connection, MHD_HTTP_UNAUTHORIZED, absl::StrCat(auth.message(), "\n"),
+                   "text/plain; charset=utf-8", {{MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer"}});
   }
   // HEAD gets the same headers; MHD leaves the body out.
   const std::string text = prometheus::TextSerializer().Serialize(context.registry->Collect());
@@ -86,15 +88,19 @@ absl::StatusOr<int> Listen(const std::string& address, int* port) {
     return absl::InvalidArgumentError(absl::StrCat("'", address, "' is not HOST:PORT"));
   }
   std::string host = address.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
   addrinfo* addresses = nullptr;
   const std::string service = std::to_string(requested_port);
-  if (int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &addresses); rc != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("cannot resolve '", host, "': ", gai_strerror(rc)));
+  if (int rc =
+          getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &addresses);
+      rc != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot resolve '", host, "': ", gai_strerror(rc)));
   }
   std::string error;
   int fd = -1;
@@ -113,7 +119,8 @@ absl::StatusOr<int> Listen(const std::string& address, int* port) {
     }
   }
   freeaddrinfo(addresses);
-  if (fd < 0) return absl::UnavailableError(absl::StrCat("cannot listen on ", address, ": ", error));
+  if (fd < 0)
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", address, ": ", error));
   sockaddr_storage bound{};
   socklen_t length = sizeof(bound);
   getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &length);
@@ -125,11 +132,13 @@ absl::StatusOr<int> Listen(const std::string& address, int* port) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
-    const std::string& listen, std::shared_ptr<prometheus::Registry> registry, MetricsHttpOptions options) {
+    const std::string& listen, std::shared_ptr<prometheus::Registry> registry,
+    MetricsHttpOptions options) {
   std::unique_ptr<MetricsHttpServer> server(new MetricsHttpServer());
   absl::StatusOr<int> fd = Listen(listen, &server->port_);
   if (!fd.ok()) return fd.status();
-  server->context_ = std::make_unique<Context>(Context{std::move(registry), std::move(options.api_keys)});
+  server->context_ =
+      std::make_unique<Context>(Context{std::move(registry), std::move(options.api_keys)});
   // With a socket of ours MHD opens none; it closes this one when it stops.
   server->daemon_ = MHD_start_daemon(
       MHD_USE_AUTO_INTERNAL_THREAD, 0, nullptr, nullptr, &HandleRequest, server->context_.get(),

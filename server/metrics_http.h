@@ -19,17 +19,17 @@ namespace seqboat::server {
 struct MetricsHttpOptions {
   // When not empty, a scrape needs `Authorization: Bearer KEY` with one of these keys.
   std::vector<std::string> api_keys;
-  int max_connections = 256;           // open connections overall
+  int max_connections = 256;             // open connections overall
   int max_connections_per_address = 16;  // from one client IP address
-  int idle_timeout_s = 10;             // a connection that sends or reads nothing this long is closed
+  int idle_timeout_s = 10;  // a connection that sends or reads nothing this long is closed
 };
 
 class MetricsHttpServer {
  public:
   // Listens on `listen` (HOST:PORT; port 0 picks a free port) and serves `registry`.
-  static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(const std::string& listen,
-                                                                   std::shared_ptr<prometheus::Registry> registry,
-                                                                   MetricsHttpOptions options);
+  static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(
+      const std::string& listen, std::shared_ptr<prometheus::Registry> registry,
+      MetricsHttpOptions options);
   ~MetricsHttpServer();  // stops serving; returns when the thread has ended
   MetricsHttpServer(const MetricsHttpServer&) = delete;
   MetricsHttpServer& operator=(const MetricsHttpServer&) = delete;

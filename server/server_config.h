@@ -24,8 +24,8 @@ struct ServerConfig {
   int threads = 0;        // CPU backend threads; 0 = every hardware thread
 
   // The engine.
-  int max_batch = 8;         // request slots
-  int max_waiting = 64;      // requests queued beyond the slots
+  int max_batch = 8;             // request slots
+  int max_waiting = 64;          // requests queued beyond the slots
   int64_t prefill_budget = 256;  // prompt tokens per iteration
   int64_t max_prompt_tokens = 8192;
   int32_t max_new_tokens_limit = 4096;
@@ -37,7 +37,7 @@ struct ServerConfig {
   // The front-ends.
   std::string listen = "127.0.0.1:50051";
   std::string metrics_listen = "127.0.0.1:9464";  // empty: no metrics endpoint
-  std::vector<std::string> api_keys;               // empty: no key needed
+  std::vector<std::string> api_keys;              // empty: no key needed
   std::vector<std::string> metrics_api_keys;
   std::string tls_cert_pem, tls_key_pem;  // empty: plaintext
   int64_t max_text_bytes = 256 << 10;

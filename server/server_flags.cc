@@ -14,61 +14,83 @@
 #include "server/server_config.h"
 
 ABSL_FLAG(std::string, model, "", "Model file (.safetensors) made by seqboat-convert. Required.");
-ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "gRPC address HOST:PORT; port 0 picks a free port.");
-ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9464",
-          "Prometheus /metrics address HOST:PORT; empty turns metrics off; port 0 picks a free port.");
-ABSL_FLAG(std::string, metrics_api_keys_file, "",
-          "File with the keys a scrape of /metrics must carry as 'Authorization: Bearer KEY' (format as "
-          "--api_keys_file); empty: /metrics is open.");
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
+          "gRPC address HOST:PORT; port 0 picks a free port.");
+ABSL_FLAG(
+    std::string, metrics_listen, "127.0.0.1:9464",
+    "Prometheus /metrics address HOST:PORT; empty turns metrics off; port 0 picks a free port.");
+ABSL_FLAG(
+    std::string, metrics_api_keys_file, "",
+    "File with the keys a scrape of /metrics must carry as 'Authorization: Bearer KEY' (format as "
+    "--api_keys_file); empty: /metrics is open.");
 ABSL_FLAG(std::string, device, "cpu", "Backend: cpu or cuda.");
 ABSL_FLAG(int32_t, cuda_device, 0, "With --device cuda: the CUDA device ordinal.");
-ABSL_FLAG(std::string, weight_dtype, "as_stored",
-          "Matrices (and FIFO keys/values) on the device: as_stored, f32, f16 or bf16 (--device cuda; "
-          "the CPU backend computes in f32 whatever the file holds).");
+ABSL_FLAG(
+    std::string, weight_dtype, "as_stored",
+    "Matrices (and FIFO keys/values) on the device: as_stored, f32, f16 or bf16 (--device cuda; "
+    "the CPU backend computes in f32 whatever the file holds).");
 ABSL_FLAG(bool, cuda_graphs, true, "With --device cuda: replay decode steps from CUDA graphs.");
-ABSL_FLAG(int64_t, state_memory_mb, 0,
-          "Memory for all sequence state (request slots and prefix cache) in MiB; 0 = no limit. The "
-          "--max_batch request slots must fit; the prefix cache gets the rest, at most --prefix_cache_mb.");
+ABSL_FLAG(
+    int64_t, state_memory_mb, 0,
+    "Memory for all sequence state (request slots and prefix cache) in MiB; 0 = no limit. The "
+    "--max_batch request slots must fit; the prefix cache gets the rest, at most "
+    "--prefix_cache_mb.");
 ABSL_FLAG(int32_t, threads, 0, "CPU backend threads; 0 = every hardware thread.");
 ABSL_FLAG(int32_t, sampling_threads, 0,
           "Threads sampling each iteration's tokens (pays off for large vocabularies and batches); "
           "0 = half the hardware threads, at most 8.");
-ABSL_FLAG(std::string, ema_horizon, "exact", "MD-EMA horizon: exact (untruncated) or trained (truncated kernel).");
-ABSL_FLAG(int32_t, fifo_capacity, 0, "FIFO bound for SeqBoat-full models (window <= 0); 0 takes the model's w.");
+ABSL_FLAG(std::string, ema_horizon, "exact",
+          "MD-EMA horizon: exact (untruncated) or trained (truncated kernel).");
+ABSL_FLAG(int32_t, fifo_capacity, 0,
+          "FIFO bound for SeqBoat-full models (window <= 0); 0 takes the model's w.");
 ABSL_FLAG(int32_t, max_batch, 8, "Sequences decoded together (state slots for requests).");
 ABSL_FLAG(int32_t, max_waiting, 64,
-          "Requests queued beyond the --max_batch slots; beyond them Generate answers RESOURCE_EXHAUSTED (0: no "
+          "Requests queued beyond the --max_batch slots; beyond them Generate answers "
+          "RESOURCE_EXHAUSTED (0: no "
           "queue, a request needs a free slot).");
-ABSL_FLAG(int64_t, prefill_budget, 256, "Prompt tokens per engine iteration over all prefilling requests.");
+ABSL_FLAG(int64_t, prefill_budget, 256,
+          "Prompt tokens per engine iteration over all prefilling requests.");
 ABSL_FLAG(int64_t, max_prompt_tokens, 8192, "Longest prompt in tokens.");
 ABSL_FLAG(int32_t, max_new_tokens_limit, 4096, "Cap on a request's max_new_tokens.");
-ABSL_FLAG(int64_t, prefix_cache_mb, 256, "Memory for prefix-state snapshots in MiB; 0 turns the cache off.");
+ABSL_FLAG(int64_t, prefix_cache_mb, 256,
+          "Memory for prefix-state snapshots in MiB; 0 turns the cache off.");
 ABSL_FLAG(int64_t, prefix_cache_block, 32,
           "Prefix-cache snapshots are taken at multiples of this many prompt tokens.");
 ABSL_FLAG(int64_t, max_text_bytes, 256 << 10,
-          "Longest GenerateRequest.text and TokenizeRequest.text in bytes, refused before they are read.");
+          "Longest GenerateRequest.text and TokenizeRequest.text in bytes, refused before they are "
+          "read.");
 ABSL_FLAG(int64_t, max_request_bytes, 0,
-          "Largest request message gRPC accepts, in bytes (RESOURCE_EXHAUSTED beyond); 0 = room for the longest "
+          "Largest request message gRPC accepts, in bytes (RESOURCE_EXHAUSTED beyond); 0 = room "
+          "for the longest "
           "text or token prompt and every other field.");
-ABSL_FLAG(int64_t, max_metadata_bytes, 16 << 10,
-          "Largest request metadata (HTTP/2 headers) gRPC accepts, in bytes. gRPC answers a larger one with "
-          "RESOURCE_EXHAUSTED and may end the other streams on that connection too (server/README.md).");
+ABSL_FLAG(
+    int64_t, max_metadata_bytes, 16 << 10,
+    "Largest request metadata (HTTP/2 headers) gRPC accepts, in bytes. gRPC answers a larger one "
+    "with "
+    "RESOURCE_EXHAUSTED and may end the other streams on that connection too (server/README.md).");
 ABSL_FLAG(int64_t, stream_buffer_kb, 4096,
-          "A Generate stream whose client has not read this many KiB of it (about: serialized size) ends with "
+          "A Generate stream whose client has not read this many KiB of it (about: serialized "
+          "size) ends with "
           "RESOURCE_EXHAUSTED; the server holds no more for a slow client.");
-ABSL_FLAG(double, stream_write_timeout_s, 30,
-          "A Generate stream whose client reads nothing for this long ends with DEADLINE_EXCEEDED.");
+ABSL_FLAG(
+    double, stream_write_timeout_s, 30,
+    "A Generate stream whose client reads nothing for this long ends with DEADLINE_EXCEEDED.");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve TLS (with --tls_key).");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls_cert.");
 ABSL_FLAG(std::string, api_keys_file, "",
-          "File with one API key per line ('#' starts a comment); calls then need 'authorization: Bearer KEY'.");
-ABSL_FLAG(double, shutdown_grace_s, 30, "On SIGTERM/SIGINT, seconds in-flight streams get to finish.");
-ABSL_FLAG(double, heartbeat_timeout_s, 10, "Health turns NOT_SERVING when the engine loop is silent this long.");
-ABSL_FLAG(int32_t, debug_step_delay_ms, 0, "Testing: sleep this long after every engine iteration (a slow device).");
+          "File with one API key per line ('#' starts a comment); calls then need 'authorization: "
+          "Bearer KEY'.");
+ABSL_FLAG(double, shutdown_grace_s, 30,
+          "On SIGTERM/SIGINT, seconds in-flight streams get to finish.");
+ABSL_FLAG(double, heartbeat_timeout_s, 10,
+          "Health turns NOT_SERVING when the engine loop is silent this long.");
+ABSL_FLAG(int32_t, debug_step_delay_ms, 0,
+          "Testing: sleep this long after every engine iteration (a slow device).");
 ABSL_FLAG(int64_t, debug_fail_forward, 0,
           "Testing: fail the Nth backend forward call as a device error would (0 = never).");
 ABSL_FLAG(bool, debug_fail_sticky, false,
-          "Testing: with --debug_fail_forward, that call and every later one fail and the backend reports "
+          "Testing: with --debug_fail_forward, that call and every later one fail and the backend "
+          "reports "
           "itself unusable, as a lost device would.");
 
 namespace seqboat::server {
@@ -81,17 +103,22 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, const char* flag) 
 }
 
 absl::Status AtLeast(const char* flag, double value, double least) {
-  if (!(value >= least)) return absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", value, "; expected >= ", least));
+  if (!(value >= least))
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, ": ", value, "; expected >= ", least));
   return absl::OkStatus();
 }
 
 absl::Status AtMost(const char* flag, int64_t value, int64_t most) {
-  if (value > most) return absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", value, "; expected at most ", most));
+  if (value > most)
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, ": ", value, "; expected at most ", most));
   return absl::OkStatus();
 }
 
 absl::Status Positive(const char* flag, double value) {
-  if (!(value > 0)) return absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", value, "; expected > 0"));
+  if (!(value > 0))
+    return absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", value, "; expected > 0"));
   return absl::OkStatus();
 }
 
@@ -106,10 +133,12 @@ absl::Status ForFlag(const char* flag, const absl::Status& status) {
 absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
   ServerConfig c;
   c.model_path = absl::GetFlag(FLAGS_model);
-  if (c.model_path.empty()) return absl::InvalidArgumentError("--model: required (a .safetensors file)");
+  if (c.model_path.empty())
+    return absl::InvalidArgumentError("--model: required (a .safetensors file)");
   c.device = absl::GetFlag(FLAGS_device);
   if (c.device != "cpu" && c.device != "cuda") {
-    return absl::InvalidArgumentError(absl::StrCat("--device: '", c.device, "'; expected cpu or cuda"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--device: '", c.device, "'; expected cpu or cuda"));
   }
   c.cuda_device = absl::GetFlag(FLAGS_cuda_device);
   RETURN_IF_ERROR(AtLeast("cuda_device", c.cuda_device, 0));
@@ -139,13 +168,16 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
   c.sampling_threads = absl::GetFlag(FLAGS_sampling_threads);
   RETURN_IF_ERROR(AtLeast("sampling_threads", c.sampling_threads, 0));
   if (c.sampling_threads == 0) {
-    c.sampling_threads = std::clamp(static_cast<int>(std::thread::hardware_concurrency()) / 2, 1, 8);
+    c.sampling_threads =
+        std::clamp(static_cast<int>(std::thread::hardware_concurrency()) / 2, 1, 8);
   }
   for (const auto& [flag, mib, bytes] :
        {std::tuple{"prefix_cache_mb", absl::GetFlag(FLAGS_prefix_cache_mb), &c.prefix_cache_bytes},
-        std::tuple{"state_memory_mb", absl::GetFlag(FLAGS_state_memory_mb), &c.state_memory_bytes}}) {
+        std::tuple{"state_memory_mb", absl::GetFlag(FLAGS_state_memory_mb),
+                   &c.state_memory_bytes}}) {
     RETURN_IF_ERROR(AtLeast(flag, static_cast<double>(mib), 0));
-    RETURN_IF_ERROR(AtMost(flag, mib, int64_t{1} << 30));  // 1 PiB: MiB counts that still fit in bytes
+    RETURN_IF_ERROR(
+        AtMost(flag, mib, int64_t{1} << 30));  // 1 PiB: MiB counts that still fit in bytes
     *bytes = mib << 20;
   }
   c.prefix_cache_block = absl::GetFlag(FLAGS_prefix_cache_block);
@@ -155,7 +187,8 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
   c.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   for (const auto& [flag, path, keys] :
        {std::tuple{"api_keys_file", absl::GetFlag(FLAGS_api_keys_file), &c.api_keys},
-        std::tuple{"metrics_api_keys_file", absl::GetFlag(FLAGS_metrics_api_keys_file), &c.metrics_api_keys}}) {
+        std::tuple{"metrics_api_keys_file", absl::GetFlag(FLAGS_metrics_api_keys_file),
+                   &c.metrics_api_keys}}) {
     if (path.empty()) continue;
     ASSIGN_OR_RETURN(*keys, ReadApiKeysFile(path, flag));
   }
@@ -198,7 +231,8 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
   RETURN_IF_ERROR(AtLeast("debug_fail_forward", static_cast<double>(c.debug_fail_forward), 0));
   c.debug_fail_sticky = absl::GetFlag(FLAGS_debug_fail_sticky);
   if (c.debug_fail_sticky && c.debug_fail_forward == 0) {
-    return absl::InvalidArgumentError("--debug_fail_sticky: needs --debug_fail_forward N (the call that loses the device)");
+    return absl::InvalidArgumentError(
+        "--debug_fail_sticky: needs --debug_fail_forward N (the call that loses the device)");
   }
   return c;
 }

@@ -1,21 +1,21 @@
 // seqboat-server: loads a model file, starts the engine on a backend, serves the
 // seqboat.v1.SeqBoat gRPC API with health and reflection, and exports Prometheus metrics.
-#include <algorithm>
-#include <functional>
-#include <csignal>
-#include <cstdio>
-#include <cstdlib>
-#include <memory>
-#include <string>
-#include <thread>
-#include <utility>
-#include <vector>
-
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <pthread.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
 
 #include "absl/debugging/failure_signal_handler.h"
 #include "absl/debugging/symbolize.h"
@@ -96,7 +96,8 @@ absl::StatusOr<size_t> StateBytesPerSequence(const Model& model, const ServerCon
   return CpuBackend::StateBytesPerSlot(model.config(), CpuOptions(config, 1));
 }
 
-absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const Model& model, const ServerConfig& config, int slots) {
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const Model& model, const ServerConfig& config,
+                                                     int slots) {
   std::unique_ptr<Backend> backend;
   if (config.device == "cuda") {
 #ifdef SEQBOAT_HAVE_CUDA
@@ -105,7 +106,8 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const Model& model, const S
     return NoCuda();
 #endif
   } else {
-    ASSIGN_OR_RETURN(std::unique_ptr<CpuBackend> cpu, CpuBackend::Create(model, CpuOptions(config, slots)));
+    ASSIGN_OR_RETURN(std::unique_ptr<CpuBackend> cpu,
+                     CpuBackend::Create(model, CpuOptions(config, slots)));
     backend = std::move(cpu);
   }
   if (config.debug_fail_forward > 0) {
@@ -131,14 +133,15 @@ absl::StatusOr<SlotPlan> PlanSlots(const ServerConfig& config, size_t state_byte
     if (request_bytes > config.state_memory_bytes) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "--state_memory_mb %d holds %d sequences of %.2f MB; --max_batch %d needs %.1f MiB",
-          config.state_memory_bytes >> 20, config.state_memory_bytes / bytes, state_bytes / 1e6, config.max_batch,
-          request_bytes / 1048576.0));
+          config.state_memory_bytes >> 20, config.state_memory_bytes / bytes, state_bytes / 1e6,
+          config.max_batch, request_bytes / 1048576.0));
     }
     cache_budget = std::min(cache_budget, config.state_memory_bytes - request_bytes);
   }
   SlotPlan plan;
   plan.request_slots = config.max_batch;
-  plan.cache_slots = static_cast<int>(std::min<int64_t>({cache_budget / bytes, 4096, kMaxSlots - config.max_batch}));
+  plan.cache_slots = static_cast<int>(
+      std::min<int64_t>({cache_budget / bytes, 4096, kMaxSlots - config.max_batch}));
   plan.state_bytes = state_bytes;
   return plan;
 }
@@ -164,13 +167,15 @@ ServiceLimits MakeServiceLimits(const ServerConfig& config, const EngineOptions&
   limits.max_open_streams = int64_t{engine.max_running} + engine.max_waiting;
   limits.stream_buffer_bytes = config.stream_buffer_bytes;
   limits.stream_write_timeout = config.stream_write_timeout;
-  limits.default_max_new_tokens = std::min(limits.default_max_new_tokens, engine.max_new_tokens_limit);
+  limits.default_max_new_tokens =
+      std::min(limits.default_max_new_tokens, engine.max_new_tokens_limit);
   return limits;
 }
 
-seqboat::v1::ModelInfo DescribeModel(const ServerConfig& config, const Model& model, const Tokenizer& tokenizer,
-                                     const Backend& backend, const SlotPlan& slots, int window,
-                                     const EngineOptions& engine, const ServiceLimits& limits) {
+seqboat::v1::ModelInfo DescribeModel(const ServerConfig& config, const Model& model,
+                                     const Tokenizer& tokenizer, const Backend& backend,
+                                     const SlotPlan& slots, int window, const EngineOptions& engine,
+                                     const ServiceLimits& limits) {
   const ModelConfig& c = model.config();
   seqboat::v1::ModelInfo info;
   info.set_model_file(config.model_path);
@@ -188,7 +193,8 @@ seqboat::v1::ModelInfo DescribeModel(const ServerConfig& config, const Model& mo
   info.set_ema_horizon(EmaHorizonName(config.ema_horizon));
   info.set_state_bytes_per_sequence(static_cast<int64_t>(slots.state_bytes));
   info.set_parameters(model.parameter_count());
-  info.set_prefix_cache_bytes(static_cast<int64_t>(slots.cache_slots) * static_cast<int64_t>(slots.state_bytes));
+  info.set_prefix_cache_bytes(static_cast<int64_t>(slots.cache_slots) *
+                              static_cast<int64_t>(slots.state_bytes));
   info.set_server_version(kVersion);
   info.set_start_token_id(kEosId);
   info.set_special_tokens(kNumSpecialIds);
@@ -217,12 +223,14 @@ std::shared_ptr<grpc::ServerCredentials> Credentials(const ServerConfig& config)
 
 // The gRPC server with our service, health and reflection; null (and *port 0) when it
 // cannot listen.
-std::unique_ptr<grpc::Server> StartGrpc(const ServerConfig& config, SeqBoatService* service, int* port) {
+std::unique_ptr<grpc::Server> StartGrpc(const ServerConfig& config, SeqBoatService* service,
+                                        int* port) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_request_bytes));
-  builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE, static_cast<int>(config.max_metadata_bytes));
+  builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE,
+                             static_cast<int>(config.max_metadata_bytes));
   builder.AddListeningPort(config.listen, Credentials(config), port);
   builder.RegisterService(service);
   return builder.BuildAndStart();
@@ -255,7 +263,8 @@ absl::StatusOr<Loaded> Load(const ServerConfig& config) {
   Loaded loaded;
   absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(config.model_path);
   if (!model.ok()) {
-    return absl::Status(model.status().code(), absl::StrCat("--model ", config.model_path, ": ", model.status().message()));
+    return absl::Status(model.status().code(), absl::StrCat("--model ", config.model_path, ": ",
+                                                            model.status().message()));
   }
   loaded.model = *std::move(model);
   absl::StatusOr<Tokenizer> tokenizer = Tokenizer::FromJson(loaded.model->tokenizer_json());
@@ -265,7 +274,8 @@ absl::StatusOr<Loaded> Load(const ServerConfig& config) {
   }
   loaded.tokenizer = std::make_unique<Tokenizer>(*std::move(tokenizer));
   // The slots are sized from the model alone, before any backend exists.
-  absl::StatusOr<SlotLayout> layout = MakeSlotLayout(loaded.model->config(), CommonOptions(config, 1));
+  absl::StatusOr<SlotLayout> layout =
+      MakeSlotLayout(loaded.model->config(), CommonOptions(config, 1));
   absl::StatusOr<size_t> state_bytes = StateBytesPerSequence(*loaded.model, config);
   if (!state_bytes.ok() || !layout.ok()) {
     const absl::Status& error = layout.ok() ? state_bytes.status() : layout.status();
@@ -274,25 +284,29 @@ absl::StatusOr<Loaded> Load(const ServerConfig& config) {
   loaded.window = layout->fifo_capacity;
   ASSIGN_OR_RETURN(loaded.slots, PlanSlots(config, *state_bytes));
   const int total_slots = loaded.slots.request_slots + loaded.slots.cache_slots;
-  absl::StatusOr<std::unique_ptr<Backend>> backend = MakeBackend(*loaded.model, config, total_slots);
+  absl::StatusOr<std::unique_ptr<Backend>> backend =
+      MakeBackend(*loaded.model, config, total_slots);
   if (!backend.ok()) {
-    return absl::Status(backend.status().code(),
-                        absl::StrCat("backend with ", total_slots, " state slots: ", backend.status().message()));
+    return absl::Status(
+        backend.status().code(),
+        absl::StrCat("backend with ", total_slots, " state slots: ", backend.status().message()));
   }
   loaded.backend = *std::move(backend);
   fprintf(stderr,
-          "seqboat-server: loaded %s (%lld parameters, %s backend) in %.2f s; %d request slots and %d prefix-cache "
+          "seqboat-server: loaded %s (%lld parameters, %s backend) in %.2f s; %d request slots and "
+          "%d prefix-cache "
           "slots of %.2f MB\n",
-          config.model_path.c_str(), static_cast<long long>(loaded.model->parameter_count()), loaded.backend->name(),
-          absl::ToDoubleSeconds(absl::Now() - start), loaded.slots.request_slots, loaded.slots.cache_slots,
-          loaded.slots.state_bytes / 1e6);
+          config.model_path.c_str(), static_cast<long long>(loaded.model->parameter_count()),
+          loaded.backend->name(), absl::ToDoubleSeconds(absl::Now() - start),
+          loaded.slots.request_slots, loaded.slots.cache_slots, loaded.slots.state_bytes / 1e6);
   return loaded;
 }
 
 // Until `stop` is notified: health follows the engine's heartbeat and the backend's
 // usability, and the queue gauges follow the engine.
-std::thread WatchHealth(const Engine& engine, absl::Duration heartbeat_timeout, std::function<void(bool)> set_serving,
-                        Metrics* metrics, absl::Notification* stop) {
+std::thread WatchHealth(const Engine& engine, absl::Duration heartbeat_timeout,
+                        std::function<void(bool)> set_serving, Metrics* metrics,
+                        absl::Notification* stop) {
   return std::thread([&engine, heartbeat_timeout, set_serving, metrics, stop] {
     bool serving = true;
     while (!stop->WaitForNotificationWithTimeout(absl::Milliseconds(100))) {
@@ -302,8 +316,9 @@ std::thread WatchHealth(const Engine& engine, absl::Duration heartbeat_timeout, 
         serving = fresh && usable;
         set_serving(serving);
         fprintf(stderr, "seqboat-server: %s\n",
-                serving ? "engine responsive again: SERVING"
-                        : (usable ? "engine silent: NOT_SERVING" : "backend unusable: NOT_SERVING"));
+                serving
+                    ? "engine responsive again: SERVING"
+                    : (usable ? "engine silent: NOT_SERVING" : "backend unusable: NOT_SERVING"));
       }
       metrics->SetQueue(engine.running(), engine.waiting());
     }
@@ -317,34 +332,38 @@ int Serve(const ServerConfig& config) {
   const Model& model = *loaded->model;
   const SlotPlan& slots = loaded->slots;
   Metrics metrics(model.config().layers);
-  metrics.SetStateMemory(slots.request_slots, static_cast<int64_t>(slots.state_bytes),
-                         static_cast<int64_t>(slots.state_bytes) * (slots.request_slots + slots.cache_slots),
-                         config.state_memory_bytes);
+  metrics.SetStateMemory(
+      slots.request_slots, static_cast<int64_t>(slots.state_bytes),
+      static_cast<int64_t>(slots.state_bytes) * (slots.request_slots + slots.cache_slots),
+      config.state_memory_bytes);
   std::unique_ptr<MetricsHttpServer> metrics_server;
   if (!config.metrics_listen.empty()) {
     MetricsHttpOptions metrics_options;
     metrics_options.api_keys = config.metrics_api_keys;
-    absl::StatusOr<std::unique_ptr<MetricsHttpServer>> started =
-        MetricsHttpServer::Start(config.metrics_listen, metrics.registry(), std::move(metrics_options));
-    if (!started.ok()) return StartupError(absl::InvalidArgumentError(absl::StrCat("--metrics_listen: ", started.status().message())));
+    absl::StatusOr<std::unique_ptr<MetricsHttpServer>> started = MetricsHttpServer::Start(
+        config.metrics_listen, metrics.registry(), std::move(metrics_options));
+    if (!started.ok())
+      return StartupError(absl::InvalidArgumentError(
+          absl::StrCat("--metrics_listen: ", started.status().message())));
     metrics_server = *std::move(started);
   }
 
   const EngineOptions engine_options = MakeEngineOptions(config, slots);
   absl::StatusOr<std::unique_ptr<Engine>> engine =
       Engine::Create(loaded->backend.get(), model.config(), engine_options, &metrics);
-  if (!engine.ok()) return StartupError(absl::InternalError(absl::StrCat("engine: ", engine.status().message())));
+  if (!engine.ok())
+    return StartupError(absl::InternalError(absl::StrCat("engine: ", engine.status().message())));
   const ServiceLimits limits = MakeServiceLimits(config, engine_options);
   SeqBoatService service(engine->get(), loaded->tokenizer.get(), model.config(),
-                         DescribeModel(config, model, *loaded->tokenizer, *loaded->backend, slots, loaded->window,
-                                       engine_options, limits),
+                         DescribeModel(config, model, *loaded->tokenizer, *loaded->backend, slots,
+                                       loaded->window, engine_options, limits),
                          limits, config.api_keys, &metrics);
   int port = 0;
   std::unique_ptr<grpc::Server> server = StartGrpc(config, &service, &port);
   if (server == nullptr || port == 0) {
     (*engine)->Shutdown(absl::ZeroDuration());
-    return StartupError(absl::InvalidArgumentError(
-        absl::StrCat("--listen ", config.listen, ": cannot listen there (expected a free HOST:PORT)")));
+    return StartupError(absl::InvalidArgumentError(absl::StrCat(
+        "--listen ", config.listen, ": cannot listen there (expected a free HOST:PORT)")));
   }
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   auto set_serving = [&](bool serving) {
@@ -362,7 +381,8 @@ int Serve(const ServerConfig& config) {
   fflush(stdout);
 
   absl::Notification draining;
-  std::thread watchdog = WatchHealth(**engine, config.heartbeat_timeout, set_serving, &metrics, &draining);
+  std::thread watchdog =
+      WatchHealth(**engine, config.heartbeat_timeout, set_serving, &metrics, &draining);
 
   const char* signal_name = AwaitSignal();
   fprintf(stderr, "seqboat-server: %s: draining (grace %.1f s)\n", signal_name,
@@ -377,7 +397,8 @@ int Serve(const ServerConfig& config) {
   constexpr absl::Duration kFinalMessageTime = absl::Milliseconds(500);
   const absl::Time drain_start = absl::Now();
   (*engine)->Shutdown(config.shutdown_grace);
-  server->Shutdown(absl::ToChronoTime(std::max(drain_start + config.shutdown_grace, absl::Now() + kFinalMessageTime)));
+  server->Shutdown(absl::ToChronoTime(
+      std::max(drain_start + config.shutdown_grace, absl::Now() + kFinalMessageTime)));
   metrics.SetQueue(0, 0);
   fprintf(stderr, "seqboat-server: stopped\n");
   return 0;
@@ -401,18 +422,21 @@ int main(int argc, char** argv) {
 
   absl::SetProgramUsageMessage(
       "Serves a SeqBoat model over gRPC (seqboat.v1.SeqBoat) with Prometheus metrics.\n"
-      "  seqboat-server --model model.safetensors [--listen 127.0.0.1:50051] [--device cpu|cuda] ...");
+      "  seqboat-server --model model.safetensors [--listen 127.0.0.1:50051] [--device cpu|cuda] "
+      "...");
   // absl ends the process with code 1 on a bad flag; this server promises 2.
   bool help = false;
   for (int i = 1; i < argc; ++i) help |= absl::string_view(argv[i]).substr(0, 6) == "--help";
   static bool parsing = true;
-  if (!help) std::atexit([] {
+  if (!help)
+    std::atexit([] {
       if (parsing) _exit(2);
     });
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   parsing = false;
   if (rest.size() > 1) {
-    fprintf(stderr, "seqboat-server: unexpected argument '%s'; every option is a --flag\n", rest[1]);
+    fprintf(stderr, "seqboat-server: unexpected argument '%s'; every option is a --flag\n",
+            rest[1]);
     return 2;
   }
   absl::StatusOr<seqboat::server::ServerConfig> config = seqboat::server::ServerConfigFromFlags();

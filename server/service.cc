@@ -17,8 +17,8 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "server/api_keys.h"
 #include "runtime/util/utf8.h"
+#include "server/api_keys.h"
 #include "server/stop_filter.h"
 
 namespace seqboat::server {
@@ -59,7 +59,8 @@ struct SeqBoatService::Shared {
   }
   void ForgetStream(GenerateCall* call) {
     std::lock_guard<std::mutex> lock(streams_mu);
-    if (streams.erase(call) > 0 && metrics != nullptr) metrics->SetOpenStreams(static_cast<int64_t>(streams.size()));
+    if (streams.erase(call) > 0 && metrics != nullptr)
+      metrics->SetOpenStreams(static_cast<int64_t>(streams.size()));
   }
 };
 
@@ -71,9 +72,12 @@ grpc::Status ToGrpc(const absl::Status& status) {
 }
 
 // The status's name as gRPC spells it (absl numbers and names the codes alike).
-std::string CodeName(grpc::StatusCode code) { return absl::StatusCodeToString(static_cast<absl::StatusCode>(code)); }
+std::string CodeName(grpc::StatusCode code) {
+  return absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
+}
 
-grpc::Status Authorize(const std::vector<std::string>& keys, const grpc::CallbackServerContext& context) {
+grpc::Status Authorize(const std::vector<std::string>& keys,
+                       const grpc::CallbackServerContext& context) {
   const auto& metadata = context.client_metadata();
   auto it = metadata.find("authorization");
   absl::optional<absl::string_view> value;
@@ -83,13 +87,20 @@ grpc::Status Authorize(const std::vector<std::string>& keys, const grpc::Callbac
 
 v1::FinishReason ToProto(FinishReason reason) {
   switch (reason) {
-    case FinishReason::kLength: return v1::FINISH_REASON_LENGTH;
-    case FinishReason::kStop: return v1::FINISH_REASON_STOP_SEQUENCE;
-    case FinishReason::kStopToken: return v1::FINISH_REASON_STOP_TOKEN;
-    case FinishReason::kEos: return v1::FINISH_REASON_EOS;
-    case FinishReason::kCancelled: return v1::FINISH_REASON_CANCELLED;
-    case FinishReason::kDeadline: return v1::FINISH_REASON_DEADLINE;
-    case FinishReason::kError: return v1::FINISH_REASON_ERROR;
+    case FinishReason::kLength:
+      return v1::FINISH_REASON_LENGTH;
+    case FinishReason::kStop:
+      return v1::FINISH_REASON_STOP_SEQUENCE;
+    case FinishReason::kStopToken:
+      return v1::FINISH_REASON_STOP_TOKEN;
+    case FinishReason::kEos:
+      return v1::FINISH_REASON_EOS;
+    case FinishReason::kCancelled:
+      return v1::FINISH_REASON_CANCELLED;
+    case FinishReason::kDeadline:
+      return v1::FINISH_REASON_DEADLINE;
+    case FinishReason::kError:
+      return v1::FINISH_REASON_ERROR;
   }
   return v1::FINISH_REASON_UNSPECIFIED;
 }
@@ -97,18 +108,24 @@ v1::FinishReason ToProto(FinishReason reason) {
 // The path of an engine field in a GenerateRequest (the prompt's depends on its form).
 std::string GrpcFieldPath(RequestField field, const v1::GenerateRequest& request) {
   switch (field) {
-    case RequestField::kPrompt: return request.has_tokens() ? "tokens.ids" : "text";
-    case RequestField::kMaxNewTokens: return "stopping.max_new_tokens";
-    case RequestField::kTopLogprobs: return "logprobs";
-    case RequestField::kStopTokenIds: return "stopping.stop_token_ids";
-    default: return absl::StrCat("sampling.", RequestFieldName(field));
+    case RequestField::kPrompt:
+      return request.has_tokens() ? "tokens.ids" : "text";
+    case RequestField::kMaxNewTokens:
+      return "stopping.max_new_tokens";
+    case RequestField::kTopLogprobs:
+      return "logprobs";
+    case RequestField::kStopTokenIds:
+      return "stopping.stop_token_ids";
+    default:
+      return absl::StrCat("sampling.", RequestFieldName(field));
   }
 }
 
 // Protobuf's log lines while this thread parses a request (ParseRequest), else null.
 thread_local std::string* protobuf_log_capture = nullptr;
 
-void RouteProtobufLog(google::protobuf::LogLevel level, const char* filename, int line, const std::string& message) {
+void RouteProtobufLog(google::protobuf::LogLevel level, const char* filename, int line,
+                      const std::string& message) {
   if (protobuf_log_capture != nullptr) {
     protobuf_log_capture->append(message);
     return;
@@ -128,14 +145,16 @@ void RouteProtobufLog(google::protobuf::LogLevel level, const char* filename, in
 }
 
 // Full name of every string field reachable from `type` -> its path from there.
-void CollectStringFields(const google::protobuf::Descriptor* type, const std::string& prefix, int depth,
-                         absl::flat_hash_map<std::string, std::string>* paths) {
+void CollectStringFields(const google::protobuf::Descriptor* type, const std::string& prefix,
+                         int depth, absl::flat_hash_map<std::string, std::string>* paths) {
   if (depth > 4) return;
   for (int i = 0; i < type->field_count(); ++i) {
     const google::protobuf::FieldDescriptor* field = type->field(i);
     const std::string path = prefix + field->name();
-    if (field->type() == google::protobuf::FieldDescriptor::TYPE_STRING) (*paths)[field->full_name()] = path;
-    if (field->message_type() != nullptr) CollectStringFields(field->message_type(), path + ".", depth + 1, paths);
+    if (field->type() == google::protobuf::FieldDescriptor::TYPE_STRING)
+      (*paths)[field->full_name()] = path;
+    if (field->message_type() != nullptr)
+      CollectStringFields(field->message_type(), path + ".", depth + 1, paths);
   }
 }
 
@@ -166,11 +185,12 @@ absl::Status ParseRequest(const grpc::ByteBuffer& bytes, google::protobuf::Messa
     CollectStringFields(message->GetDescriptor(), "", 0, &paths);
     auto it = paths.find(log.substr(open + 1, close - open - 1));
     if (it != paths.end()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(it->second, ": not valid UTF-8 (a string field must be; send other bytes escaped)"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          it->second, ": not valid UTF-8 (a string field must be; send other bytes escaped)"));
     }
   }
-  return absl::InvalidArgumentError(absl::StrCat("the request is not a valid ", message->GetDescriptor()->full_name(),
+  return absl::InvalidArgumentError(absl::StrCat("the request is not a valid ",
+                                                 message->GetDescriptor()->full_name(),
                                                  " (malformed protobuf bytes)"));
 }
 
@@ -260,8 +280,8 @@ class GenerateCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   void MoveReleasedLocked();
   int64_t WireBytes(const GeneratedToken& token) const;
   grpc::Status FinalStatusLocked() const;
-  Action DecideLocked();         // with mu_ held: the next write or the finish, claimed
-  void Execute(Action action);   // without mu_; kFinish may delete `this`
+  Action DecideLocked();        // with mu_ held: the next write or the finish, claimed
+  void Execute(Action action);  // without mu_; kFinish may delete `this`
   void Pump();
 
   const std::shared_ptr<SeqBoatService::Shared> shared_;
@@ -276,23 +296,23 @@ class GenerateCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   std::shared_ptr<RequestHandle> handle_;
   StreamingDetokenizer detokenizer_;
   std::unique_ptr<StopFilter> stop_filter_;
-  std::deque<GeneratedToken> held_;      // held back by the stop filter; held_[0] has index held_first_
+  std::deque<GeneratedToken> held_;  // held back by the stop filter; held_[0] has index held_first_
   int64_t held_first_ = 0;
-  std::string unsent_text_;              // released, not yet written
+  std::string unsent_text_;  // released, not yet written
   std::vector<GeneratedToken> unsent_tokens_;
-  int64_t unsent_bytes_ = 0;             // their wire size, about
-  grpc::ByteBuffer writing_;             // owned by the write in flight
+  int64_t unsent_bytes_ = 0;  // their wire size, about
+  grpc::ByteBuffer writing_;  // owned by the write in flight
   absl::Time write_started_;
-  v1::GenerateResponse final_;           // the `finish` message, once the engine is done
+  v1::GenerateResponse final_;  // the `finish` message, once the engine is done
   FinishReason engine_reason_ = FinishReason::kLength;
-  grpc::Status abort_status_;            // not OK once Abort ended the stream
+  grpc::Status abort_status_;  // not OK once Abort ended the stream
   bool write_in_flight_ = false;
   bool engine_done_ = false;
   bool final_sent_ = false;
   bool finish_called_ = false;
   bool stream_broken_ = false;
   bool client_cancelled_ = false;
-  bool cancel_requested_ = false;        // the write timeout called TryCancel
+  bool cancel_requested_ = false;  // the write timeout called TryCancel
 };
 
 class CallSink final : public RequestSink {
@@ -311,15 +331,17 @@ void GenerateCall::Start(const grpc::ByteBuffer& bytes, bool accepting) {
   if (!auth.ok()) return Reject(auth);
   if (!accepting) return Reject(grpc::Status(grpc::UNAVAILABLE, "the server is shutting down"));
   v1::GenerateRequest request;
-  if (absl::Status parsed = ParseRequest(bytes, &request); !parsed.ok()) return Reject(ToGrpc(parsed));
+  if (absl::Status parsed = ParseRequest(bytes, &request); !parsed.ok())
+    return Reject(ToGrpc(parsed));
 
-  request_id_ = request.request_id().empty() ? absl::StrFormat("req-%d", shared.next_request.fetch_add(1))
-                                             : request.request_id();
+  request_id_ = request.request_id().empty()
+                    ? absl::StrFormat("req-%d", shared.next_request.fetch_add(1))
+                    : request.request_id();
   GenerationParams params;
   std::vector<std::string> stops;
   seed_ = request.sampling().has_seed() ? request.sampling().seed() : shared.DrawSeed();
-  absl::Status valid = BuildGenerationParams(request, *shared.tokenizer, shared.config, shared.limits, seed_, &params,
-                                             &stops);
+  absl::Status valid = BuildGenerationParams(request, *shared.tokenizer, shared.config,
+                                             shared.limits, seed_, &params, &stops);
   if (!valid.ok()) return Reject(ToGrpc(valid));
   const auto deadline = context_->deadline();
   if (deadline != std::chrono::system_clock::time_point::max()) {
@@ -330,10 +352,11 @@ void GenerateCall::Start(const grpc::ByteBuffer& bytes, bool accepting) {
   stop_filter_ = std::make_unique<StopFilter>(std::move(stops));
 
   if (!shared.AdmitStream(this)) {
-    return Reject(grpc::Status(grpc::RESOURCE_EXHAUSTED,
-                               absl::StrCat("the server is full: ", shared.limits.max_open_streams,
-                                            " streams are open (running, waiting, or finished and not yet read by "
-                                            "their client); retry later")));
+    return Reject(grpc::Status(
+        grpc::RESOURCE_EXHAUSTED,
+        absl::StrCat("the server is full: ", shared.limits.max_open_streams,
+                     " streams are open (running, waiting, or finished and not yet read by "
+                     "their client); retry later")));
   }
   Ref();  // the engine's, dropped by HandleFinish
   absl::StatusOr<std::shared_ptr<RequestHandle>> handle =
@@ -385,14 +408,16 @@ bool GenerateCall::HandleToken(const GeneratedToken& token) {
     std::lock_guard<std::mutex> lock(mu_);
     if (!abort_status_.ok()) return true;  // ended; the engine drops the request next iteration
     held_.push_back(token);
-    stopped = stop_filter_->Append(held_first_ + static_cast<int64_t>(held_.size()) - 1, detokenizer_.Push(token.token));
+    stopped = stop_filter_->Append(held_first_ + static_cast<int64_t>(held_.size()) - 1,
+                                   detokenizer_.Push(token.token));
     MoveReleasedLocked();
     over_budget = unsent_bytes_ > shared_->limits.stream_buffer_bytes;
   }
   if (over_budget) {
-    Abort(grpc::Status(grpc::RESOURCE_EXHAUSTED,
-                       absl::StrCat("the client reads too slowly: more than ", shared_->limits.stream_buffer_bytes,
-                                    " bytes of this stream are waiting for it; the stream is ended")));
+    Abort(grpc::Status(
+        grpc::RESOURCE_EXHAUSTED,
+        absl::StrCat("the client reads too slowly: more than ", shared_->limits.stream_buffer_bytes,
+                     " bytes of this stream are waiting for it; the stream is ended")));
     return true;
   }
   Pump();
@@ -477,14 +502,16 @@ void GenerateCall::Abort(grpc::Status status) {
 grpc::Status GenerateCall::FinalStatusLocked() const {
   if (!abort_status_.ok()) return abort_status_;
   const bool expired = std::chrono::system_clock::now() >= context_->deadline();
-  if (engine_reason_ == FinishReason::kError) return grpc::Status(grpc::INTERNAL, final_.finish().error());
+  if (engine_reason_ == FinishReason::kError)
+    return grpc::Status(grpc::INTERNAL, final_.finish().error());
   if (client_cancelled_ || stream_broken_) {
     return expired ? grpc::Status(grpc::DEADLINE_EXCEEDED, "deadline exceeded")
                    : grpc::Status(grpc::CANCELLED, "cancelled by the client");
   }
   if (engine_reason_ == FinishReason::kDeadline) {
-    return grpc::Status(grpc::DEADLINE_EXCEEDED,
-                        "the call's deadline came before the request ended; the last message says how far it got");
+    return grpc::Status(
+        grpc::DEADLINE_EXCEEDED,
+        "the call's deadline came before the request ended; the last message says how far it got");
   }
   return grpc::Status::OK;
 }
@@ -549,7 +576,8 @@ void GenerateCall::Execute(Action action) {  // the caller holds a reference
     }
     StartWrite(&writing_);
   } else if (action.kind == Action::kFinish) {
-    if (shared_->metrics != nullptr) shared_->metrics->RecordRequest(CodeName(action.status.error_code()));
+    if (shared_->metrics != nullptr)
+      shared_->metrics->RecordRequest(CodeName(action.status.error_code()));
     Finish(action.status);
   }
 }
@@ -566,8 +594,9 @@ void GenerateCall::Pump() {
 }  // namespace
 
 absl::Status BuildGenerationParams(const v1::GenerateRequest& request, const Tokenizer& tokenizer,
-                                   const ModelConfig& config, const ServiceLimits& limits, uint64_t seed,
-                                   GenerationParams* params, std::vector<std::string>* stop_sequences) {
+                                   const ModelConfig& config, const ServiceLimits& limits,
+                                   uint64_t seed, GenerationParams* params,
+                                   std::vector<std::string>* stop_sequences) {
   switch (request.prompt_case()) {
     case v1::GenerateRequest::kText: {
       const std::string& text = request.text();
@@ -576,14 +605,17 @@ absl::Status BuildGenerationParams(const v1::GenerateRequest& request, const Tok
         return absl::InvalidArgumentError(
             absl::StrCat("text: ", text.size(), " bytes; at most ", limits.max_text_bytes));
       }
-      absl::StatusOr<std::vector<int32_t>> ids = tokenizer.EncodePrompt(text, limits.request.max_prompt_tokens);
-      if (!ids.ok()) return absl::InvalidArgumentError(absl::StrCat("text: ", ids.status().message()));
+      absl::StatusOr<std::vector<int32_t>> ids =
+          tokenizer.EncodePrompt(text, limits.request.max_prompt_tokens);
+      if (!ids.ok())
+        return absl::InvalidArgumentError(absl::StrCat("text: ", ids.status().message()));
       params->prompt = *std::move(ids);
       break;
     }
     case v1::GenerateRequest::kTokens: {
       const auto& ids = request.tokens().ids();
-      if (ids.empty()) return absl::InvalidArgumentError("tokens.ids: empty; give at least one token id");
+      if (ids.empty())
+        return absl::InvalidArgumentError("tokens.ids: empty; give at least one token id");
       params->prompt.assign(ids.begin(), ids.end());
       break;
     }
@@ -604,23 +636,26 @@ absl::Status BuildGenerationParams(const v1::GenerateRequest& request, const Tok
 
   const v1::StoppingParams& stopping = request.stopping();
   s.stop_token_ids.assign(stopping.stop_token_ids().begin(), stopping.stop_token_ids().end());
-  params->max_new_tokens = stopping.has_max_new_tokens() ? stopping.max_new_tokens() : limits.default_max_new_tokens;
+  params->max_new_tokens =
+      stopping.has_max_new_tokens() ? stopping.max_new_tokens() : limits.default_max_new_tokens;
   params->ignore_eos = stopping.ignore_eos();
   params->top_logprobs = request.logprobs();
   params->return_activations = request.return_activations();
-  if (std::optional<RequestError> error = CheckGenerationParams(*params, limits.request, config.vocab_size)) {
+  if (std::optional<RequestError> error =
+          CheckGenerationParams(*params, limits.request, config.vocab_size)) {
     return InvalidField(GrpcFieldPath(error->field, request), *error);
   }
 
   if (stopping.stop_size() > limits.max_stop_sequences) {
     return absl::InvalidArgumentError(absl::StrCat("stopping.stop: ", stopping.stop_size(),
-                                                   " stop sequences; at most ", limits.max_stop_sequences));
+                                                   " stop sequences; at most ",
+                                                   limits.max_stop_sequences));
   }
   for (int i = 0; i < stopping.stop_size(); ++i) {
     const std::string& stop = stopping.stop(i);
     if (stop.empty() || static_cast<int>(stop.size()) > limits.max_stop_bytes) {
-      return absl::InvalidArgumentError(absl::StrCat("stopping.stop[", i, "]: ", stop.size(), " bytes; expected 1..",
-                                                     limits.max_stop_bytes));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "stopping.stop[", i, "]: ", stop.size(), " bytes; expected 1..", limits.max_stop_bytes));
     }
     if (!IsValidUtf8(stop)) {
       return absl::InvalidArgumentError(absl::StrCat("stopping.stop[", i, "]: not valid UTF-8"));
@@ -634,8 +669,9 @@ absl::Status BuildGenerationParams(const v1::GenerateRequest& request, const Tok
   return absl::OkStatus();
 }
 
-SeqBoatService::SeqBoatService(Engine* engine, const Tokenizer* tokenizer, const ModelConfig& config,
-                               v1::ModelInfo info, const ServiceLimits& limits, std::vector<std::string> api_keys,
+SeqBoatService::SeqBoatService(Engine* engine, const Tokenizer* tokenizer,
+                               const ModelConfig& config, v1::ModelInfo info,
+                               const ServiceLimits& limits, std::vector<std::string> api_keys,
                                Metrics* metrics)
     : shared_(std::make_shared<Shared>()) {
   shared_->engine = engine;
@@ -675,22 +711,24 @@ SeqBoatService::~SeqBoatService() {
   watchdog_.join();
 }
 
-grpc::ServerWriteReactor<grpc::ByteBuffer>* SeqBoatService::Generate(grpc::CallbackServerContext* context,
-                                                                     const grpc::ByteBuffer* request) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* SeqBoatService::Generate(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
   auto* call = new GenerateCall(shared_, context);
   call->Start(*request, accepting_.load());
   return call;
 }
 
 grpc::ServerUnaryReactor* SeqBoatService::Tokenize(grpc::CallbackServerContext* context,
-                                                   const grpc::ByteBuffer* bytes, grpc::ByteBuffer* response_bytes) {
+                                                   const grpc::ByteBuffer* bytes,
+                                                   grpc::ByteBuffer* response_bytes) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   grpc::Status status = Authorize(shared_->api_keys, *context);
   v1::TokenizeRequest request;
   if (status.ok()) status = ToGrpc(ParseRequest(*bytes, &request));
   if (status.ok() && static_cast<int64_t>(request.text().size()) > shared_->limits.max_text_bytes) {
-    status = grpc::Status(grpc::INVALID_ARGUMENT, absl::StrCat("text: ", request.text().size(), " bytes; at most ",
-                                                               shared_->limits.max_text_bytes));
+    status = grpc::Status(grpc::INVALID_ARGUMENT,
+                          absl::StrCat("text: ", request.text().size(), " bytes; at most ",
+                                       shared_->limits.max_text_bytes));
   }
   if (status.ok()) {
     absl::StatusOr<std::vector<int32_t>> ids = shared_->tokenizer->EncodePrompt(request.text());
@@ -699,9 +737,11 @@ grpc::ServerUnaryReactor* SeqBoatService::Tokenize(grpc::CallbackServerContext* 
     } else {
       v1::TokenizeResponse response;
       response.mutable_token_ids()->Add(ids->begin(), ids->end());
-      for (int32_t id : *ids) response.add_pieces(EscapeInvalidUtf8(shared_->tokenizer->TokenText(id)));
+      for (int32_t id : *ids)
+        response.add_pieces(EscapeInvalidUtf8(shared_->tokenizer->TokenText(id)));
       bool own_buffer;
-      status = grpc::SerializationTraits<v1::TokenizeResponse>::Serialize(response, response_bytes, &own_buffer);
+      status = grpc::SerializationTraits<v1::TokenizeResponse>::Serialize(response, response_bytes,
+                                                                          &own_buffer);
     }
   }
   reactor->Finish(status);
@@ -709,13 +749,16 @@ grpc::ServerUnaryReactor* SeqBoatService::Tokenize(grpc::CallbackServerContext* 
 }
 
 grpc::ServerUnaryReactor* SeqBoatService::GetModelInfo(grpc::CallbackServerContext* context,
-                                                       const grpc::ByteBuffer* bytes, grpc::ByteBuffer* response) {
+                                                       const grpc::ByteBuffer* bytes,
+                                                       grpc::ByteBuffer* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   grpc::Status status = Authorize(shared_->api_keys, *context);
   v1::GetModelInfoRequest request;
   if (status.ok()) status = ToGrpc(ParseRequest(*bytes, &request));
   bool own_buffer;
-  if (status.ok()) status = grpc::SerializationTraits<v1::ModelInfo>::Serialize(shared_->info, response, &own_buffer);
+  if (status.ok())
+    status =
+        grpc::SerializationTraits<v1::ModelInfo>::Serialize(shared_->info, response, &own_buffer);
   reactor->Finish(status);
   return reactor;
 }

@@ -52,15 +52,18 @@ using SeqBoatRawService = seqboat::v1::SeqBoat::WithRawCallbackMethod_Generate<
 class SeqBoatService final : public SeqBoatRawService {
  public:
   // `engine`, `tokenizer` and `metrics` (may be null) must outlive the service.
-  SeqBoatService(Engine* engine, const Tokenizer* tokenizer, const ModelConfig& config, seqboat::v1::ModelInfo info,
-                 const ServiceLimits& limits, std::vector<std::string> api_keys, Metrics* metrics);
+  SeqBoatService(Engine* engine, const Tokenizer* tokenizer, const ModelConfig& config,
+                 seqboat::v1::ModelInfo info, const ServiceLimits& limits,
+                 std::vector<std::string> api_keys, Metrics* metrics);
   ~SeqBoatService() override;  // after the gRPC server has shut down
 
   grpc::ServerWriteReactor<grpc::ByteBuffer>* Generate(grpc::CallbackServerContext* context,
                                                        const grpc::ByteBuffer* request) override;
-  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
+                                     const grpc::ByteBuffer* request,
                                      grpc::ByteBuffer* response) override;
-  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
+                                         const grpc::ByteBuffer* request,
                                          grpc::ByteBuffer* response) override;
 
   // From now on Generate answers UNAVAILABLE (the server drains).
@@ -80,9 +83,11 @@ class SeqBoatService final : public SeqBoatRawService {
 
 // Builds a GenerationParams from a request; InvalidArgument naming the field by its path in
 // the request. Exposed for tests; `seed` is used when the request sets none.
-absl::Status BuildGenerationParams(const seqboat::v1::GenerateRequest& request, const Tokenizer& tokenizer,
-                                   const ModelConfig& config, const ServiceLimits& limits, uint64_t seed,
-                                   GenerationParams* params, std::vector<std::string>* stop_sequences);
+absl::Status BuildGenerationParams(const seqboat::v1::GenerateRequest& request,
+                                   const Tokenizer& tokenizer, const ModelConfig& config,
+                                   const ServiceLimits& limits, uint64_t seed,
+                                   GenerationParams* params,
+                                   std::vector<std::string>* stop_sequences);
 
 // Parses `bytes` as `message`; InvalidArgument naming the field when a string field holds
 // invalid UTF-8 (protobuf refuses those), or saying the bytes are not such a message.

@@ -9,7 +9,8 @@ namespace {
 constexpr int64_t kUnknownEnd = std::numeric_limits<int64_t>::max();
 }  // namespace
 
-StopFilter::StopFilter(std::vector<std::string> stop_sequences) : stops_(std::move(stop_sequences)) {}
+StopFilter::StopFilter(std::vector<std::string> stop_sequences)
+    : stops_(std::move(stop_sequences)) {}
 
 const std::string& StopFilter::matched_sequence() const {
   static const std::string kNone;
@@ -59,7 +60,8 @@ bool StopFilter::Append(int64_t token_index, absl::string_view text) {
   for (const std::string& stop : stops_) {
     const size_t longest = std::min(stop.size() - 1, held_.size());
     for (size_t k = longest; k > hold; --k) {
-      if (absl::string_view(held_).substr(held_.size() - k) == absl::string_view(stop).substr(0, k)) {
+      if (absl::string_view(held_).substr(held_.size() - k) ==
+          absl::string_view(stop).substr(0, k)) {
         hold = k;
         break;
       }

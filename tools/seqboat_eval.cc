@@ -96,7 +96,8 @@ absl::Status Run() {
     return absl::InvalidArgumentError(absl::StrCat("--mode=", mode, ": expected step or prefill"));
   }
   absl::StatusOr<EmaHorizon> horizon = ParseEmaHorizon(absl::GetFlag(FLAGS_ema_horizon));
-  if (!horizon.ok()) return absl::InvalidArgumentError(absl::StrCat("--ema_horizon: ", horizon.status().message()));
+  if (!horizon.ok())
+    return absl::InvalidArgumentError(absl::StrCat("--ema_horizon: ", horizon.status().message()));
   const int chunk_len = absl::GetFlag(FLAGS_prefill_chunk);
   if (chunk_len < 1) return absl::InvalidArgumentError("--prefill_chunk must be >= 1");
 
@@ -119,14 +120,14 @@ absl::Status Run() {
   const ModelConfig& config = model->config();
   const int64_t T = tokens.size(), V = config.vocab_size, L = config.layers;
   std::vector<float> logits(T * V);
-  std::vector<uint8_t> decisions(T * L);  // [T, L] as the backend writes it
+  std::vector<uint8_t> activations(T * L);  // [T, L] as the backend writes it
   const int64_t step = mode == "step" ? 1 : chunk_len;
   const absl::Time run_start = absl::Now();
   for (int64_t begin = 0; begin < T; begin += step) {
     const int64_t n = std::min<int64_t>(step, T - begin);
     SequenceChunk chunk{0, absl::MakeConstSpan(tokens.data() + begin, n), /*all_logits=*/true};
     ForwardOutputs out{absl::MakeSpan(logits.data() + begin * V, n * V),
-                       absl::MakeSpan(decisions.data() + begin * L, n * L),
+                       absl::MakeSpan(activations.data() + begin * L, n * L),
                        {}};
     RETURN_IF_ERROR(backend->Forward({&chunk, 1}, out));
   }
@@ -144,7 +145,7 @@ absl::Status Run() {
   }
   std::vector<uint8_t> by_layer(L * T);  // [L, T]
   for (int64_t t = 0; t < T; ++t) {
-    for (int64_t l = 0; l < L; ++l) by_layer[l * T + t] = decisions[t * L + l];
+    for (int64_t l = 0; l < L; ++l) by_layer[l * T + t] = activations[t * L + l];
   }
 
   std::printf("model      %s (%s, %lld parameters, loaded in %.1f ms)\n",

@@ -22,15 +22,18 @@ constexpr int64_t kAttentionBlock = 64;
 constexpr int64_t kMinBlockRows = 4;
 }  // namespace
 
-absl::StatusOr<SlotLayout> CpuBackend::Layout(const ModelConfig& config, const CpuBackendOptions& options) {
+absl::StatusOr<SlotLayout> CpuBackend::Layout(const ModelConfig& config,
+                                              const CpuBackendOptions& options) {
   if (options.weight_dtype == WeightDType::kF16 || options.weight_dtype == WeightDType::kBF16) {
     return absl::InvalidArgumentError(
-        "weight dtype f16/bf16: the CPU backend computes in f32; use f32 or as_stored (or the CUDA backend)");
+        "weight dtype f16/bf16: the CPU backend computes in f32; use f32 or as_stored (or the CUDA "
+        "backend)");
   }
   return MakeSlotLayout(config, options);
 }
 
-absl::StatusOr<size_t> CpuBackend::StateBytesPerSlot(const ModelConfig& config, const CpuBackendOptions& options) {
+absl::StatusOr<size_t> CpuBackend::StateBytesPerSlot(const ModelConfig& config,
+                                                     const CpuBackendOptions& options) {
   ASSIGN_OR_RETURN(SlotLayout layout, Layout(config, options));
   return seqboat::StateBytesPerSlot(config, layout, sizeof(float));
 }
@@ -43,7 +46,8 @@ absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(const Model& mode
   return backend;
 }
 
-CpuBackend::CpuBackend(const Model& model, const CpuBackendOptions& options, const SlotLayout& layout)
+CpuBackend::CpuBackend(const Model& model, const CpuBackendOptions& options,
+                       const SlotLayout& layout)
     : model_(model),
       config_(model.config()),
       layout_(layout),
@@ -80,8 +84,8 @@ absl::Status CpuBackend::AllocateSlots(int count) {
     slot.floats.reset(new (std::nothrow) float[state_floats_per_slot_]);
     slot.positions.reset(new (std::nothrow) int64_t[cap * config_.layers]);
     if (slot.floats == nullptr || slot.positions == nullptr) {
-      return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", count, " state slots of ",
-                                                       state_bytes_per_slot(), " bytes each"));
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "cannot allocate ", count, " state slots of ", state_bytes_per_slot(), " bytes each"));
     }
     float* cursor = slot.floats.get();
     for (int l = 0; l < config_.layers; ++l) {
@@ -246,7 +250,8 @@ void CpuBackend::RunLayer(int l, absl::Span<const SequenceChunk> batch, const Fo
   RunEma(l, batch);
   // 4. hx_proj over every row: router logits and the skip projection.
   hx_.resize(rows * (2 + D));
-  cpu::Linear(mx_.data(), rows, D, layer.hx_proj_weight, layer.hx_proj_bias, 2 + D, hx_.data(), &pool_);
+  cpu::Linear(mx_.data(), rows, D, layer.hx_proj_weight, layer.hx_proj_bias, 2 + D, hx_.data(),
+              &pool_);
   // 5. Router: tempered softmax over two logits; ties go to "not activated".
   const double inv_temp = std::exp(-static_cast<double>(layer.router_log_temp[0]));
   router_confidence_.resize(rows);
@@ -332,8 +337,8 @@ void CpuBackend::RunGau(int l, absl::Span<const SequenceChunk> batch) {
                 sizeof(float) * D);
   }
   projected_.resize(R * P);
-  cpu::Linear(compact_.data(), R, D, layer.mx_proj_weight, layer.mx_proj_bias, P,
-              projected_.data(), &pool_);
+  cpu::Linear(compact_.data(), R, D, layer.mx_proj_weight, layer.mx_proj_bias, P, projected_.data(),
+              &pool_);
   cpu::SiluInPlace(projected_.data(), R * P);
   queries_.resize(R * Z);
   keys_.resize(R * Z);
@@ -370,14 +375,22 @@ void CpuBackend::RunGau(int l, absl::Span<const SequenceChunk> batch) {
     for (int64_t logical = begin; logical < fifo;) {  // FIFO part, possibly wrapping the ring
       const int64_t physical = (state.fifo_head + logical) % cap;
       const int64_t run = std::min(fifo - logical, cap - physical);
-      segments[num_segments++] = {state.fifo_keys + physical * Z, state.fifo_values + physical * H,
-                                  state.fifo_positions + physical, run, Z, H};
+      segments[num_segments++] = {state.fifo_keys + physical * Z,
+                                  state.fifo_values + physical * H,
+                                  state.fifo_positions + physical,
+                                  run,
+                                  Z,
+                                  H};
       logical += run;
     }
     const int64_t first = chunk_activated_begin_[c] + std::max<int64_t>(0, begin - fifo);
     const int64_t last = chunk_activated_begin_[c] + chunk_end;
-    segments[num_segments++] = {keys_.data() + first * Z, projected_.data() + first * P + Z + H,
-                                activated_positions_.data() + first, last - first, Z, P};
+    segments[num_segments++] = {keys_.data() + first * Z,
+                                projected_.data() + first * P + Z + H,
+                                activated_positions_.data() + first,
+                                last - first,
+                                Z,
+                                P};
     return num_segments;
   };
   // Blocks of consecutive activated rows of one chunk; a decode step is a block of one.
@@ -405,10 +418,11 @@ void CpuBackend::RunGau(int l, absl::Span<const SequenceChunk> batch) {
     for (int64_t i = begin; i < end; ++i) {
       const auto [c, index] = single_rows[i];
       const int64_t fifo = slots_[batch[c].slot].layers[l].fifo_count;
-      const int num_segments = build_segments(c, std::max<int64_t>(0, fifo + index - cap), index + 1, segments);
+      const int num_segments =
+          build_segments(c, std::max<int64_t>(0, fifo + index - cap), index + 1, segments);
       const int64_t a = chunk_activated_begin_[c] + index;
-      cpu::Attend(spec, queries_.data() + a * Z, activated_positions_[a], segments, num_segments, scores.data(),
-                  attended_.data() + a * H);
+      cpu::Attend(spec, queries_.data() + a * Z, activated_positions_[a], segments, num_segments,
+                  scores.data(), attended_.data() + a * H);
     }
   };
   const int64_t single_work = static_cast<int64_t>(single_rows.size()) * (cap + 1) * (Z + H);
@@ -424,7 +438,8 @@ void CpuBackend::RunGau(int l, absl::Span<const SequenceChunk> batch) {
     const int64_t fifo = slots_[batch[block.chunk].slot].layers[l].fifo_count;
     const int64_t union_begin = std::max<int64_t>(0, fifo + block.first - cap);
     cpu::KvSegment segments[3];
-    const int num_segments = build_segments(block.chunk, union_begin, block.first + block.count, segments);
+    const int num_segments =
+        build_segments(block.chunk, union_begin, block.first + block.count, segments);
     const int64_t columns = fifo + block.first + block.count - union_begin;
     window_begin.resize(block.count);
     window_end.resize(block.count);
@@ -435,9 +450,9 @@ void CpuBackend::RunGau(int l, absl::Span<const SequenceChunk> batch) {
     }
     block_scores.resize(block.count * columns);
     const int64_t a = chunk_activated_begin_[block.chunk] + block.first;
-    cpu::AttendBlock(spec, queries_.data() + a * Z, block.count, activated_positions_.data() + a, segments,
-                     num_segments, window_begin.data(), window_end.data(), block_scores.data(),
-                     attended_.data() + a * H);
+    cpu::AttendBlock(spec, queries_.data() + a * Z, block.count, activated_positions_.data() + a,
+                     segments, num_segments, window_begin.data(), window_end.data(),
+                     block_scores.data(), attended_.data() + a * H);
   }
   // Gate: h * r.
   for (int64_t a = 0; a < R; ++a) {
@@ -448,7 +463,8 @@ void CpuBackend::RunGau(int l, absl::Span<const SequenceChunk> batch) {
 
   // Extract: h_proj, scale by the router's confidence, scatter back to the rows.
   gau_out_.resize(R * D);
-  cpu::Linear(attended_.data(), R, H, layer.h_proj_weight, layer.h_proj_bias, D, gau_out_.data(), &pool_);
+  cpu::Linear(attended_.data(), R, H, layer.h_proj_weight, layer.h_proj_bias, D, gau_out_.data(),
+              &pool_);
   for (int64_t a = 0; a < R; ++a) {
     const int64_t row = activated_rows_[a];
     const float confidence = router_confidence_[row];
@@ -490,9 +506,11 @@ void CpuBackend::RunFfn(int l) {
     std::memcpy(ffn_in_.data(), x_.data(), sizeof(float) * rows * D);
   }
   ffn_hidden_.resize(rows * F);
-  cpu::Linear(ffn_in_.data(), rows, D, layer.fc1_weight, layer.fc1_bias, F, ffn_hidden_.data(), &pool_);
+  cpu::Linear(ffn_in_.data(), rows, D, layer.fc1_weight, layer.fc1_bias, F, ffn_hidden_.data(),
+              &pool_);
   cpu::SiluInPlace(ffn_hidden_.data(), rows * F);
-  cpu::Linear(ffn_hidden_.data(), rows, F, layer.fc2_weight, layer.fc2_bias, D, ffn_in_.data(), &pool_);
+  cpu::Linear(ffn_hidden_.data(), rows, F, layer.fc2_weight, layer.fc2_bias, D, ffn_in_.data(),
+              &pool_);
   for (int64_t i = 0; i < rows * D; ++i) x_[i] += ffn_in_[i];
   if (!config_.normalize_before)
     cpu::Norm(config_.norm, layer.ffn_norm, x_.data(), rows, D, x_.data());

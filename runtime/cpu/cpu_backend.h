@@ -23,7 +23,8 @@ class CpuBackend final : public Backend {
   static absl::StatusOr<std::unique_ptr<CpuBackend>> Create(const Model& model,
                                                             const CpuBackendOptions& options);
   // What one slot of such a backend takes, without building one.
-  static absl::StatusOr<size_t> StateBytesPerSlot(const ModelConfig& config, const CpuBackendOptions& options);
+  static absl::StatusOr<size_t> StateBytesPerSlot(const ModelConfig& config,
+                                                  const CpuBackendOptions& options);
 
   int num_slots() const override { return static_cast<int>(slots_.size()); }
   const char* name() const override { return "cpu"; }
@@ -40,7 +41,7 @@ class CpuBackend final : public Backend {
 
  private:
   struct LayerState {
-    float* ema_state;         // [D, N]
+    float* ema_state;         // [D, N] (the CUDA backend keeps [N, D]: see its ema_state_)
     float* fifo_keys;         // [cap, Z] rotated keys, ring
     float* fifo_values;       // [cap, H] ring
     int64_t* fifo_positions;  // [cap]
@@ -57,7 +58,8 @@ class CpuBackend final : public Backend {
   };
 
   // The checks of the options, and what follows from them.
-  static absl::StatusOr<SlotLayout> Layout(const ModelConfig& config, const CpuBackendOptions& options);
+  static absl::StatusOr<SlotLayout> Layout(const ModelConfig& config,
+                                           const CpuBackendOptions& options);
   CpuBackend(const Model& model, const CpuBackendOptions& options, const SlotLayout& layout);
   absl::Status AllocateSlots(int count);
   absl::Status CheckSlot(SlotId slot, const char* what) const;

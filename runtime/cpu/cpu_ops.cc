@@ -54,7 +54,8 @@ __attribute__((always_inline)) inline void StreamRows(const float* x, int64_t in
       Vec8 total = acc[r][0];
 #pragma GCC unroll 4
       for (int v = 1; v < kVecs; ++v) total += acc[r][v];
-      float sum = ((total[0] + total[4]) + (total[1] + total[5])) + ((total[2] + total[6]) + (total[3] + total[7]));
+      float sum = ((total[0] + total[4]) + (total[1] + total[5])) +
+                  ((total[2] + total[6]) + (total[3] + total[7]));
       for (int64_t i = body; i < in; ++i) sum += x[r * in + i] * wo[i];
       y[r * out + o] = bias != nullptr ? sum + bias[o] : sum;
     }
@@ -65,14 +66,22 @@ SEQBOAT_SIMD_CLONES
 void LinearStreamRange(const float* x, int64_t rows, int64_t in, const float* w, const float* bias,
                        int64_t out, float* y, int64_t begin, int64_t end) {
   switch (rows) {
-    case 1: return StreamRows<1, 4>(x, in, w, bias, out, y, begin, end);
-    case 2: return StreamRows<2, 4>(x, in, w, bias, out, y, begin, end);
-    case 3: return StreamRows<3, 2>(x, in, w, bias, out, y, begin, end);
-    case 4: return StreamRows<4, 2>(x, in, w, bias, out, y, begin, end);
-    case 5: return StreamRows<5, 2>(x, in, w, bias, out, y, begin, end);
-    case 6: return StreamRows<6, 2>(x, in, w, bias, out, y, begin, end);
-    case 7: return StreamRows<7, 1>(x, in, w, bias, out, y, begin, end);
-    default: return StreamRows<8, 1>(x, in, w, bias, out, y, begin, end);
+    case 1:
+      return StreamRows<1, 4>(x, in, w, bias, out, y, begin, end);
+    case 2:
+      return StreamRows<2, 4>(x, in, w, bias, out, y, begin, end);
+    case 3:
+      return StreamRows<3, 2>(x, in, w, bias, out, y, begin, end);
+    case 4:
+      return StreamRows<4, 2>(x, in, w, bias, out, y, begin, end);
+    case 5:
+      return StreamRows<5, 2>(x, in, w, bias, out, y, begin, end);
+    case 6:
+      return StreamRows<6, 2>(x, in, w, bias, out, y, begin, end);
+    case 7:
+      return StreamRows<7, 1>(x, in, w, bias, out, y, begin, end);
+    default:
+      return StreamRows<8, 1>(x, in, w, bias, out, y, begin, end);
   }
 }
 #pragma GCC diagnostic pop
@@ -98,7 +107,8 @@ void Linear(const float* x, int64_t rows, int64_t in, const float* w, const floa
     for (int64_t r = 0; r < rows; ++r) std::memcpy(y + r * out, bias, out * sizeof(float));
     beta = 1.0f;
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, in, 1.0f, x, in, w, in, beta, y, out);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, in, 1.0f, x, in, w, in, beta, y,
+              out);
 }
 
 void Norm(NormKind kind, const NormWeights& weights, const float* x, int64_t rows, int64_t dim,
@@ -230,7 +240,8 @@ float ScoresToWeights(AttentionKind kind, float* scores, int64_t count) {
     case AttentionKind::kLaplace: {
       // 0.5 * (1 + erf((s - mu) / (std * sqrt 2))), mu = sqrt(1/2), std = sqrt(1 / (4 pi)).
       const float mu = static_cast<float>(std::sqrt(0.5));
-      const float inv_std_sqrt2 = static_cast<float>(1.0 / (std::sqrt(0.25 / M_PI) * std::sqrt(2.0)));
+      const float inv_std_sqrt2 =
+          static_cast<float>(1.0 / (std::sqrt(0.25 / M_PI) * std::sqrt(2.0)));
       for (int64_t j = 0; j < count; ++j) {
         scores[j] = 0.5f * (1.0f + std::erf((scores[j] - mu) * inv_std_sqrt2));
       }
@@ -274,8 +285,7 @@ void Attend(const AttentionSpec& spec, const float* q, int64_t q_position,
 
 void AttendBlock(const AttentionSpec& spec, const float* queries, int64_t num_queries,
                  const int64_t* q_positions, const KvSegment* segments, int num_segments,
-                 const int64_t* window_begin, const int64_t* window_end, float* scores,
-                 float* h) {
+                 const int64_t* window_begin, const int64_t* window_end, float* scores, float* h) {
   const int Z = spec.z_dim, H = spec.hidden_dim;
   int64_t total = 0;
   for (int s = 0; s < num_segments; ++s) total += segments[s].count;
@@ -290,7 +300,8 @@ void AttendBlock(const AttentionSpec& spec, const float* queries, int64_t num_qu
   std::vector<const int64_t*> column_positions;
   if (spec.rel_pos_bias != nullptr) {
     for (int s = 0; s < num_segments; ++s) {
-      for (int64_t j = 0; j < segments[s].count; ++j) column_positions.push_back(segments[s].positions + j);
+      for (int64_t j = 0; j < segments[s].count; ++j)
+        column_positions.push_back(segments[s].positions + j);
     }
   }
   for (int64_t b = 0; b < num_queries; ++b) {
@@ -299,7 +310,8 @@ void AttendBlock(const AttentionSpec& spec, const float* queries, int64_t num_qu
     for (int64_t j = 0; j < begin; ++j) row[j] = 0.0f;
     for (int64_t j = end; j < total; ++j) row[j] = 0.0f;
     if (spec.rel_pos_bias != nullptr) {
-      for (int64_t j = begin; j < end; ++j) row[j] += RelativeBias(spec, q_positions[b], *column_positions[j]);
+      for (int64_t j = begin; j < end; ++j)
+        row[j] += RelativeBias(spec, q_positions[b], *column_positions[j]);
     }
     const float normaliser = ScoresToWeights(spec.kind, row + begin, end - begin);
     if (normaliser != 1.0f) {

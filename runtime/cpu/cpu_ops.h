@@ -78,7 +78,6 @@ void Attend(const AttentionSpec& spec, const float* q, int64_t q_position,
 // `scores` is scratch of num_queries x total columns.
 void AttendBlock(const AttentionSpec& spec, const float* queries, int64_t num_queries,
                  const int64_t* q_positions, const KvSegment* segments, int num_segments,
-                 const int64_t* window_begin, const int64_t* window_end, float* scores,
-                 float* h);
+                 const int64_t* window_begin, const int64_t* window_end, float* scores, float* h);
 
 }  // namespace seqboat::cpu

@@ -17,10 +17,10 @@ struct Engine::Sequence {
   GenerationParams params;
   std::unique_ptr<Sampler> sampler;
   SlotId slot = -1;
-  int64_t prefilled = 0;     // prompt tokens through the model
-  int64_t cached = 0;        // of those, restored from the prefix cache
-  int64_t snapshot_at = 0;   // > 0: copy the state into the prefix cache after this many
-  int32_t last_token = -1;   // the next decode step's input
+  int64_t prefilled = 0;    // prompt tokens through the model
+  int64_t cached = 0;       // of those, restored from the prefix cache
+  int64_t snapshot_at = 0;  // > 0: copy the state into the prefix cache after this many
+  int32_t last_token = -1;  // the next decode step's input
   int64_t generated = 0;
   absl::Time submitted_at, admitted_at, first_token_at, last_token_at;
   bool finished = false;
@@ -30,18 +30,23 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Backend* backend, const M
                                                        const EngineOptions& options,
                                                        EngineObserver* observer) {
   if (options.max_running < 1) return absl::InvalidArgumentError("max_running must be >= 1");
-  if (options.prefix_cache_slots < 0) return absl::InvalidArgumentError("prefix_cache_slots must be >= 0");
-  if (options.prefix_cache_block < 1) return absl::InvalidArgumentError("prefix_cache_block must be >= 1");
+  if (options.prefix_cache_slots < 0)
+    return absl::InvalidArgumentError("prefix_cache_slots must be >= 0");
+  if (options.prefix_cache_block < 1)
+    return absl::InvalidArgumentError("prefix_cache_block must be >= 1");
   if (options.max_running + options.prefix_cache_slots > backend->num_slots()) {
-    return absl::InvalidArgumentError(absl::StrCat("max_running ", options.max_running, " + prefix_cache_slots ",
-                                                   options.prefix_cache_slots, " exceed the backend's ",
-                                                   backend->num_slots(), " state slots"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_running ", options.max_running, " + prefix_cache_slots ", options.prefix_cache_slots,
+        " exceed the backend's ", backend->num_slots(), " state slots"));
   }
   if (options.max_waiting < 0) return absl::InvalidArgumentError("max_waiting must be >= 0");
   if (options.prefill_budget < 1) return absl::InvalidArgumentError("prefill_budget must be >= 1");
-  if (options.max_prompt_tokens < 1) return absl::InvalidArgumentError("max_prompt_tokens must be >= 1");
-  if (options.max_new_tokens_limit < 1) return absl::InvalidArgumentError("max_new_tokens_limit must be >= 1");
-  if (options.sampling_threads < 1) return absl::InvalidArgumentError("sampling_threads must be >= 1");
+  if (options.max_prompt_tokens < 1)
+    return absl::InvalidArgumentError("max_prompt_tokens must be >= 1");
+  if (options.max_new_tokens_limit < 1)
+    return absl::InvalidArgumentError("max_new_tokens_limit must be >= 1");
+  if (options.sampling_threads < 1)
+    return absl::InvalidArgumentError("sampling_threads must be >= 1");
   return std::unique_ptr<Engine>(new Engine(backend, config, options, observer));
 }
 
@@ -51,10 +56,13 @@ Engine::Engine(Backend* backend, const ModelConfig& config, const EngineOptions&
   for (SlotId slot = options.max_running - 1; slot >= 0; --slot) free_slots_.push_back(slot);
   if (options.prefix_cache_slots > 0) {
     std::vector<SlotId> cache_slots;
-    for (int i = 0; i < options.prefix_cache_slots; ++i) cache_slots.push_back(options.max_running + i);
-    prefix_cache_ = std::make_unique<PrefixCache>(std::move(cache_slots), options.prefix_cache_block);
+    for (int i = 0; i < options.prefix_cache_slots; ++i)
+      cache_slots.push_back(options.max_running + i);
+    prefix_cache_ =
+        std::make_unique<PrefixCache>(std::move(cache_slots), options.prefix_cache_block);
   }
-  if (options.sampling_threads > 1) sampling_pool_ = std::make_unique<ThreadPool>(options.sampling_threads);
+  if (options.sampling_threads > 1)
+    sampling_pool_ = std::make_unique<ThreadPool>(options.sampling_threads);
   heartbeat_ns_ = absl::ToUnixNanos(absl::Now());
   thread_ = std::thread([this] { Loop(); });
 }
@@ -70,7 +78,8 @@ absl::Status Engine::backend_status() const {
 
 absl::StatusOr<std::shared_ptr<RequestHandle>> Engine::Submit(GenerationParams params,
                                                               std::shared_ptr<RequestSink> sink) {
-  if (std::optional<RequestError> error = CheckGenerationParams(params, options_.request_limits(), config_.vocab_size)) {
+  if (std::optional<RequestError> error =
+          CheckGenerationParams(params, options_.request_limits(), config_.vocab_size)) {
     return InvalidField(*error);
   }
 
@@ -86,14 +95,17 @@ absl::StatusOr<std::shared_ptr<RequestHandle>> Engine::Submit(GenerationParams p
     std::lock_guard<std::mutex> lock(mu_);
     if (!accepting_) return absl::UnavailableError("the server is shutting down");
     if (!backend_lost_.ok()) {
-      return absl::UnavailableError(
-          absl::StrCat("the backend is unusable (", backend_lost_.message(), "); this server must be restarted"));
+      return absl::UnavailableError(absl::StrCat("the backend is unusable (",
+                                                 backend_lost_.message(),
+                                                 "); this server must be restarted"));
     }
     // Capacity: a slot for every running request and max_waiting more in the queue.
-    const int64_t held = running_count_.load() + waiting_count_.load() + static_cast<int64_t>(submitted_.size());
+    const int64_t held =
+        running_count_.load() + waiting_count_.load() + static_cast<int64_t>(submitted_.size());
     if (held >= options_.max_running + options_.max_waiting) {
-      return absl::ResourceExhaustedError(absl::StrCat("the server is full (", options_.max_running, " slots and ",
-                                                       options_.max_waiting, " waiting places taken); retry later"));
+      return absl::ResourceExhaustedError(absl::StrCat("the server is full (", options_.max_running,
+                                                       " slots and ", options_.max_waiting,
+                                                       " waiting places taken); retry later"));
     }
     submitted_.push_back(std::move(sequence));
   }
@@ -123,8 +135,9 @@ void Engine::Loop() {
     std::unique_lock<std::mutex> lock(mu_);
     if (stop_ && submitted_.empty() && waiting_.empty() && running_.empty()) return;
     // Idle: sleep until a submission, waking now and then to keep the heartbeat fresh.
-    wake_.wait_for(lock, std::chrono::milliseconds(100),
-                   [this] { return !submitted_.empty() || (stop_ && waiting_.empty() && running_.empty()); });
+    wake_.wait_for(lock, std::chrono::milliseconds(100), [this] {
+      return !submitted_.empty() || (stop_ && waiting_.empty() && running_.empty());
+    });
   }
 }
 
@@ -138,9 +151,11 @@ void Engine::Finish(Sequence& sequence, FinishReason reason, const std::string& 
   info.prompt_tokens = sequence.params.prompt.size();
   info.cached_prompt_tokens = sequence.cached;
   info.generated_tokens = sequence.generated;
-  info.queue_time = (sequence.admitted_at == absl::Time() ? now : sequence.admitted_at) - sequence.submitted_at;
-  info.time_to_first_token =
-      sequence.first_token_at == absl::Time() ? absl::ZeroDuration() : sequence.first_token_at - sequence.submitted_at;
+  info.queue_time =
+      (sequence.admitted_at == absl::Time() ? now : sequence.admitted_at) - sequence.submitted_at;
+  info.time_to_first_token = sequence.first_token_at == absl::Time()
+                                 ? absl::ZeroDuration()
+                                 : sequence.first_token_at - sequence.submitted_at;
   info.total_time = now - sequence.submitted_at;
   sequence.sink->OnFinish(info);
   if (observer_ != nullptr) observer_->OnFinish(info);
@@ -225,13 +240,15 @@ IterationPlan Engine::Plan() {
   std::vector<WaitingRequest> waiting;
   waiting.reserve(std::min<size_t>(waiting_.size(), options_.max_running));
   for (const auto& sequence : waiting_) {
-    if (waiting.size() + running_.size() >= static_cast<size_t>(options_.max_running)) break;  // no slot for more
+    if (waiting.size() + running_.size() >= static_cast<size_t>(options_.max_running))
+      break;  // no slot for more
     waiting.push_back({sequence->params.prompt});
   }
   std::vector<RunningSequence> running;
   running.reserve(running_.size());
   for (const auto& sequence : running_) {
-    running.push_back({sequence->slot, sequence->params.prompt, sequence->prefilled, sequence->snapshot_at});
+    running.push_back(
+        {sequence->slot, sequence->params.prompt, sequence->prefilled, sequence->snapshot_at});
   }
   return PlanIteration(waiting, running, free_slots_, prefix_cache_.get(),
                        {options_.max_running, options_.prefill_budget});
@@ -278,11 +295,13 @@ void Engine::BuildBatch(const IterationPlan& plan, IterationStats* stats) {
     }
     if (chunk.decode) {
       batch_.decode_inputs.push_back(sequence->last_token);
-      batch_.chunks.push_back({chunk.slot, absl::MakeConstSpan(&batch_.decode_inputs.back(), 1), false});
+      batch_.chunks.push_back(
+          {chunk.slot, absl::MakeConstSpan(&batch_.decode_inputs.back(), 1), false});
       ++stats->decode_sequences;
     } else {
       const absl::Span<const int32_t> prompt(sequence->params.prompt);
-      batch_.chunks.push_back({chunk.slot, prompt.subspan(chunk.begin, chunk.end - chunk.begin), false});
+      batch_.chunks.push_back(
+          {chunk.slot, prompt.subspan(chunk.begin, chunk.end - chunk.begin), false});
       stats->prefill_tokens += chunk.end - chunk.begin;
     }
     batch_.planned.push_back(&chunk);
@@ -312,9 +331,11 @@ bool Engine::Forward(IterationStats* stats) {
   }
   // The backend changed no slot; the requests of this batch end with an error, and the
   // snapshots they were to give are not taken.
-  if (observer_ != nullptr) observer_->OnBackendError(status, static_cast<int64_t>(batch_.sequences.size()));
+  if (observer_ != nullptr)
+    observer_->OnBackendError(status, static_cast<int64_t>(batch_.sequences.size()));
   for (size_t i = 0; i < batch_.sequences.size(); ++i) {
-    if (batch_.planned[i]->snapshot_into >= 0) prefix_cache_->Drop(batch_.planned[i]->snapshot_into);
+    if (batch_.planned[i]->snapshot_into >= 0)
+      prefix_cache_->Drop(batch_.planned[i]->snapshot_into);
     Finish(*batch_.sequences[i], FinishReason::kError, std::string(status.message()));
   }
   ReleaseFinished();
@@ -373,9 +394,11 @@ void Engine::Deliver(IterationStats* stats) {
     GeneratedToken& generated = sampled_[i];
     generated.activations.clear();
     if (sequence.params.return_activations) {
-      generated.activations.assign(activations_.begin() + last_row * L, activations_.begin() + (last_row + 1) * L);
+      generated.activations.assign(activations_.begin() + last_row * L,
+                                   activations_.begin() + (last_row + 1) * L);
     }
-    if (observer_ != nullptr && sequence.generated > 0) observer_->OnTokenEmitted(sampled_at - sequence.last_token_at);
+    if (observer_ != nullptr && sequence.generated > 0)
+      observer_->OnTokenEmitted(sampled_at - sequence.last_token_at);
     if (sequence.generated == 0) sequence.first_token_at = sampled_at;
     sequence.last_token_at = sampled_at;
     sequence.last_token = generated.token;
@@ -404,7 +427,8 @@ void Engine::Report(IterationStats* stats) {
   stats->waiting = waiting_.size();
   if (prefix_cache_ != nullptr) {
     stats->prefix_cache_entries = prefix_cache_->entries();
-    stats->prefix_cache_bytes = prefix_cache_->entries() * static_cast<int64_t>(backend_->state_bytes_per_slot());
+    stats->prefix_cache_bytes =
+        prefix_cache_->entries() * static_cast<int64_t>(backend_->state_bytes_per_slot());
   }
   if (observer_ != nullptr) observer_->OnIteration(*stats);
 }

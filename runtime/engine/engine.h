@@ -23,19 +23,21 @@
 namespace seqboat {
 
 struct EngineOptions {
-  int max_running = 8;             // sequences decoding or prefilling at once (<= backend slots)
-  int max_waiting = 64;            // queued requests beyond the slots; then Submit answers ResourceExhausted
-  int64_t prefill_budget = 256;    // prompt tokens per iteration over all prefilling sequences
+  int max_running = 8;   // sequences decoding or prefilling at once (<= backend slots)
+  int max_waiting = 64;  // queued requests beyond the slots; then Submit answers ResourceExhausted
+  int64_t prefill_budget = 256;  // prompt tokens per iteration over all prefilling sequences
   int64_t max_prompt_tokens = 8192;
   int32_t max_new_tokens_limit = 4096;
   // Backend slots beyond max_running that hold prefix-state snapshots (0 = no prefix cache).
   int prefix_cache_slots = 0;
   int64_t prefix_cache_block = 32;  // snapshots are taken at multiples of this many tokens
-  absl::Duration iteration_delay = absl::ZeroDuration();  // testing: a pause after every iteration (a slow device)
+  absl::Duration iteration_delay =
+      absl::ZeroDuration();  // testing: a pause after every iteration (a slow device)
   // Threads that sample the batch's tokens (each sequence's sampler is independent); worth
   // it for large vocabularies and batches. 1 = on the engine thread.
   int sampling_threads = 1;
-  int64_t parallel_sampling_min_logits = 1 << 14;  // below this many logits per iteration: one thread
+  int64_t parallel_sampling_min_logits = 1
+                                         << 14;  // below this many logits per iteration: one thread
   int32_t max_top_logprobs = 20;
   int32_t max_stop_token_ids = 256;
 
@@ -105,7 +107,8 @@ class Engine {
  private:
   struct Sequence;
 
-  Engine(Backend* backend, const ModelConfig& config, const EngineOptions& options, EngineObserver* observer);
+  Engine(Backend* backend, const ModelConfig& config, const EngineOptions& options,
+         EngineObserver* observer);
   // The chunks one iteration runs, and for each its sequence and its planned chunk.
   struct Batch {
     std::vector<SequenceChunk> chunks;
@@ -120,7 +123,8 @@ class Engine {
   absl::Time Intake();  // submitted -> waiting; returns the drain deadline
   void Expire(absl::Time now, absl::Time drain_deadline);  // cancellations, deadlines, drain
   IterationPlan Plan();
-  void Admit(const IterationPlan& plan, absl::Time now, IterationStats* stats);  // slots, resets, restores
+  void Admit(const IterationPlan& plan, absl::Time now,
+             IterationStats* stats);  // slots, resets, restores
   void BuildBatch(const IterationPlan& plan, IterationStats* stats);
   bool Forward(IterationStats* stats);  // false: the batch failed and its requests ended
   void Sample();
@@ -128,7 +132,7 @@ class Engine {
   void Report(IterationStats* stats);
   void Finish(Sequence& sequence, FinishReason reason, const std::string& error = "");
   void ReleaseFinished();
-  void TakeSubmittedLocked();  // submitted_ -> waiting_; holds mu_
+  void TakeSubmittedLocked();                    // submitted_ -> waiting_; holds mu_
   void LoseBackend(const absl::Status& health);  // ends every request; Submit refuses
 
   Backend* const backend_;
@@ -150,10 +154,10 @@ class Engine {
   std::vector<SlotId> free_slots_;
   std::unique_ptr<PrefixCache> prefix_cache_;  // null when off
   std::unique_ptr<ThreadPool> sampling_pool_;  // null when sampling_threads == 1
-  Batch batch_;                                 // this iteration's (scratch)
-  std::vector<GeneratedToken> sampled_;         // [batch] this iteration's draws (scratch)
-  std::vector<float> logits_;                   // [batch, V] scratch
-  std::vector<uint8_t> activations_;            // [tokens, L] scratch
+  Batch batch_;                                // this iteration's (scratch)
+  std::vector<GeneratedToken> sampled_;        // [batch] this iteration's draws (scratch)
+  std::vector<float> logits_;                  // [batch, V] scratch
+  std::vector<uint8_t> activations_;           // [tokens, L] scratch
 
   std::atomic<int64_t> heartbeat_ns_{0};
   std::atomic<int64_t> running_count_{0};

@@ -19,7 +19,8 @@ PrefixCache::PrefixCache(std::vector<SlotId> slots, int64_t block, int64_t max_s
   free_slots_.assign(all_slots_.rbegin(), all_slots_.rend());
 }
 
-std::vector<uint64_t> PrefixCache::BoundaryHashes(absl::Span<const int32_t> prompt, int64_t limit) const {
+std::vector<uint64_t> PrefixCache::BoundaryHashes(absl::Span<const int32_t> prompt,
+                                                  int64_t limit) const {
   std::vector<uint64_t> hashes;
   uint64_t h = 0x5EB0A7ull;
   for (int64_t i = 0; i < limit && i < static_cast<int64_t>(prompt.size()); ++i) {
@@ -29,7 +30,8 @@ std::vector<uint64_t> PrefixCache::BoundaryHashes(absl::Span<const int32_t> prom
   return hashes;
 }
 
-std::list<PrefixCache::Entry>::const_iterator PrefixCache::Find(absl::Span<const int32_t> prompt, int64_t tokens,
+std::list<PrefixCache::Entry>::const_iterator PrefixCache::Find(absl::Span<const int32_t> prompt,
+                                                                int64_t tokens,
                                                                 uint64_t hash) const {
   auto it = by_hash_.find(hash);
   if (it == by_hash_.end()) return lru_.end();
@@ -44,7 +46,8 @@ std::list<PrefixCache::Entry>::const_iterator PrefixCache::Find(absl::Span<const
 
 std::optional<PrefixCache::Hit> PrefixCache::Peek(absl::Span<const int32_t> prompt) const {
   if (lru_.empty()) return std::nullopt;
-  const std::vector<uint64_t> hashes = BoundaryHashes(prompt, static_cast<int64_t>(prompt.size()) - 1);
+  const std::vector<uint64_t> hashes =
+      BoundaryHashes(prompt, static_cast<int64_t>(prompt.size()) - 1);
   for (int64_t k = static_cast<int64_t>(hashes.size()); k >= 1; --k) {
     auto entry = Find(prompt, k * block_, hashes[k - 1]);
     if (entry != lru_.end()) return Hit{entry->slot, k * block_};
@@ -55,7 +58,8 @@ std::optional<PrefixCache::Hit> PrefixCache::Peek(absl::Span<const int32_t> prom
 std::optional<PrefixCache::Hit> PrefixCache::Lookup(absl::Span<const int32_t> prompt) {
   std::optional<Hit> hit = Peek(prompt);
   if (hit.has_value()) {
-    auto entry = std::find_if(lru_.begin(), lru_.end(), [&](const Entry& e) { return e.slot == hit->slot; });
+    auto entry =
+        std::find_if(lru_.begin(), lru_.end(), [&](const Entry& e) { return e.slot == hit->slot; });
     lru_.splice(lru_.begin(), lru_, entry);
   }
   return hit;
@@ -63,7 +67,8 @@ std::optional<PrefixCache::Hit> PrefixCache::Lookup(absl::Span<const int32_t> pr
 
 int64_t PrefixCache::SnapshotPoint(absl::Span<const int32_t> prompt, int64_t after) {
   if (all_slots_.empty()) return 0;
-  const std::vector<uint64_t> hashes = BoundaryHashes(prompt, static_cast<int64_t>(prompt.size()) - 1);
+  const std::vector<uint64_t> hashes =
+      BoundaryHashes(prompt, static_cast<int64_t>(prompt.size()) - 1);
   int64_t point = 0;
   for (int64_t k = static_cast<int64_t>(hashes.size()); k >= 1 && k * block_ > after; --k) {
     auto seen = seen_.find(hashes[k - 1]);
@@ -77,7 +82,8 @@ int64_t PrefixCache::SnapshotPoint(absl::Span<const int32_t> prompt, int64_t aft
 }
 
 SlotId PrefixCache::Insert(absl::Span<const int32_t> prompt, int64_t tokens) {
-  if (all_slots_.empty() || tokens <= 0 || tokens % block_ != 0 || tokens > static_cast<int64_t>(prompt.size())) {
+  if (all_slots_.empty() || tokens <= 0 || tokens % block_ != 0 ||
+      tokens > static_cast<int64_t>(prompt.size())) {
     return -1;
   }
   const std::vector<uint64_t> hashes = BoundaryHashes(prompt, tokens);
@@ -97,7 +103,8 @@ SlotId PrefixCache::Insert(absl::Span<const int32_t> prompt, int64_t tokens) {
 }
 
 void PrefixCache::Drop(SlotId slot) {
-  auto entry = std::find_if(lru_.begin(), lru_.end(), [&](const Entry& e) { return e.slot == slot; });
+  auto entry =
+      std::find_if(lru_.begin(), lru_.end(), [&](const Entry& e) { return e.slot == slot; });
   if (entry == lru_.end()) return;
   auto& bucket = by_hash_[entry->hash];
   std::erase(bucket, entry);

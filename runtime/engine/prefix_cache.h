@@ -58,7 +58,8 @@ class PrefixCache {
   };
   // Hashes of prompt[0, k * block) for k = 1.. while k * block <= limit.
   std::vector<uint64_t> BoundaryHashes(absl::Span<const int32_t> prompt, int64_t limit) const;
-  std::list<Entry>::const_iterator Find(absl::Span<const int32_t> prompt, int64_t tokens, uint64_t hash) const;
+  std::list<Entry>::const_iterator Find(absl::Span<const int32_t> prompt, int64_t tokens,
+                                        uint64_t hash) const;
 
   const std::vector<SlotId> all_slots_;
   const int64_t block_;

@@ -8,30 +8,48 @@ namespace seqboat {
 
 const char* FinishReasonName(FinishReason reason) {
   switch (reason) {
-    case FinishReason::kLength: return "length";
-    case FinishReason::kStop: return "stop_sequence";
-    case FinishReason::kStopToken: return "stop_token";
-    case FinishReason::kEos: return "eos";
-    case FinishReason::kCancelled: return "cancelled";
-    case FinishReason::kDeadline: return "deadline";
-    case FinishReason::kError: return "error";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kStop:
+      return "stop_sequence";
+    case FinishReason::kStopToken:
+      return "stop_token";
+    case FinishReason::kEos:
+      return "eos";
+    case FinishReason::kCancelled:
+      return "cancelled";
+    case FinishReason::kDeadline:
+      return "deadline";
+    case FinishReason::kError:
+      return "error";
   }
   return "?";
 }
 
 const char* RequestFieldName(RequestField field) {
   switch (field) {
-    case RequestField::kPrompt: return "prompt";
-    case RequestField::kMaxNewTokens: return "max_new_tokens";
-    case RequestField::kTopLogprobs: return "top_logprobs";
-    case RequestField::kTemperature: return "temperature";
-    case RequestField::kTopK: return "top_k";
-    case RequestField::kTopP: return "top_p";
-    case RequestField::kMinP: return "min_p";
-    case RequestField::kRepetitionPenalty: return "repetition_penalty";
-    case RequestField::kPresencePenalty: return "presence_penalty";
-    case RequestField::kFrequencyPenalty: return "frequency_penalty";
-    case RequestField::kStopTokenIds: return "stop_token_ids";
+    case RequestField::kPrompt:
+      return "prompt";
+    case RequestField::kMaxNewTokens:
+      return "max_new_tokens";
+    case RequestField::kTopLogprobs:
+      return "top_logprobs";
+    case RequestField::kTemperature:
+      return "temperature";
+    case RequestField::kTopK:
+      return "top_k";
+    case RequestField::kTopP:
+      return "top_p";
+    case RequestField::kMinP:
+      return "min_p";
+    case RequestField::kRepetitionPenalty:
+      return "repetition_penalty";
+    case RequestField::kPresencePenalty:
+      return "presence_penalty";
+    case RequestField::kFrequencyPenalty:
+      return "frequency_penalty";
+    case RequestField::kStopTokenIds:
+      return "stop_token_ids";
   }
   return "?";
 }
@@ -41,12 +59,15 @@ absl::Status InvalidField(const std::string& name, const RequestError& error) {
   return absl::InvalidArgumentError(absl::StrCat(name, index, ": ", error.problem));
 }
 
-absl::Status InvalidField(const RequestError& error) { return InvalidField(RequestFieldName(error.field), error); }
+absl::Status InvalidField(const RequestError& error) {
+  return InvalidField(RequestFieldName(error.field), error);
+}
 
-std::optional<RequestError> CheckGenerationParams(const GenerationParams& params, const RequestLimits& limits,
-                                                  int vocab_size) {
+std::optional<RequestError> CheckGenerationParams(const GenerationParams& params,
+                                                  const RequestLimits& limits, int vocab_size) {
   const std::vector<int32_t>& prompt = params.prompt;
-  if (prompt.empty()) return RequestError{RequestField::kPrompt, -1, "empty; give at least one token"};
+  if (prompt.empty())
+    return RequestError{RequestField::kPrompt, -1, "empty; give at least one token"};
   if (static_cast<int64_t>(prompt.size()) > limits.max_prompt_tokens) {
     return RequestError{RequestField::kPrompt, -1,
                         absl::StrCat(prompt.size(), " tokens; at most ", limits.max_prompt_tokens)};
@@ -55,12 +76,14 @@ std::optional<RequestError> CheckGenerationParams(const GenerationParams& params
     return RequestError{RequestField::kPrompt, bad->index, bad->problem};
   }
   if (params.max_new_tokens < 1 || params.max_new_tokens > limits.max_new_tokens_limit) {
-    return RequestError{RequestField::kMaxNewTokens, -1,
-                        absl::StrCat(params.max_new_tokens, " is outside 1..", limits.max_new_tokens_limit)};
+    return RequestError{
+        RequestField::kMaxNewTokens, -1,
+        absl::StrCat(params.max_new_tokens, " is outside 1..", limits.max_new_tokens_limit)};
   }
   if (params.top_logprobs < 0 || params.top_logprobs > limits.max_top_logprobs) {
-    return RequestError{RequestField::kTopLogprobs, -1,
-                        absl::StrCat(params.top_logprobs, " is outside 0..", limits.max_top_logprobs)};
+    return RequestError{
+        RequestField::kTopLogprobs, -1,
+        absl::StrCat(params.top_logprobs, " is outside 0..", limits.max_top_logprobs)};
   }
   return CheckSamplingParams(params.sampling, vocab_size, limits.max_stop_token_ids);
 }

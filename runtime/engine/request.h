@@ -20,7 +20,7 @@ struct GenerationParams {
   SamplingParams sampling;
   int32_t max_new_tokens = 16;
   bool ignore_eos = false;
-  int32_t top_logprobs = 0;        // alternatives reported per token (0 = none)
+  int32_t top_logprobs = 0;         // alternatives reported per token (0 = none)
   bool return_activations = false;  // per token, which layers ran the GAU
   absl::Time deadline = absl::InfiniteFuture();
 };
@@ -35,8 +35,8 @@ struct RequestLimits {
 
 // Every rule a request must satisfy (prompt ids and length, max_new_tokens, top_logprobs,
 // sampling), checked in that order; the first broken one, or nullopt.
-std::optional<RequestError> CheckGenerationParams(const GenerationParams& params, const RequestLimits& limits,
-                                                  int vocab_size);
+std::optional<RequestError> CheckGenerationParams(const GenerationParams& params,
+                                                  const RequestLimits& limits, int vocab_size);
 
 // kStop: the sink asked to stop (a stop sequence); kStopToken: a stop token was sampled.
 enum class FinishReason { kLength, kStop, kStopToken, kEos, kCancelled, kDeadline, kError };
@@ -44,9 +44,9 @@ const char* FinishReasonName(FinishReason reason);
 
 struct GeneratedToken {
   int32_t token = 0;
-  float logprob = 0.0f;                 // under the model's raw distribution, when top_logprobs > 0
-  std::vector<TokenLogprob> top;        // when top_logprobs > 0
-  std::vector<uint8_t> activations;     // [L] when return_activations
+  float logprob = 0.0f;              // under the model's raw distribution, when top_logprobs > 0
+  std::vector<TokenLogprob> top;     // when top_logprobs > 0
+  std::vector<uint8_t> activations;  // [L] when return_activations
 };
 
 struct FinishInfo {

@@ -33,31 +33,38 @@ std::optional<RequestError> CheckSamplingParams(const SamplingParams& p, int voc
   if (!std::isfinite(p.temperature) || p.temperature < 0.0f) {
     return FieldError(F::kTemperature, absl::StrCat(p.temperature, " is not a finite value >= 0"));
   }
-  if (p.top_k < 0) return FieldError(F::kTopK, absl::StrCat(p.top_k, " is negative (0 turns it off)"));
+  if (p.top_k < 0)
+    return FieldError(F::kTopK, absl::StrCat(p.top_k, " is negative (0 turns it off)"));
   if (p.top_k > vocab_size) {
     return FieldError(F::kTopK, absl::StrCat(p.top_k, " exceeds the vocabulary of ", vocab_size,
                                              " tokens (0 turns it off)"));
   }
-  if (!(p.top_p > 0.0f && p.top_p <= 1.0f)) return FieldError(F::kTopP, absl::StrCat(p.top_p, " is outside (0, 1]"));
-  if (!(p.min_p >= 0.0f && p.min_p <= 1.0f)) return FieldError(F::kMinP, absl::StrCat(p.min_p, " is outside [0, 1]"));
-  if (!(p.repetition_penalty >= kMinRepetitionPenalty && p.repetition_penalty <= kMaxRepetitionPenalty)) {
-    return FieldError(F::kRepetitionPenalty, absl::StrCat(p.repetition_penalty, " is outside [", kMinRepetitionPenalty,
-                                                          ", ", kMaxRepetitionPenalty, "] (1 turns it off)"));
+  if (!(p.top_p > 0.0f && p.top_p <= 1.0f))
+    return FieldError(F::kTopP, absl::StrCat(p.top_p, " is outside (0, 1]"));
+  if (!(p.min_p >= 0.0f && p.min_p <= 1.0f))
+    return FieldError(F::kMinP, absl::StrCat(p.min_p, " is outside [0, 1]"));
+  if (!(p.repetition_penalty >= kMinRepetitionPenalty &&
+        p.repetition_penalty <= kMaxRepetitionPenalty)) {
+    return FieldError(F::kRepetitionPenalty,
+                      absl::StrCat(p.repetition_penalty, " is outside [", kMinRepetitionPenalty,
+                                   ", ", kMaxRepetitionPenalty, "] (1 turns it off)"));
   }
   if (!(p.presence_penalty >= -2.0f && p.presence_penalty <= 2.0f)) {
     return FieldError(F::kPresencePenalty, absl::StrCat(p.presence_penalty, " is outside [-2, 2]"));
   }
   if (!(p.frequency_penalty >= -2.0f && p.frequency_penalty <= 2.0f)) {
-    return FieldError(F::kFrequencyPenalty, absl::StrCat(p.frequency_penalty, " is outside [-2, 2]"));
+    return FieldError(F::kFrequencyPenalty,
+                      absl::StrCat(p.frequency_penalty, " is outside [-2, 2]"));
   }
   if (static_cast<int64_t>(p.stop_token_ids.size()) > max_stop_token_ids) {
-    return FieldError(F::kStopTokenIds,
-                      absl::StrCat(p.stop_token_ids.size(), " stop tokens; at most ", max_stop_token_ids));
+    return FieldError(F::kStopTokenIds, absl::StrCat(p.stop_token_ids.size(),
+                                                     " stop tokens; at most ", max_stop_token_ids));
   }
   for (size_t i = 0; i < p.stop_token_ids.size(); ++i) {
     const int32_t id = p.stop_token_ids[i];
     if (id < 0 || id >= vocab_size) {
-      return FieldError(F::kStopTokenIds, absl::StrCat("id ", id, " is outside the vocabulary 0..", vocab_size - 1),
+      return FieldError(F::kStopTokenIds,
+                        absl::StrCat("id ", id, " is outside the vocabulary 0..", vocab_size - 1),
                         static_cast<int64_t>(i));
     }
   }
@@ -65,9 +72,13 @@ std::optional<RequestError> CheckSamplingParams(const SamplingParams& p, int voc
 }
 
 Sampler::Sampler(const SamplingParams& params, int vocab_size)
-    : params_(params), vocab_size_(vocab_size), stop_tokens_(params.stop_token_ids.begin(), params.stop_token_ids.end()) {}
+    : params_(params),
+      vocab_size_(vocab_size),
+      stop_tokens_(params.stop_token_ids.begin(), params.stop_token_ids.end()) {}
 
-void Sampler::ObservePrompt(absl::Span<const int32_t> prompt) { seen_.insert(prompt.begin(), prompt.end()); }
+void Sampler::ObservePrompt(absl::Span<const int32_t> prompt) {
+  seen_.insert(prompt.begin(), prompt.end());
+}
 
 void Sampler::ObserveGenerated(int32_t token) {
   seen_.insert(token);
@@ -85,7 +96,8 @@ int32_t Sampler::Sample(absl::Span<const float> logits) {
   const int64_t pad = kPadId < V ? kPadId : -1;
   // Penalties work on a copy; without them the row is read in place.
   const bool penalised = params_.repetition_penalty != 1.0f ||
-                         (!generated_.empty() && (params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f));
+                         (!generated_.empty() &&
+                          (params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f));
   const float* row = logits.data();
   if (penalised) {
     adjusted_.assign(logits.begin(), logits.end());
@@ -95,12 +107,14 @@ int32_t Sampler::Sample(absl::Span<const float> logits) {
     if (params_.repetition_penalty != 1.0f) {
       for (int32_t token : seen_) {
         float& x = adjusted_[token];
-        x = std::clamp(x > 0.0f ? x / params_.repetition_penalty : x * params_.repetition_penalty, -kLargest, kLargest);
+        x = std::clamp(x > 0.0f ? x / params_.repetition_penalty : x * params_.repetition_penalty,
+                       -kLargest, kLargest);
       }
     }
     for (const auto& [token, count] : generated_) {
       float& x = adjusted_[token];
-      x = std::clamp(x - (params_.presence_penalty + params_.frequency_penalty * count), -kLargest, kLargest);
+      x = std::clamp(x - (params_.presence_penalty + params_.frequency_penalty * count), -kLargest,
+                     kLargest);
     }
     row = adjusted_.data();
   }
@@ -110,16 +124,19 @@ int32_t Sampler::Sample(absl::Span<const float> logits) {
   if (params_.temperature == 0.0f) {
     NextUniform();
     const int64_t best = FirstIndexOf(row, V, top, pad);
-    return static_cast<int32_t>(best >= 0 ? best : (pad == 0 ? 1 : 0));  // no finite maximum: any id
+    return static_cast<int32_t>(best >= 0 ? best
+                                          : (pad == 0 ? 1 : 0));  // no finite maximum: any id
   }
   // Probabilities at the temperature, unnormalised: exp((x - max) / T), the maximum's is 1.
   adjusted_.resize(V);
   ExpShifted(row, V, top, params_.temperature, adjusted_.data());
   if (pad >= 0) adjusted_[pad] = 0.0f;
-  if ((params_.top_k <= 0 || params_.top_k >= V) && params_.top_p >= 1.0f && params_.min_p <= 0.0f) {
+  if ((params_.top_k <= 0 || params_.top_k >= V) && params_.top_p >= 1.0f &&
+      params_.min_p <= 0.0f) {
     // No filter: every id in order, through block sums.
     const double total = BlockSums(adjusted_.data(), V, &block_sums_);
-    return static_cast<int32_t>(DrawFromBlocks(adjusted_.data(), V, block_sums_, NextUniform() * total));
+    return static_cast<int32_t>(
+        DrawFromBlocks(adjusted_.data(), V, block_sums_, NextUniform() * total));
   }
   int64_t kept = V;
   double total = 0.0;
@@ -211,8 +228,8 @@ int32_t Sampler::Sample(absl::Span<const float> logits) {
   return candidates_[kept - 1];  // rounding at the very end of the mass
 }
 
-void Sampler::TopLogprobs(absl::Span<const float> logits, int n, int32_t chosen, float* chosen_logprob,
-                          std::vector<TokenLogprob>* top) {
+void Sampler::TopLogprobs(absl::Span<const float> logits, int n, int32_t chosen,
+                          float* chosen_logprob, std::vector<TokenLogprob>* top) {
   const int64_t V = static_cast<int64_t>(logits.size());
   // log(sum exp(x)) = max + log(sum exp(x - max)), the sum through the sampling loops.
   thread_local std::vector<float> weights;

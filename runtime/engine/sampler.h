@@ -54,16 +54,16 @@ class Sampler {
 
   // Log-softmax of the raw logits: the chosen token's logprob and the top-n alternatives,
   // most likely first (ties by id).
-  static void TopLogprobs(absl::Span<const float> logits, int n, int32_t chosen, float* chosen_logprob,
-                          std::vector<TokenLogprob>* top);
+  static void TopLogprobs(absl::Span<const float> logits, int n, int32_t chosen,
+                          float* chosen_logprob, std::vector<TokenLogprob>* top);
 
  private:
   double NextUniform();  // [0, 1)
 
   const SamplingParams params_;
   const int vocab_size_;
-  absl::flat_hash_set<int32_t> seen_;                 // prompt and output tokens
-  absl::flat_hash_map<int32_t, int32_t> generated_;   // output token -> count
+  absl::flat_hash_set<int32_t> seen_;                // prompt and output tokens
+  absl::flat_hash_map<int32_t, int32_t> generated_;  // output token -> count
   absl::flat_hash_set<int32_t> stop_tokens_;
   uint64_t draws_ = 0;
   std::vector<float> adjusted_;      // [V] scratch: penalised logits, then probabilities

@@ -39,12 +39,12 @@ __attribute__((always_inline)) inline F8 Splat(float x) { return F8{} + x; }
 __attribute__((always_inline)) inline F8 ExpNonPositive(F8 x) {
   const I8 keep = x >= Splat(-87.0f);  // false for NaN
   x = keep ? x : Splat(0.0f);
-  const F8 shifter = Splat(12582912.0f);           // 1.5 * 2^23: adding it rounds to an integer
+  const F8 shifter = Splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
   const F8 t = x * Splat(1.44269504088896341f) + shifter;  // x / ln2 + shifter
   const F8 n = t - shifter;
   const I8 exponent = (I8)t - (I8)shifter;  // n, -126..0
-  F8 r = x - n * Splat(0.693359375f);  // ln2's high part: 9 significant bits
-  r = r - n * Splat(-2.12194440e-4f);  // ln2's low part
+  F8 r = x - n * Splat(0.693359375f);       // ln2's high part: 9 significant bits
+  r = r - n * Splat(-2.12194440e-4f);       // ln2's low part
   F8 p = Splat(1.0f / 5040.0f);
   p = p * r + Splat(1.0f / 720.0f);
   p = p * r + Splat(1.0f / 120.0f);
@@ -61,7 +61,8 @@ __attribute__((always_inline)) inline F8 ExpNonPositive(F8 x) {
 // The sum of p[0, n) in double, only of the p >= threshold when kMasked: two 4-lane
 // accumulators over consecutive groups of 8, their lanes added in order, then the tail.
 template <bool kMasked>
-__attribute__((always_inline)) inline double SumInDouble(const float* p, int64_t n, float threshold) {
+__attribute__((always_inline)) inline double SumInDouble(const float* p, int64_t n,
+                                                         float threshold) {
   const F4 t = F4{} + threshold;
   D4 low{}, high{};
   int64_t i = 0;
@@ -124,7 +125,8 @@ SEQBOAT_SIMD_CLONES
 void ExpShifted(const float* x, int64_t n, float shift, float temperature, float* out) {
   const F8 shift8 = Splat(shift), temperature8 = Splat(temperature);
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) Store8(out + i, ExpNonPositive((Load8(x + i) - shift8) / temperature8));
+  for (; i + 8 <= n; i += 8)
+    Store8(out + i, ExpNonPositive((Load8(x + i) - shift8) / temperature8));
   if (i < n) {  // the tail through a padded vector, so that it rounds as the rest
     float tail[8];
     for (int j = 0; j < 8; ++j) tail[j] = i + j < n ? x[i + j] : shift;
@@ -153,7 +155,9 @@ double MassAtLeast(const float* p, int64_t n, float threshold) {
 }
 
 void MostLikelyIds(const float* score, int64_t n, int64_t m, std::vector<int32_t>* ids) {
-  auto more_likely = [score](int32_t a, int32_t b) { return score[a] != score[b] ? score[a] > score[b] : a < b; };
+  auto more_likely = [score](int32_t a, int32_t b) {
+    return score[a] != score[b] ? score[a] > score[b] : a < b;
+  };
   ids->clear();
   if (m * 8 < n) {
     // One pass keeping the best m in a heap whose front is the least likely kept: most ids
@@ -177,7 +181,8 @@ void MostLikelyIds(const float* score, int64_t n, int64_t m, std::vector<int32_t
   std::sort(ids->begin(), ids->end(), more_likely);
 }
 
-int64_t DrawFromBlocks(const float* p, int64_t n, const std::vector<double>& block_sums, double target) {
+int64_t DrawFromBlocks(const float* p, int64_t n, const std::vector<double>& block_sums,
+                       double target) {
   const int64_t blocks = static_cast<int64_t>(block_sums.size());
   double prefix = 0.0;
   for (int64_t b = 0; b < blocks; ++b) {

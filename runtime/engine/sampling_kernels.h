@@ -40,6 +40,7 @@ void MostLikelyIds(const float* score, int64_t n, int64_t m, std::vector<int32_t
 // The id where the running sum of p first exceeds `target` (0 <= target < total): the block is
 // found through the block sums, the id by a scan inside it. Never an id with p == 0. Rounding
 // at a block's (or the row's) end falls back to its last id with p > 0.
-int64_t DrawFromBlocks(const float* p, int64_t n, const std::vector<double>& block_sums, double target);
+int64_t DrawFromBlocks(const float* p, int64_t n, const std::vector<double>& block_sums,
+                       double target);
 
 }  // namespace seqboat

@@ -7,14 +7,16 @@
 
 namespace seqboat {
 
-IterationPlan PlanIteration(absl::Span<const WaitingRequest> waiting, absl::Span<const RunningSequence> running,
+IterationPlan PlanIteration(absl::Span<const WaitingRequest> waiting,
+                            absl::Span<const RunningSequence> running,
                             absl::Span<const SlotId> free_slots, PrefixCache* cache,
                             const SchedulerLimits& limits) {
   IterationPlan plan;
   // Every sequence of the iteration: the running ones, then the admitted ones.
   std::vector<RunningSequence> sequences(running.begin(), running.end());
   const int room = std::max(0, limits.max_running - static_cast<int>(running.size()));
-  const int admitted = std::min({room, static_cast<int>(waiting.size()), static_cast<int>(free_slots.size())});
+  const int admitted =
+      std::min({room, static_cast<int>(waiting.size()), static_cast<int>(free_slots.size())});
   for (int i = 0; i < admitted; ++i) {
     Admission admission;
     admission.slot = free_slots[free_slots.size() - 1 - i];
@@ -47,7 +49,8 @@ IterationPlan PlanIteration(absl::Span<const WaitingRequest> waiting, absl::Span
     budget -= take;
     ScheduledChunk chunk{i, s.slot, /*decode=*/false, s.prefilled, s.prefilled + take, false, -1};
     chunk.samples = chunk.end == length;
-    if (chunk.end == s.snapshot_at && cache != nullptr) chunk.snapshot_into = cache->Insert(s.prompt, s.snapshot_at);
+    if (chunk.end == s.snapshot_at && cache != nullptr)
+      chunk.snapshot_into = cache->Insert(s.prompt, s.snapshot_at);
     plan.chunks.push_back(chunk);
   }
   return plan;

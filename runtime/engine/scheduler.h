@@ -30,25 +30,26 @@ struct WaitingRequest {
 struct RunningSequence {
   SlotId slot = -1;
   absl::Span<const int32_t> prompt;
-  int64_t prefilled = 0;    // prompt tokens through the model; prompt.size(): decoding
-  int64_t snapshot_at = 0;  // > prefilled: snapshot the state into the prefix cache there; else none
+  int64_t prefilled = 0;  // prompt tokens through the model; prompt.size(): decoding
+  int64_t snapshot_at =
+      0;  // > prefilled: snapshot the state into the prefix cache there; else none
 };
 
 // A waiting request moved into a slot. Admissions are the first waiting requests, in order.
 struct Admission {
   SlotId slot = -1;
-  SlotId restore_from = -1;      // >= 0: copy this prefix-cache slot in; -1: reset the slot
-  int64_t restored_tokens = 0;   // prompt tokens the restored state holds
-  int64_t snapshot_at = 0;       // the sequence's snapshot point (RunningSequence::snapshot_at)
+  SlotId restore_from = -1;     // >= 0: copy this prefix-cache slot in; -1: reset the slot
+  int64_t restored_tokens = 0;  // prompt tokens the restored state holds
+  int64_t snapshot_at = 0;      // the sequence's snapshot point (RunningSequence::snapshot_at)
 };
 
 struct ScheduledChunk {
-  int sequence = 0;         // index into running, then the admissions in order
+  int sequence = 0;  // index into running, then the admissions in order
   SlotId slot = -1;
-  bool decode = false;      // a decode step (feeds the last sampled token); else prompt tokens:
-  int64_t begin = 0;        // prompt[begin, end)
+  bool decode = false;  // a decode step (feeds the last sampled token); else prompt tokens:
+  int64_t begin = 0;    // prompt[begin, end)
   int64_t end = 0;
-  bool samples = false;     // a decode step, or the chunk that ends the prompt: sample after it
+  bool samples = false;       // a decode step, or the chunk that ends the prompt: sample after it
   SlotId snapshot_into = -1;  // >= 0: after the forward, copy the slot's state into this cache slot
 };
 
@@ -68,7 +69,8 @@ struct IterationPlan {
 //
 // `cache` may be null (no prefix cache); planning updates its bookkeeping (lookups, the
 // prefixes seen, claimed slots), and the engine copies the states as planned.
-IterationPlan PlanIteration(absl::Span<const WaitingRequest> waiting, absl::Span<const RunningSequence> running,
+IterationPlan PlanIteration(absl::Span<const WaitingRequest> waiting,
+                            absl::Span<const RunningSequence> running,
                             absl::Span<const SlotId> free_slots, PrefixCache* cache,
                             const SchedulerLimits& limits);
 

@@ -12,7 +12,8 @@ namespace seqboat {
 struct EmaCoefficients {
   std::vector<float> decay;        // [D, N] q = 1 - p*a
   std::vector<float> input_scale;  // [D, N] p*beta: exact state gains p*beta*u
-  std::vector<float> out_scale;    // [D, N] gamma*sqrt(1/N) (exact) or p*beta*gamma*sqrt(1/N) (trained)
+  std::vector<float>
+      out_scale;  // [D, N] gamma*sqrt(1/N) (exact) or p*beta*gamma*sqrt(1/N) (trained)
   std::vector<float> decay_pow_t;  // [D, N] q^T (trained horizon only)
 };
 

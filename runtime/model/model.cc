@@ -46,43 +46,51 @@ std::vector<ExpectedTensor> ExpectedTensors(const ModelConfig& c) {
   if (!c.tied_embeddings) {
     out.push_back({"output_projection.weight", {V, D}, [](ModelWeights& w) { return &w.output; }});
   }
-  if (c.normalize_embedding) AppendNorm("embed_norm.norm", c.norm, D, [](ModelWeights& w) { return &w.embed_norm; }, &out);
+  if (c.normalize_embedding)
+    AppendNorm(
+        "embed_norm.norm", c.norm, D, [](ModelWeights& w) { return &w.embed_norm; }, &out);
   if (c.has_final_norm() && c.final_norm_affine) {
-    AppendNorm("final_norm.norm", c.norm, D, [](ModelWeights& w) { return &w.final_norm; }, &out);
+    AppendNorm(
+        "final_norm.norm", c.norm, D, [](ModelWeights& w) { return &w.final_norm; }, &out);
   }
   for (int i = 0; i < c.layers; ++i) {
     auto in_layer = [i](const float* LayerWeights::*field) -> Field {
       return [i, field](ModelWeights& w) { return &(w.layers[i].*field); };
     };
     const std::string unit = absl::StrCat("layers.", i, ".slag_layer.");
-    AppendNorm(unit + "norm.norm", c.norm, D, [i](ModelWeights& w) { return &w.layers[i].norm; }, &out);
-    const std::pair<const char*, std::pair<std::vector<int64_t>, const float* LayerWeights::*>> unit_tensors[] = {
-        {"move.delta", {{D, N, 1}, &LayerWeights::ema_delta}},
-        {"move.alpha", {{D, N, 1}, &LayerWeights::ema_alpha}},
-        {"move.beta", {{D, N, 1}, &LayerWeights::ema_beta}},
-        {"move.gamma", {{D, N}, &LayerWeights::ema_gamma}},
-        {"move.omega", {{D}, &LayerWeights::ema_omega}},
-        {"hx_proj.weight", {{2 + D, D}, &LayerWeights::hx_proj_weight}},
-        {"hx_proj.bias", {{2 + D}, &LayerWeights::hx_proj_bias}},
-        {"q_router.temp", {{1}, &LayerWeights::router_log_temp}},
-        {"mx_proj.weight", {{Z + 2 * H, D}, &LayerWeights::mx_proj_weight}},
-        {"mx_proj.bias", {{Z + 2 * H}, &LayerWeights::mx_proj_bias}},
-        {"gamma", {{2, Z}, &LayerWeights::qk_gamma}},
-        {"beta", {{2, Z}, &LayerWeights::qk_beta}},
-        {"h_proj.weight", {{D, H}, &LayerWeights::h_proj_weight}},
-        {"h_proj.bias", {{D}, &LayerWeights::h_proj_bias}},
-    };
+    AppendNorm(
+        unit + "norm.norm", c.norm, D, [i](ModelWeights& w) { return &w.layers[i].norm; }, &out);
+    const std::pair<const char*, std::pair<std::vector<int64_t>, const float * LayerWeights::*>>
+        unit_tensors[] = {
+            {"move.delta", {{D, N, 1}, &LayerWeights::ema_delta}},
+            {"move.alpha", {{D, N, 1}, &LayerWeights::ema_alpha}},
+            {"move.beta", {{D, N, 1}, &LayerWeights::ema_beta}},
+            {"move.gamma", {{D, N}, &LayerWeights::ema_gamma}},
+            {"move.omega", {{D}, &LayerWeights::ema_omega}},
+            {"hx_proj.weight", {{2 + D, D}, &LayerWeights::hx_proj_weight}},
+            {"hx_proj.bias", {{2 + D}, &LayerWeights::hx_proj_bias}},
+            {"q_router.temp", {{1}, &LayerWeights::router_log_temp}},
+            {"mx_proj.weight", {{Z + 2 * H, D}, &LayerWeights::mx_proj_weight}},
+            {"mx_proj.bias", {{Z + 2 * H}, &LayerWeights::mx_proj_bias}},
+            {"gamma", {{2, Z}, &LayerWeights::qk_gamma}},
+            {"beta", {{2, Z}, &LayerWeights::qk_beta}},
+            {"h_proj.weight", {{D, H}, &LayerWeights::h_proj_weight}},
+            {"h_proj.bias", {{D}, &LayerWeights::h_proj_bias}},
+        };
     for (const auto& [name, shape_field] : unit_tensors) {
       out.push_back({unit + name, shape_field.first, in_layer(shape_field.second)});
     }
     if (c.position == PositionKind::kSimple) {
-      out.push_back({unit + "rel_pos_bias.rel_pos_bias", {2 * static_cast<int64_t>(c.max_positions) - 1},
+      out.push_back({unit + "rel_pos_bias.rel_pos_bias",
+                     {2 * static_cast<int64_t>(c.max_positions) - 1},
                      in_layer(&LayerWeights::rel_pos_bias)});
     }
     if (c.has_ffn()) {
       const std::string ffn = absl::StrCat("layers.", i, ".nffn.");
       const int64_t F = c.ffn_dim;
-      AppendNorm(ffn + "norm.norm", c.norm, D, [i](ModelWeights& w) { return &w.layers[i].ffn_norm; }, &out);
+      AppendNorm(
+          ffn + "norm.norm", c.norm, D, [i](ModelWeights& w) { return &w.layers[i].ffn_norm; },
+          &out);
       out.push_back({ffn + "fc1.weight", {F, D}, in_layer(&LayerWeights::fc1_weight)});
       out.push_back({ffn + "fc1.bias", {F}, in_layer(&LayerWeights::fc1_bias)});
       out.push_back({ffn + "fc2.weight", {D, F}, in_layer(&LayerWeights::fc2_weight)});
@@ -132,7 +140,8 @@ absl::Status Model::Bind() {
   // Every layer holds at least 15 tensors: refuse a config that cannot fit the file before
   // listing its expected tensors (a hostile layer count must not exhaust memory).
   if (static_cast<int64_t>(config_.layers) * 15 > static_cast<int64_t>(file_->tensors().size())) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": the config has ", config_.layers, " layers but the file holds only ",
+    return absl::InvalidArgumentError(absl::StrCat(path, ": the config has ", config_.layers,
+                                                   " layers but the file holds only ",
                                                    file_->tensors().size(), " tensors"));
   }
   // Every pointer starts null: a tensor the config does not hold leaves its field unset.

@@ -11,7 +11,6 @@
 namespace seqboat {
 namespace {
 
-
 bool IsMadeUpWord(absl::string_view symbol) { return absl::StartsWith(symbol, "madeupword"); }
 
 bool IsByteSymbol(absl::string_view symbol, int* value) {
@@ -29,14 +28,16 @@ bool IsSingleCodePoint(absl::string_view symbol) {
   return !symbol.empty() && Utf8SequenceLength(symbol, 0) == symbol.size();
 }
 
-
 }  // namespace
 
 const char* TokenizerStyleName(TokenizerStyle style) {
   switch (style) {
-    case TokenizerStyle::kByte: return "byte";
-    case TokenizerStyle::kChar: return "char";
-    case TokenizerStyle::kWord: return "word";
+    case TokenizerStyle::kByte:
+      return "byte";
+    case TokenizerStyle::kChar:
+      return "char";
+    case TokenizerStyle::kWord:
+      return "word";
   }
   return "?";
 }
@@ -45,7 +46,8 @@ absl::StatusOr<TokenizerStyle> ParseTokenizerStyle(absl::string_view name) {
   if (name == "byte") return TokenizerStyle::kByte;
   if (name == "char") return TokenizerStyle::kChar;
   if (name == "word") return TokenizerStyle::kWord;
-  return absl::InvalidArgumentError(absl::StrCat("tokenizer style \"", name, "\": expected byte, char or word"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("tokenizer style \"", name, "\": expected byte, char or word"));
 }
 
 absl::StatusOr<std::vector<std::string>> ParseFairseqDict(absl::string_view text) {
@@ -72,14 +74,17 @@ absl::StatusOr<std::vector<std::string>> ParseFairseqDict(absl::string_view text
     int64_t count;
     if (!absl::SimpleAtoi(line.substr(space + 1), &count)) {
       return absl::InvalidArgumentError(absl::StrCat("dict.txt line ", line_number, ": count \"",
-                                                     line.substr(space + 1), "\" is not an integer"));
+                                                     line.substr(space + 1),
+                                                     "\" is not an integer"));
     }
     if (symbol.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("dict.txt line ", line_number, ": empty symbol"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("dict.txt line ", line_number, ": empty symbol"));
     }
     auto existing = index.find(std::string(symbol));
     if (existing != index.end() && !overwrite) {
-      return absl::InvalidArgumentError(absl::StrCat("dict.txt line ", line_number, ": duplicate symbol \"", symbol,
+      return absl::InvalidArgumentError(absl::StrCat("dict.txt line ", line_number,
+                                                     ": duplicate symbol \"", symbol,
                                                      "\" (add #fairseq:overwrite to allow it)"));
     }
     // As fairseq's add_symbol(overwrite=True): a repeated symbol takes a new id, and text
@@ -104,14 +109,16 @@ TokenizerStyle DetectTokenizerStyle(const std::vector<std::string>& symbols) {
   return TokenizerStyle::kWord;
 }
 
-absl::StatusOr<Tokenizer> Tokenizer::Create(TokenizerStyle style, std::vector<std::string> symbols) {
+absl::StatusOr<Tokenizer> Tokenizer::Create(TokenizerStyle style,
+                                            std::vector<std::string> symbols) {
   if (symbols.size() < 4) {
-    return absl::InvalidArgumentError(absl::StrCat("tokenizer: ", symbols.size(), " symbols; expected at least the 4 specials"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("tokenizer: ", symbols.size(), " symbols; expected at least the 4 specials"));
   }
   for (int i = 0; i < 4; ++i) {
     if (symbols[i] != kSpecialSymbols[i]) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("tokenizer: symbol ", i, " is \"", symbols[i], "\", expected \"", kSpecialSymbols[i], "\""));
+      return absl::InvalidArgumentError(absl::StrCat("tokenizer: symbol ", i, " is \"", symbols[i],
+                                                     "\", expected \"", kSpecialSymbols[i], "\""));
     }
   }
   Tokenizer tokenizer;
@@ -126,14 +133,15 @@ absl::StatusOr<Tokenizer> Tokenizer::Create(TokenizerStyle style, std::vector<st
     if (style == TokenizerStyle::kByte) {
       int value;
       if (!IsByteSymbol(symbol, &value)) {
-        return absl::InvalidArgumentError(absl::StrCat("tokenizer: byte-style symbol ", i, " is \"", symbol,
+        return absl::InvalidArgumentError(absl::StrCat("tokenizer: byte-style symbol ", i, " is \"",
+                                                       symbol,
                                                        "\"; expected a decimal byte value 0-255"));
       }
       tokenizer.byte_ids_[value] = static_cast<int32_t>(i);
       tokenizer.id_bytes_[i] = static_cast<int16_t>(value);
     } else if (style == TokenizerStyle::kChar && !IsSingleCodePoint(symbol)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("tokenizer: char-style symbol ", i, " is \"", symbol, "\"; expected one Unicode character"));
+      return absl::InvalidArgumentError(absl::StrCat("tokenizer: char-style symbol ", i, " is \"",
+                                                     symbol, "\"; expected one Unicode character"));
     } else if (symbol.empty()) {
       return absl::InvalidArgumentError(absl::StrCat("tokenizer: symbol ", i, " is empty"));
     }
@@ -144,7 +152,8 @@ absl::StatusOr<Tokenizer> Tokenizer::Create(TokenizerStyle style, std::vector<st
 
 absl::StatusOr<Tokenizer> Tokenizer::FromJson(absl::string_view json_text) {
   nlohmann::json json = nlohmann::json::parse(json_text.begin(), json_text.end(), nullptr, false);
-  if (json.is_discarded() || !json.is_object()) return absl::InvalidArgumentError("tokenizer: not a JSON object");
+  if (json.is_discarded() || !json.is_object())
+    return absl::InvalidArgumentError("tokenizer: not a JSON object");
   auto style_it = json.find("style");
   auto symbols_it = json.find("symbols");
   if (style_it == json.end() || !style_it->is_string()) {
@@ -158,7 +167,8 @@ absl::StatusOr<Tokenizer> Tokenizer::FromJson(absl::string_view json_text) {
   std::vector<std::string> symbols;
   for (const auto& symbol : *symbols_it) {
     if (!symbol.is_string()) {
-      return absl::InvalidArgumentError(absl::StrCat("tokenizer: symbol ", symbols.size(), " is not a string"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tokenizer: symbol ", symbols.size(), " is not a string"));
     }
     symbols.push_back(symbol.get<std::string>());
   }
@@ -170,8 +180,11 @@ std::string Tokenizer::ToJson() const {
   return json.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(absl::string_view text, size_t max_tokens) const {
-  auto too_many = [&] { return absl::OutOfRangeError(absl::StrCat("encodes to more than ", max_tokens, " tokens")); };
+absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(absl::string_view text,
+                                                       size_t max_tokens) const {
+  auto too_many = [&] {
+    return absl::OutOfRangeError(absl::StrCat("encodes to more than ", max_tokens, " tokens"));
+  };
   std::vector<int32_t> ids;
   switch (style_) {
     case TokenizerStyle::kByte:
@@ -182,7 +195,8 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(absl::string_view text, s
     case TokenizerStyle::kChar:
       for (size_t i = 0; i < text.size();) {
         const size_t length = Utf8SequenceLength(text, i);
-        if (length == 0) return absl::InvalidArgumentError(absl::StrCat("text is not valid UTF-8 at byte ", i));
+        if (length == 0)
+          return absl::InvalidArgumentError(absl::StrCat("text is not valid UTF-8 at byte ", i));
         if (ids.size() >= max_tokens) return too_many();
         const absl::string_view character = text.substr(i, length);
         if (character == "\n") {
@@ -198,7 +212,8 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(absl::string_view text, s
       // Every line ends with </s>, and the last line's is taken back after the loop: so up
       // to max_tokens + 1 ids may be held before the limit is known to be passed.
       for (absl::string_view line : absl::StrSplit(text, '\n')) {
-        for (absl::string_view word : absl::StrSplit(line, absl::ByAnyChar(" \t\r\v\f"), absl::SkipEmpty())) {
+        for (absl::string_view word :
+             absl::StrSplit(line, absl::ByAnyChar(" \t\r\v\f"), absl::SkipEmpty())) {
           if (ids.size() >= max_tokens) return too_many();
           auto it = ids_.find(std::string(word));
           ids.push_back(it == ids_.end() ? kUnkId : it->second);
@@ -212,11 +227,14 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(absl::string_view text, s
   return ids;
 }
 
-absl::StatusOr<std::vector<int32_t>> Tokenizer::EncodePrompt(absl::string_view text, size_t max_tokens) const {
-  if (max_tokens == 0) return absl::OutOfRangeError("a prompt of 0 tokens cannot hold the start token");
+absl::StatusOr<std::vector<int32_t>> Tokenizer::EncodePrompt(absl::string_view text,
+                                                             size_t max_tokens) const {
+  if (max_tokens == 0)
+    return absl::OutOfRangeError("a prompt of 0 tokens cannot hold the start token");
   absl::StatusOr<std::vector<int32_t>> ids = Encode(text, max_tokens - 1);
   if (absl::IsOutOfRange(ids.status())) {
-    return absl::OutOfRangeError(absl::StrCat("encodes to more than ", max_tokens, " tokens with the start token"));
+    return absl::OutOfRangeError(
+        absl::StrCat("encodes to more than ", max_tokens, " tokens with the start token"));
   }
   if (!ids.ok()) return ids.status();
   ids->insert(ids->begin(), kEosId);

@@ -49,12 +49,12 @@ class Tokenizer {
 
   // Text to ids; no start or end token is added. Char style needs valid UTF-8. More than
   // `max_tokens` ids is OutOfRange, found without encoding the rest of the text.
-  absl::StatusOr<std::vector<int32_t>> Encode(absl::string_view text,
-                                              size_t max_tokens = std::numeric_limits<size_t>::max()) const;
+  absl::StatusOr<std::vector<int32_t>> Encode(
+      absl::string_view text, size_t max_tokens = std::numeric_limits<size_t>::max()) const;
   // A text as a prompt: fairseq's start token </s>, then the text's ids (MODEL.md,
   // "Tokenizer"); more than `max_tokens` in all is OutOfRange, found without encoding the rest.
-  absl::StatusOr<std::vector<int32_t>> EncodePrompt(absl::string_view text,
-                                                    size_t max_tokens = std::numeric_limits<size_t>::max()) const;
+  absl::StatusOr<std::vector<int32_t>> EncodePrompt(
+      absl::string_view text, size_t max_tokens = std::numeric_limits<size_t>::max()) const;
   // The bytes one token contributes on its own (byte style: possibly part of a character;
   // word style: the bare word, spacing is the detokenizer's job).
   std::string TokenText(int32_t id) const;
@@ -67,8 +67,8 @@ class Tokenizer {
   TokenizerStyle style_ = TokenizerStyle::kByte;
   std::vector<std::string> symbols_;
   absl::flat_hash_map<std::string, int32_t> ids_;  // symbol -> id (char and word styles)
-  int32_t byte_ids_[256];                           // byte -> id (byte style), kUnkId if none
-  std::vector<int16_t> id_bytes_;                   // id -> byte (byte style), -1 if none
+  int32_t byte_ids_[256];                          // byte -> id (byte style), kUnkId if none
+  std::vector<int16_t> id_bytes_;                  // id -> byte (byte style), -1 if none
 };
 
 // Turns a stream of ids into text pieces that always end on a UTF-8 character boundary.
@@ -82,7 +82,7 @@ class StreamingDetokenizer {
 
  private:
   const Tokenizer& tokenizer_;
-  std::string pending_;      // bytes of an incomplete UTF-8 sequence
+  std::string pending_;        // bytes of an incomplete UTF-8 sequence
   bool at_line_start_ = true;  // word style: no space before the first word of a line
 };
 

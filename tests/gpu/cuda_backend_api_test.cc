@@ -91,10 +91,10 @@ TEST_F(CudaApiTest, StateBytesFollowTheFormula) {
   bf16.ema_horizon = EmaHorizon::kTrained;
   auto backend = CreateCudaBackend(*model_, bf16);
   ASSERT_TRUE(backend.ok()) << backend.status();
-  EXPECT_EQ((*backend)->state_bytes_per_slot(),
-            c.layers * (c.embed_dim * c.n_dim * 4 + c.window * (c.z_dim + c.hidden_dim) * 2 +
-                        c.window * 8 + 16 +
-                        static_cast<size_t>(c.truncation_length) * c.embed_dim * 4));
+  EXPECT_EQ(
+      (*backend)->state_bytes_per_slot(),
+      c.layers * (c.embed_dim * c.n_dim * 4 + c.window * (c.z_dim + c.hidden_dim) * 2 +
+                  c.window * 8 + 16 + static_cast<size_t>(c.truncation_length) * c.embed_dim * 4));
 }
 
 TEST_F(CudaApiTest, OptionsAndBudgetAreChecked) {

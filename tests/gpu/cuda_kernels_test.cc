@@ -301,7 +301,7 @@ TEST(RouterKernel, CompactsInRowOrderForAnyShareActivated) {
       DeviceArray<float> d_hx(hx), d_bias(bias), d_conf(rows), d_conf_out(rows * 2);
       DeviceArray<int32_t> d_chunk(row_chunk), d_begin(chunk_begin), d_index(rows), d_rows(rows),
           d_cab(chunks + 1);
-      DeviceArray<uint8_t> d_decisions(rows * 2);
+      DeviceArray<uint8_t> d_activations(rows * 2);
       RouterParams p;
       p.hx = d_hx.get();
       p.hx_bias = d_bias.get();
@@ -315,7 +315,7 @@ TEST(RouterKernel, CompactsInRowOrderForAnyShareActivated) {
       p.row_active_index = d_index.get();
       p.activated_rows = d_rows.get();
       p.chunk_active_begin = d_cab.get();
-      p.decisions_out = d_decisions.get();
+      p.activations_out = d_activations.get();
       p.confidences_out = d_conf_out.get();
       p.layers = 2;
       p.layer = 1;
@@ -326,9 +326,9 @@ TEST(RouterKernel, CompactsInRowOrderForAnyShareActivated) {
       EXPECT_EQ(d_index.Host(), expected_index);
       EXPECT_EQ(d_cab.Host(), expected_begin);
       ExpectClose(d_conf.Host(), expected_conf, 1e-7f, "confidence");
-      const std::vector<uint8_t> decisions = d_decisions.Host();
+      const std::vector<uint8_t> activations = d_activations.Host();
       for (int64_t r = 0; r < rows; ++r)
-        ASSERT_EQ(decisions[r * 2 + 1], expected_index[r] >= 0 ? 1 : 0);
+        ASSERT_EQ(activations[r * 2 + 1], expected_index[r] >= 0 ? 1 : 0);
     }
   }
 }

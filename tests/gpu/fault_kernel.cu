@@ -1,7 +1,7 @@
 // See fault_kernel.h.
-#include "tests/gpu/fault_kernel.h"
-
 #include <cstdint>
+
+#include "tests/gpu/fault_kernel.h"
 
 namespace seqboat::gpu_testing {
 namespace {

@@ -25,8 +25,9 @@ struct Options {
 };
 
 std::string Name(const Options& o) {
-  return absl::StrCat(AttentionKindName(o.attention), "_", PositionKindName(o.position), "_", NormKindName(o.norm),
-                      o.pre_norm ? "_pre" : "_post", o.ffn_dim ? "_ffn" : "", o.horizon == EmaHorizon::kTrained ? "_trained" : "");
+  return absl::StrCat(AttentionKindName(o.attention), "_", PositionKindName(o.position), "_",
+                      NormKindName(o.norm), o.pre_norm ? "_pre" : "_post", o.ffn_dim ? "_ffn" : "",
+                      o.horizon == EmaHorizon::kTrained ? "_trained" : "");
 }
 
 // Writes a random model (tests/util) with these options; the flags that are not swept vary
@@ -63,8 +64,11 @@ bool CheckPaths(const Model& model, CpuBackend& backend) {
     for (int64_t t = 0; t < T; t += chunk) {
       const int64_t n = std::min<int64_t>(chunk, T - t);
       SequenceChunk c{0, absl::MakeConstSpan(tokens.data() + t, n), true};
-      EXPECT_TRUE(backend.Forward({&c, 1}, {absl::MakeSpan(logits->data() + t * V, n * V),
-                                            absl::MakeSpan(decisions->data() + t * L, n * L), {}}).ok());
+      EXPECT_TRUE(backend
+                      .Forward({&c, 1}, {absl::MakeSpan(logits->data() + t * V, n * V),
+                                         absl::MakeSpan(decisions->data() + t * L, n * L),
+                                         {}})
+                      .ok());
     }
   };
   std::vector<float> step_logits;
@@ -79,7 +83,8 @@ bool CheckPaths(const Model& model, CpuBackend& backend) {
     run(chunk, &logits, &decisions);
     EXPECT_EQ(decisions, step_decisions) << "chunk " << chunk;
     float worst = 0.0f;
-    for (size_t i = 0; i < logits.size(); ++i) worst = std::max(worst, std::fabs(logits[i] - step_logits[i]));
+    for (size_t i = 0; i < logits.size(); ++i)
+      worst = std::max(worst, std::fabs(logits[i] - step_logits[i]));
     EXPECT_LE(worst, 2e-5f) << "chunk " << chunk;
   }
   // Beside two other sequences: slot 2 runs the sequence in chunks of 11 while slot 1 steps.
@@ -94,7 +99,8 @@ bool CheckPaths(const Model& model, CpuBackend& backend) {
     std::vector<float> logits((1 + n) * V);
     EXPECT_TRUE(backend.Forward(batch, {absl::MakeSpan(logits), {}, {}}).ok());
     float worst = 0.0f;
-    for (int64_t i = 0; i < n * V; ++i) worst = std::max(worst, std::fabs(logits[V + i] - step_logits[t * V + i]));
+    for (int64_t i = 0; i < n * V; ++i)
+      worst = std::max(worst, std::fabs(logits[V + i] - step_logits[t * V + i]));
     EXPECT_LE(worst, 2e-5f) << "batched chunk at " << t;
   }
   return true;
@@ -106,7 +112,8 @@ TEST_P(ConsistencyTest, StepsChunksAndBatchesAgree) {
   const Options o = GetParam();
   // Random routers can be lopsided: take the first seed whose router activates between 5%
   // and 95% of the (token, layer) pairs, so that both paths of every layer run.
-  for (uint64_t seed = std::hash<std::string>()(Name(o)) % 1000, tries = 0; tries < 20; ++seed, ++tries) {
+  for (uint64_t seed = std::hash<std::string>()(Name(o)) % 1000, tries = 0; tries < 20;
+       ++seed, ++tries) {
     const std::string path = WriteRandom(o, seed);
     auto model = Model::Load(path);
     ASSERT_TRUE(model.ok()) << model.status();
@@ -123,12 +130,15 @@ TEST_P(ConsistencyTest, StepsChunksAndBatchesAgree) {
 }
 std::vector<Options> AllOptions() {
   std::vector<Options> all;
-  for (AttentionKind a : {AttentionKind::kSoftmax, AttentionKind::kRelu2, AttentionKind::kLaplace}) {
+  for (AttentionKind a :
+       {AttentionKind::kSoftmax, AttentionKind::kRelu2, AttentionKind::kLaplace}) {
     for (PositionKind p : {PositionKind::kRotary, PositionKind::kSimple}) {
       for (NormKind n : {NormKind::kLayerNorm, NormKind::kScaleNorm, NormKind::kRmsNorm}) {
         for (bool pre : {true, false}) {
-          all.push_back({a, p, n, pre, pre ? 0 : 7, pre ? EmaHorizon::kExact : EmaHorizon::kTrained});
-          all.push_back({a, p, n, pre, pre ? 7 : 0, pre ? EmaHorizon::kTrained : EmaHorizon::kExact});
+          all.push_back(
+              {a, p, n, pre, pre ? 0 : 7, pre ? EmaHorizon::kExact : EmaHorizon::kTrained});
+          all.push_back(
+              {a, p, n, pre, pre ? 7 : 0, pre ? EmaHorizon::kTrained : EmaHorizon::kExact});
         }
       }
     }
@@ -137,7 +147,9 @@ std::vector<Options> AllOptions() {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllOptions, ConsistencyTest, ::testing::ValuesIn(AllOptions()),
-                         [](const ::testing::TestParamInfo<Options>& info) { return Name(info.param); });
+                         [](const ::testing::TestParamInfo<Options>& info) {
+                           return Name(info.param);
+                         });
 
 }  // namespace
 }  // namespace seqboat

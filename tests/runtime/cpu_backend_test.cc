@@ -56,7 +56,8 @@ TEST_F(CpuBackendTest, BadBatchesAreNamedErrors) {
   ExpectForwardError({{5, good, false}}, V(), "slot 5 out of range");
   ExpectForwardError({{0, good, false}, {0, good, false}}, 2 * V(), "slot 0 appears twice");
   ExpectForwardError({{0, {}, false}}, V(), "has no tokens");
-  ExpectForwardError({{0, out_of_range, false}}, V(), "token 1: id 100000 is outside the vocabulary");
+  ExpectForwardError({{0, out_of_range, false}}, V(),
+                     "token 1: id 100000 is outside the vocabulary");
   ExpectForwardError({{0, negative, false}}, V(), "token 0: id -4 is outside");
   ExpectForwardError({{0, pad, false}}, V(), "padding id");
   ExpectForwardError({{0, good, true}}, V(), "logits buffer holds");

@@ -2,7 +2,6 @@
 // teacher forcing, seeded sampling does not depend on batch company, limits, cancellation,
 // deadlines and drain.
 #include "runtime/engine/engine.h"
-#include "runtime/fault_injecting_backend.h"
 
 #include <algorithm>
 #include <condition_variable>
@@ -11,6 +10,7 @@
 
 #include "gtest/gtest.h"
 #include "runtime/cpu/cpu_backend.h"
+#include "runtime/fault_injecting_backend.h"
 #include "runtime/model/model.h"
 #include "runtime/model/tokenizer.h"
 #include "tests/runtime/fixture_util.h"
@@ -21,7 +21,8 @@ namespace {
 // Polls `done` for up to two seconds.
 template <typename F>
 bool WaitFor(F done) {
-  for (int i = 0; i < 2000 && !done(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  for (int i = 0; i < 2000 && !done(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   return done();
 }
 
@@ -109,7 +110,8 @@ class EngineTest : public ::testing::Test {
     SequenceChunk chunk{0, absl::MakeConstSpan(prompt), false};
     EXPECT_TRUE((*backend)->Forward({&chunk, 1}, {absl::MakeSpan(logits), {}, {}}).ok());
     for (int i = 0; i < n; ++i) {
-      const int32_t next = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+      const int32_t next =
+          static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
       out.push_back(next);
       SequenceChunk step{0, absl::MakeConstSpan(&out.back(), 1), false};
       EXPECT_TRUE((*backend)->Forward({&step, 1}, {absl::MakeSpan(logits), {}, {}}).ok());
@@ -212,11 +214,14 @@ TEST_F(EngineTest, ParallelSamplingDrawsTheSameTokensAndLogprobs) {
   for (int i = 0; i < 4; ++i) {
     ASSERT_EQ(serial.first[i].size(), 25u) << i;
     ASSERT_EQ(parallel.second[i].size(), 25u) << i;
-    for (int t = 0; t < 25; ++t) EXPECT_NEAR(parallel.second[i][t], serial.second[i][t], 1e-4) << i << " " << t;
+    for (int t = 0; t < 25; ++t)
+      EXPECT_NEAR(parallel.second[i][t], serial.second[i][t], 1e-4) << i << " " << t;
   }
-  EXPECT_TRUE(std::all_of(serial.second[0].begin(), serial.second[0].end(), [](float v) { return v == 0.0f; }))
-      << "no logprobs asked, none computed";
-  EXPECT_TRUE(std::all_of(serial.second[2].begin(), serial.second[2].end(), [](float v) { return v < 0.0f; }));
+  EXPECT_TRUE(std::all_of(serial.second[0].begin(), serial.second[0].end(), [](float v) {
+    return v == 0.0f;
+  })) << "no logprobs asked, none computed";
+  EXPECT_TRUE(std::all_of(serial.second[2].begin(), serial.second[2].end(),
+                          [](float v) { return v < 0.0f; }));
 }
 
 class ErrorObserver : public EngineObserver {
@@ -243,8 +248,8 @@ TEST_F(EngineTest, BackendErrorEndsThatBatchAndTheEngineGoesOn) {
   // request submitted afterwards decodes exactly, from slots the failure left unchanged.
   ErrorObserver observer;
   FaultInjectingBackend faulty(std::move(backend_), 5);
-  auto made = Engine::Create(&faulty, model_->config(), {.max_running = 2, .max_waiting = 8, .prefill_budget = 64},
-                             &observer);
+  auto made = Engine::Create(&faulty, model_->config(),
+                             {.max_running = 2, .max_waiting = 8, .prefill_budget = 64}, &observer);
   ASSERT_TRUE(made.ok()) << made.status();
   std::unique_ptr<Engine> engine = std::move(*made);
   std::vector<std::shared_ptr<CollectingSink>> failing;
@@ -259,7 +264,8 @@ TEST_F(EngineTest, BackendErrorEndsThatBatchAndTheEngineGoesOn) {
     const FinishInfo info = sink->Wait();
     if (info.reason == FinishReason::kError) {
       ++errors;
-      EXPECT_NE(info.error.find("injected fault in Forward call 5"), std::string::npos) << info.error;
+      EXPECT_NE(info.error.find("injected fault in Forward call 5"), std::string::npos)
+          << info.error;
       EXPECT_LT(info.generated_tokens, 30);
     } else {
       EXPECT_EQ(info.reason, FinishReason::kLength);
@@ -282,9 +288,10 @@ TEST_F(EngineTest, UnusableBackendEndsEveryRequestAndRefusesNewOnes) {
   // waiting) with the loss, and Submit answers UNAVAILABLE from then on.
   ErrorObserver observer;
   FaultInjectingBackend lost(std::move(backend_), 4, /*sticky=*/true);
-  auto made = Engine::Create(&lost, model_->config(),
-                             {.max_running = 2, .max_waiting = 8, .prefill_budget = 4, .max_new_tokens_limit = kEndless},
-                             &observer);
+  auto made = Engine::Create(
+      &lost, model_->config(),
+      {.max_running = 2, .max_waiting = 8, .prefill_budget = 4, .max_new_tokens_limit = kEndless},
+      &observer);
   ASSERT_TRUE(made.ok()) << made.status();
   std::unique_ptr<Engine> engine = std::move(*made);
   EXPECT_TRUE(engine->backend_status().ok());
@@ -310,7 +317,8 @@ TEST_F(EngineTest, UnusableBackendEndsEveryRequestAndRefusesNewOnes) {
     if (info.error.find("injected fault in Forward call 4") != std::string::npos) {
       ++batch_errors;
     } else {
-      EXPECT_NE(info.error.find("the backend is unusable: injected device loss"), std::string::npos) << info.error;
+      EXPECT_NE(info.error.find("the backend is unusable: injected device loss"), std::string::npos)
+          << info.error;
       ++lost_errors;
     }
   }
@@ -321,7 +329,8 @@ TEST_F(EngineTest, UnusableBackendEndsEveryRequestAndRefusesNewOnes) {
   auto refused = engine->Submit(Greedy(4), std::make_shared<CollectingSink>());
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable);
-  EXPECT_NE(refused.status().message().find("must be restarted"), std::string::npos) << refused.status();
+  EXPECT_NE(refused.status().message().find("must be restarted"), std::string::npos)
+      << refused.status();
   EXPECT_TRUE(WaitFor([&] { return engine->running() == 0 && engine->waiting() == 0; }));
   std::lock_guard<std::mutex> lock(observer.mu);
   EXPECT_EQ(observer.errors.size(), 1u);
@@ -331,7 +340,8 @@ TEST_F(EngineTest, UnusableBackendEndsEveryRequestAndRefusesNewOnes) {
 }
 
 TEST_F(EngineTest, FullQueueIsResourceExhaustedAtOnce) {
-  auto engine = MakeEngine({.max_running = 1, .max_waiting = 2, .prefill_budget = 4, .max_new_tokens_limit = kEndless});
+  auto engine = MakeEngine(
+      {.max_running = 1, .max_waiting = 2, .prefill_budget = 4, .max_new_tokens_limit = kEndless});
   std::vector<std::shared_ptr<CollectingSink>> sinks;
   std::vector<std::shared_ptr<RequestHandle>> handles;
   int exhausted = 0;
@@ -357,7 +367,8 @@ TEST_F(EngineTest, FullQueueIsResourceExhaustedAtOnce) {
 // Capacity is the slots plus max_waiting: with no queue, a request needs a free slot (the
 // old rule, waiting >= max_waiting, refused every request when max_waiting was 0).
 TEST_F(EngineTest, NoWaitingQueueStillServesFreeSlots) {
-  auto engine = MakeEngine({.max_running = 2, .max_waiting = 0, .prefill_budget = 4, .max_new_tokens_limit = kEndless});
+  auto engine = MakeEngine(
+      {.max_running = 2, .max_waiting = 0, .prefill_budget = 4, .max_new_tokens_limit = kEndless});
   auto first = std::make_shared<CollectingSink>();
   auto done = engine->Submit(Greedy(3), first);
   ASSERT_TRUE(done.ok()) << done.status();
@@ -384,7 +395,8 @@ TEST_F(EngineTest, NoWaitingQueueStillServesFreeSlots) {
 }
 
 TEST_F(EngineTest, CancelDeadlineAndStopFinishWithTheirReasons) {
-  auto engine = MakeEngine({.max_running = 3, .max_waiting = 8, .prefill_budget = 8, .max_new_tokens_limit = kEndless});
+  auto engine = MakeEngine(
+      {.max_running = 3, .max_waiting = 8, .prefill_budget = 8, .max_new_tokens_limit = kEndless});
   auto cancelled = std::make_shared<CollectingSink>();
   auto expired = std::make_shared<CollectingSink>();
   auto stopped = std::make_shared<CollectingSink>(/*stop_after=*/3);
@@ -412,20 +424,25 @@ TEST_F(EngineTest, InvalidRequestsNameTheField) {
   auto sink = std::make_shared<CollectingSink>();
   GenerationParams params = Greedy(5);
   params.prompt = {};
-  EXPECT_NE(std::string(engine->Submit(params, sink).status().message()).find("prompt"), std::string::npos);
+  EXPECT_NE(std::string(engine->Submit(params, sink).status().message()).find("prompt"),
+            std::string::npos);
   params = Greedy(5);
   params.prompt[1] = kPadId;
-  EXPECT_NE(std::string(engine->Submit(params, sink).status().message()).find("padding"), std::string::npos);
+  EXPECT_NE(std::string(engine->Submit(params, sink).status().message()).find("padding"),
+            std::string::npos);
   params = Greedy(0);
-  EXPECT_NE(std::string(engine->Submit(params, sink).status().message()).find("max_new_tokens"), std::string::npos);
+  EXPECT_NE(std::string(engine->Submit(params, sink).status().message()).find("max_new_tokens"),
+            std::string::npos);
   params = Greedy(5);
   params.sampling.top_p = 1.5f;
-  EXPECT_NE(std::string(engine->Submit(params, sink).status().message()).find("top_p"), std::string::npos);
+  EXPECT_NE(std::string(engine->Submit(params, sink).status().message()).find("top_p"),
+            std::string::npos);
   EXPECT_EQ(sink->finishes(), 0);
 }
 
 TEST_F(EngineTest, ShutdownLetsShortRequestsFinishAndCancelsTheRest) {
-  auto engine = MakeEngine({.max_running = 2, .max_waiting = 8, .prefill_budget = 8, .max_new_tokens_limit = kEndless});
+  auto engine = MakeEngine(
+      {.max_running = 2, .max_waiting = 8, .prefill_budget = 8, .max_new_tokens_limit = kEndless});
   auto quick = std::make_shared<CollectingSink>();
   auto endless = std::make_shared<CollectingSink>();
   ASSERT_TRUE(engine->Submit(Greedy(3), quick).ok());
@@ -459,14 +476,17 @@ TEST_F(EngineTest, PrefixCacheReusesSharedPrefixStateAndKeepsTokensExact) {
     return p;
   };
   // Tails that differ from each other right after the shared 20 tokens.
-  const std::vector<std::vector<int32_t>> prompts = {with_tail(20, 30), with_tail(30, 40), with_tail(22, 31),
-                                                     with_tail(25, 39)};
+  const std::vector<std::vector<int32_t>> prompts = {with_tail(20, 30), with_tail(30, 40),
+                                                     with_tail(22, 31), with_tail(25, 39)};
   for (size_t i = 1; i < prompts.size(); ++i) ASSERT_NE(prompts[i][20], prompts[0][20]);
   CacheObserver observer;
   // Two request slots and two snapshot slots; a small prefill budget makes chunks cross the
   // block boundaries (8, 16) that snapshots must stop at.
   auto engine = Engine::Create(backend_.get(), model_->config(),
-                               {.max_running = 2, .max_waiting = 8, .prefill_budget = 5, .prefix_cache_slots = 2,
+                               {.max_running = 2,
+                                .max_waiting = 8,
+                                .prefill_budget = 5,
+                                .prefix_cache_slots = 2,
                                 .prefix_cache_block = 8},
                                &observer);
   ASSERT_TRUE(engine.ok()) << engine.status();
@@ -493,7 +513,8 @@ TEST_F(EngineTest, PrefixCacheReusesSharedPrefixStateAndKeepsTokensExact) {
 }
 
 TEST_F(EngineTest, RefusesMoreSlotsThanTheBackendHas) {
-  auto engine = Engine::Create(backend_.get(), model_->config(), {.max_running = 3, .prefix_cache_slots = 2}, nullptr);
+  auto engine = Engine::Create(backend_.get(), model_->config(),
+                               {.max_running = 3, .prefix_cache_slots = 2}, nullptr);
   EXPECT_EQ(engine.status().code(), absl::StatusCode::kInvalidArgument);
 }
 

@@ -1,7 +1,7 @@
 // seqboat-eval as a user runs it: its .npy outputs equal the reference fixtures in both
 // modes, and bad flags or inputs are one-line errors with exit code 2.
-#include <cstdio>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -28,19 +28,22 @@ TEST(EvalCli, OutputsMatchTheReferenceInBothModes) {
     for (const std::string horizon : {"exact", "trained"}) {
       const std::string logits = absl::StrCat(tmp, "/eval_cli_logits_", mode, horizon, ".npy");
       const std::string activations = absl::StrCat(tmp, "/eval_cli_act_", mode, horizon, ".npy");
-      ASSERT_EQ(RunEval(absl::StrCat("--model ", dir, "/model.safetensors --tokens_file ", dir, "/seq0.tokens.npy --mode ",
-                                 mode, " --ema_horizon ", horizon, " --logits_out ", logits, " --activations_out ",
-                                 activations)),
+      ASSERT_EQ(RunEval(absl::StrCat("--model ", dir, "/model.safetensors --tokens_file ", dir,
+                                     "/seq0.tokens.npy --mode ", mode, " --ema_horizon ", horizon,
+                                     " --logits_out ", logits, " --activations_out ", activations)),
                 0);
       const testing::Expected expected = testing::LoadExpected("enwik8_tiny", 0, horizon);
       auto got_logits = ReadNpy(logits);
       auto got_activations = ReadNpy(activations);
       ASSERT_TRUE(got_logits.ok() && got_activations.ok());
-      EXPECT_EQ(got_logits->shape, (std::vector<int64_t>{static_cast<int64_t>(expected.tokens.size()),
-                                                         static_cast<int64_t>(expected.logits.size() / expected.tokens.size())}));
+      EXPECT_EQ(got_logits->shape,
+                (std::vector<int64_t>{
+                    static_cast<int64_t>(expected.tokens.size()),
+                    static_cast<int64_t>(expected.logits.size() / expected.tokens.size())}));
       const std::vector<float> values = *got_logits->AsFloat();
       float worst = 0.0f;
-      for (size_t i = 0; i < values.size(); ++i) worst = std::max(worst, std::fabs(values[i] - expected.logits[i]));
+      for (size_t i = 0; i < values.size(); ++i)
+        worst = std::max(worst, std::fabs(values[i] - expected.logits[i]));
       EXPECT_LE(worst, 1e-4f) << mode << " " << horizon;
       EXPECT_EQ(*got_activations->AsUint8(), expected.activations) << mode << " " << horizon;
       std::filesystem::remove(logits);
@@ -51,15 +54,16 @@ TEST(EvalCli, OutputsMatchTheReferenceInBothModes) {
 
 TEST(EvalCli, BadInputExitsWithTwo) {
   const std::string model = testing::FixturesDir() + "/enwik8_tiny/model.safetensors";
-  EXPECT_EQ(RunEval("--tokens 2,5"), 2);                                  // no --model
+  EXPECT_EQ(RunEval("--tokens 2,5"), 2);  // no --model
   EXPECT_EQ(RunEval("--model /does/not/exist --tokens 2"), 2);
-  EXPECT_EQ(RunEval("--model " + model), 2);                             // no sequence
+  EXPECT_EQ(RunEval("--model " + model), 2);  // no sequence
   EXPECT_EQ(RunEval("--model " + model + " --tokens 2,x"), 2);
-  EXPECT_EQ(RunEval("--model " + model + " --tokens 2,1"), 2);           // padding id
+  EXPECT_EQ(RunEval("--model " + model + " --tokens 2,1"), 2);  // padding id
   EXPECT_EQ(RunEval("--model " + model + " --tokens 2,99999"), 2);
   EXPECT_EQ(RunEval("--model " + model + " --tokens 2 --mode fast"), 2);
   EXPECT_EQ(RunEval("--model " + model + " --tokens 2 --ema_horizon long"), 2);
-  EXPECT_EQ(RunEval("--model " + model + " --tokens 2 --no_such_flag"), 1);  // absl's own flag error
+  EXPECT_EQ(RunEval("--model " + model + " --tokens 2 --no_such_flag"),
+            1);  // absl's own flag error
   EXPECT_EQ(RunEval("--model " + model + " --tokens 2,5"), 0);
 }
 

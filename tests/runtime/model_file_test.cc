@@ -148,10 +148,10 @@ TEST(ModelFile, HeaderNotJson) {
 
 TEST(ModelFile, OverlappingOffsets) {
   const std::string path = TempPath("overlap");
-  WriteRaw(
-      path,
-      R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
-      std::string(12, '\0'));
+  WriteRaw(path,
+           R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+           R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
+           std::string(12, '\0'));
   ExpectError(SafetensorsFile::Open(path).status(), "overlaps");
   std::remove(path.c_str());
 }
@@ -252,7 +252,8 @@ TEST(ModelFile, HostileLayerCountIsRefusedCheaply) {
   ModelConfig huge = TinyConfig();
   huge.layers = 1000000000;
   WriteModel(path, TinyConfig(), DType::kF32, Metadata(huge));
-  ExpectError(Model::Load(path).status(), "the config has 1000000000 layers but the file holds only");
+  ExpectError(Model::Load(path).status(),
+              "the config has 1000000000 layers but the file holds only");
   std::remove(path.c_str());
 }
 

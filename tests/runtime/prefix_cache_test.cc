@@ -17,7 +17,7 @@ TEST(PrefixCacheTest, SnapshotsOnlyBoundariesAnEarlierPromptPassed) {
   PrefixCache cache({10, 11}, /*block=*/4);
   const std::vector<int32_t> a = Seq({5, 6, 7, 8, 9, 10}, 6, 100);  // 12 tokens
   const std::vector<int32_t> b = Seq({5, 6, 7, 8, 9, 10}, 7, 200);  // shares 6 tokens with a
-  EXPECT_EQ(cache.SnapshotPoint(a, 0), 0);  // nothing seen before
+  EXPECT_EQ(cache.SnapshotPoint(a, 0), 0);                          // nothing seen before
   EXPECT_EQ(cache.SnapshotPoint(b, 0), 4);  // boundary 4 is shared; 8 is not
   EXPECT_FALSE(cache.Peek(b).has_value());
   EXPECT_EQ(cache.Insert(b, 4), 10);

@@ -47,7 +47,8 @@ TEST(Sampler, ValidationNamesTheField) {
   p.min_p = 1.5f;
   ExpectFieldError(p, F::kMinP);
   // A denormal, an overflow to inf, and finite values outside [0.01, 100].
-  for (float bad : {0.0f, 1e-40f, 0.0099f, 100.5f, 1e38f, std::numeric_limits<float>::infinity(), NAN}) {
+  for (float bad :
+       {0.0f, 1e-40f, 0.0099f, 100.5f, 1e38f, std::numeric_limits<float>::infinity(), NAN}) {
     p = {};
     p.repetition_penalty = bad;
     ExpectFieldError(p, F::kRepetitionPenalty);
@@ -83,7 +84,8 @@ TEST(Sampler, ExtremePenaltiesKeepEveryLogitFinite) {
   std::map<int32_t, int> counts;
   for (int i = 0; i < 400; ++i) ++counts[tiny.Sample(logits)];
   for (const auto& [id, count] : counts) {
-    EXPECT_TRUE(id == 2 || id == 3 || id == 5 || id == 6) << "drew id " << id << " (not a positive logit)";
+    EXPECT_TRUE(id == 2 || id == 3 || id == 5 || id == 6)
+        << "drew id " << id << " (not a positive logit)";
   }
   EXPECT_GE(counts.size(), 2u);  // the clamped maxima tie
 
@@ -169,7 +171,8 @@ std::vector<double> Target(const SamplingParams& p, const std::vector<float>& lo
   return out;
 }
 
-void ExpectDistribution(const SamplingParams& p, const std::vector<float>& logits = kLogits, int draws = 20000) {
+void ExpectDistribution(const SamplingParams& p, const std::vector<float>& logits = kLogits,
+                        int draws = 20000) {
   const int kDraws = draws;
   const std::vector<double> target = Target(p, logits);
   Sampler sampler(p, logits.size());
@@ -212,7 +215,8 @@ TEST(Sampler, LargeVocabularyDistributionsMatchTheFilteredSoftmax) {
   // so that top_p = 0.9 needs most of them as candidates (the sort proceeds 64, 256, 1024...).
   std::vector<float> logits(1100);
   for (int i = 0; i < 1100; ++i) {
-    logits[i] = 0.002f * static_cast<float>(i % 97) - (i % 7 == 0 ? 3.0f : 0.0f) + (i % 400 == 200 ? 4.0f : 0.0f);
+    logits[i] = 0.002f * static_cast<float>(i % 97) - (i % 7 == 0 ? 3.0f : 0.0f) +
+                (i % 400 == 200 ? 4.0f : 0.0f);
   }
   SamplingParams p;
   p.seed = 21;
@@ -325,7 +329,8 @@ TEST(Sampler, TopLogprobsOnALargeVocabulary) {
   for (float x : logits) total += std::exp(static_cast<double>(x));
   std::vector<int32_t> order(logits.size());
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
   float chosen = 0.0f;
   std::vector<TokenLogprob> top;
   Sampler::TopLogprobs(logits, 20, 1234, &chosen, &top);

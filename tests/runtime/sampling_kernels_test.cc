@@ -3,8 +3,8 @@
 // draws that follow the running sum (never an id of zero probability).
 #include "runtime/engine/sampling_kernels.h"
 
-#include <cmath>
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <numeric>
 #include <random>
@@ -20,7 +20,9 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 TEST(SamplingKernels, ExpIsAccurateOverItsRangeAndZeroBelowIt) {
   std::vector<float> x;
   for (int i = 0; i <= 1000000; ++i) x.push_back(-87.0f * static_cast<float>(i) / 1e6f);
-  for (float v : {0.0f, -0.0f, -1e-30f, -1e-7f, -0.34657359f, -0.34657362f, -0.6931472f, -86.9999f, -87.0f}) x.push_back(v);
+  for (float v :
+       {0.0f, -0.0f, -1e-30f, -1e-7f, -0.34657359f, -0.34657362f, -0.6931472f, -86.9999f, -87.0f})
+    x.push_back(v);
   std::vector<float> out(x.size());
   ExpShifted(x.data(), x.size(), 0.0f, 1.0f, out.data());
   double worst = 0.0;
@@ -42,7 +44,8 @@ TEST(SamplingKernels, ExpIsAccurateOverItsRangeAndZeroBelowIt) {
 }
 
 TEST(SamplingKernels, ExpShiftedDividesByTheTemperatureInPlace) {
-  std::vector<float> x = {3.0f, 1.0f, -2.0f, 3.0f, 0.5f, -40.0f, 2.0f, 1.5f, -7.0f, 2.9f, 3.0f};  // a tail
+  std::vector<float> x = {3.0f, 1.0f, -2.0f, 3.0f, 0.5f, -40.0f,
+                          2.0f, 1.5f, -7.0f, 2.9f, 3.0f};  // a tail
   const std::vector<float> original = x;
   ExpShifted(x.data(), x.size(), 3.0f, 0.7f, x.data());
   for (size_t i = 0; i < x.size(); ++i) {
@@ -68,7 +71,8 @@ TEST(SamplingKernels, RowMaxAndFirstIndexSkipAndSeeTheTail) {
       EXPECT_EQ(FirstIndexOf(x.data(), n, expected, skip), first) << n << " " << skip;
     }
   }
-  std::vector<float> with_nan = {1.0f, std::nanf(""), 3.0f, 2.0f, std::nanf(""), 0.0f, 0.0f, 0.0f, 2.5f};
+  std::vector<float> with_nan = {1.0f, std::nanf(""), 3.0f, 2.0f, std::nanf(""),
+                                 0.0f, 0.0f,          0.0f, 2.5f};
   EXPECT_EQ(RowMax(with_nan.data(), with_nan.size(), 2), 2.5f);
   EXPECT_EQ(FirstIndexOf(with_nan.data(), with_nan.size(), 7.0f, -1), -1);
 }
@@ -115,9 +119,11 @@ TEST(SamplingKernels, MostLikelyIdsAreTheSortedPrefixWithTiesById) {
   for (float& x : score) x = static_cast<float>(rng() % 200);  // many ties
   std::vector<int32_t> order(score.size());
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return score[a] > score[b]; });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int32_t a, int32_t b) { return score[a] > score[b]; });
   std::vector<int32_t> ids = {99, 98};  // replaced, not appended to
-  for (int64_t m : {1, 20, 374, 375, 1000, 2999, 3000}) {  // the heap pass below n / 8, sorting above
+  for (int64_t m :
+       {1, 20, 374, 375, 1000, 2999, 3000}) {  // the heap pass below n / 8, sorting above
     MostLikelyIds(score.data(), score.size(), m, &ids);
     ASSERT_EQ(static_cast<int64_t>(ids.size()), m);
     EXPECT_TRUE(std::equal(ids.begin(), ids.end(), order.begin())) << m;

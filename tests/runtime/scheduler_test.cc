@@ -35,8 +35,8 @@ std::vector<int32_t> Tokens(int64_t n, int32_t first = 10) {
   return tokens;
 }
 
-std::vector<std::string> Simulate(const std::vector<Arrival>& arrivals, SchedulerLimits limits, int iterations,
-                                  PrefixCache* cache = nullptr) {
+std::vector<std::string> Simulate(const std::vector<Arrival>& arrivals, SchedulerLimits limits,
+                                  int iterations, PrefixCache* cache = nullptr) {
   struct Request {
     int id;
     std::vector<int32_t> prompt;
@@ -65,7 +65,8 @@ std::vector<std::string> Simulate(const std::vector<Arrival>& arrivals, Schedule
       free_slots.pop_back();
       r.state = {admission.slot, r.prompt, admission.restored_tokens, admission.snapshot_at};
       parts.push_back(admission.restore_from >= 0
-                          ? absl::StrCat("A", r.id, "<c", admission.restore_from, ":", admission.restored_tokens)
+                          ? absl::StrCat("A", r.id, "<c", admission.restore_from, ":",
+                                         admission.restored_tokens)
                           : absl::StrCat("A", r.id));
       running.push_back(std::move(r));
     }
@@ -76,8 +77,9 @@ std::vector<std::string> Simulate(const std::vector<Arrival>& arrivals, Schedule
         parts.push_back(absl::StrCat("d", r.id, chunk.samples ? "*" : ""));
       } else {
         EXPECT_EQ(chunk.begin, r.state.prefilled) << "a chunk continues where the prompt stands";
-        parts.push_back(absl::StrCat("p", r.id, ":", chunk.begin, "-", chunk.end, chunk.samples ? "*" : "",
-                                     chunk.snapshot_into >= 0 ? absl::StrCat(">c", chunk.snapshot_into) : ""));
+        parts.push_back(
+            absl::StrCat("p", r.id, ":", chunk.begin, "-", chunk.end, chunk.samples ? "*" : "",
+                         chunk.snapshot_into >= 0 ? absl::StrCat(">c", chunk.snapshot_into) : ""));
         r.state.prefilled = chunk.end;
         if (chunk.end == r.state.snapshot_at) r.state.snapshot_at = 0;
       }
@@ -100,15 +102,16 @@ TEST(Scheduler, DecodeKeepsPaceWhileALongPromptPrefills) {
   // Request 1 (short prompt) is decoding when request 2 with a 10-token prompt arrives;
   // with a budget of 4 prompt tokens per iteration, 1 still gets a step every iteration.
   const std::vector<std::string> expected = {
-      "A1 p1:0-3*",       // 1 admitted, prompt done, first token sampled
-      "A2 d1* p2:0-4",    // 2 admitted: 4 of 10 prompt tokens
+      "A1 p1:0-3*",     // 1 admitted, prompt done, first token sampled
+      "A2 d1* p2:0-4",  // 2 admitted: 4 of 10 prompt tokens
       "d1* p2:4-8",
-      "d1* p2:8-10*",     // prompt done, 2 samples its first token
-      "d1* d2*",          // 1 has its 5 tokens, 2 its 2: both finish
+      "d1* p2:8-10*",  // prompt done, 2 samples its first token
+      "d1* d2*",       // 1 has its 5 tokens, 2 its 2: both finish
       "-",
       "-",
   };
-  EXPECT_EQ(Simulate({{0, 1, Tokens(3), 5}, {1, 2, Tokens(10), 2}}, {/*max_running=*/2, /*prefill_budget=*/4}, 7),
+  EXPECT_EQ(Simulate({{0, 1, Tokens(3), 5}, {1, 2, Tokens(10), 2}},
+                     {/*max_running=*/2, /*prefill_budget=*/4}, 7),
             expected);
 }
 
@@ -117,20 +120,18 @@ TEST(Scheduler, AdmitsInArrivalOrderAsSlotsFree) {
   const std::vector<std::string> expected = {
       "A1 p1:0-2*", "d1*", "A2 p2:0-1*", "A3 p3:0-1*", "d3*", "-",
   };
-  EXPECT_EQ(Simulate({{0, 1, Tokens(2), 2}, {0, 2, Tokens(1), 1}, {0, 3, Tokens(1), 2}}, {1, 8}, 6), expected);
+  EXPECT_EQ(Simulate({{0, 1, Tokens(2), 2}, {0, 2, Tokens(1), 1}, {0, 3, Tokens(1), 2}}, {1, 8}, 6),
+            expected);
 }
 
 TEST(Scheduler, BudgetIsSharedInAdmissionOrder) {
   // Three prompts admitted together share a budget of 5 prompt tokens (decode steps do not
   // count against it): the oldest is served first.
   const std::vector<std::string> expected = {
-      "A1 A2 A3 p1:0-4* p2:0-1",
-      "d1* p2:1-3* p3:0-3*",
-      "d2* d3*",
-      "-",
-      "-",
+      "A1 A2 A3 p1:0-4* p2:0-1", "d1* p2:1-3* p3:0-3*", "d2* d3*", "-", "-",
   };
-  EXPECT_EQ(Simulate({{0, 1, Tokens(4), 2}, {0, 2, Tokens(3), 2}, {0, 3, Tokens(3), 2}}, {3, 5}, 5), expected);
+  EXPECT_EQ(Simulate({{0, 1, Tokens(4), 2}, {0, 2, Tokens(3), 2}, {0, 3, Tokens(3), 2}}, {3, 5}, 5),
+            expected);
 }
 
 TEST(Scheduler, EmptyInputsPlanNothing) {
@@ -153,9 +154,9 @@ TEST(Scheduler, PrefixCacheSnapshotsASharedPrefixAndRestoresIt) {
   b[9] = 99;  // b shares a's first 9 tokens
   c[8] = 77;  // c shares a's first 8
   const std::vector<std::string> expected = {
-      "A1 p1:0-10*",          // boundaries 4 and 8 seen once: no snapshot
-      "d1*",                  // 1 finishes
-      "A2 p2:0-8>c8",         // seen before: the chunk stops at 8 and snapshots into slot 8
+      "A1 p1:0-10*",   // boundaries 4 and 8 seen once: no snapshot
+      "d1*",           // 1 finishes
+      "A2 p2:0-8>c8",  // seen before: the chunk stops at 8 and snapshots into slot 8
       "p2:8-10*",
       "A3<c8:8 d2* p3:8-9*",  // 3 restores 8 tokens and prefills 1
       "d3*",
@@ -170,13 +171,10 @@ TEST(Scheduler, BudgetLeftAtASnapshotPointGoesToTheNextPrompt) {
   // Request 1 marks boundary 4 seen; request 2 stops at it (4 of its 6 tokens), and the rest
   // of the budget of 8 goes to request 3 instead of waiting for the next iteration.
   const std::vector<std::string> expected = {
-      "A1 p1:0-6*",
-      "A2 A3 d1* p2:0-4>c8 p3:0-4",
-      "p2:4-6* p3:4-6*",
-      "d2* d3*",
-      "-",
+      "A1 p1:0-6*", "A2 A3 d1* p2:0-4>c8 p3:0-4", "p2:4-6* p3:4-6*", "d2* d3*", "-",
   };
-  EXPECT_EQ(Simulate({{0, 1, shared, 2}, {1, 2, shared, 2}, {1, 3, other, 2}}, {3, 8}, 5, &cache), expected);
+  EXPECT_EQ(Simulate({{0, 1, shared, 2}, {1, 2, shared, 2}, {1, 3, other, 2}}, {3, 8}, 5, &cache),
+            expected);
 }
 
 TEST(Scheduler, AnExactRepeatRestoresUpToItsLastBlock) {
@@ -187,7 +185,8 @@ TEST(Scheduler, AnExactRepeatRestoresUpToItsLastBlock) {
   const std::vector<std::string> expected = {
       "A1 p1:0-8*", "A2 p2:0-4>c8", "p2:4-8*", "A3<c8:4 p3:4-8*", "-",
   };
-  EXPECT_EQ(Simulate({{0, 1, prompt, 1}, {1, 2, prompt, 1}, {3, 3, prompt, 1}}, {1, 16}, 5, &cache), expected);
+  EXPECT_EQ(Simulate({{0, 1, prompt, 1}, {1, 2, prompt, 1}, {3, 3, prompt, 1}}, {1, 16}, 5, &cache),
+            expected);
 }
 
 }  // namespace

@@ -24,10 +24,12 @@ std::string ReadFile(const std::string& path) {
 // Every case of tests/fixtures/tokenizer_cases.json (from the Python tokenizer of the
 // reference), through both the dict.txt path and the model file's tokenizer JSON.
 TEST(Tokenizer, MatchesReferenceCases) {
-  const auto cases = nlohmann::json::parse(ReadFile(testing::FixturesDir() + "/tokenizer_cases.json"));
+  const auto cases =
+      nlohmann::json::parse(ReadFile(testing::FixturesDir() + "/tokenizer_cases.json"));
   ASSERT_EQ(cases.size(), 3u);
   for (const auto& [model, entry] : cases.items()) {
-    auto symbols = ParseFairseqDict(ReadFile(testing::FixturesDir() + "/" + entry["dict"].get<std::string>()));
+    auto symbols =
+        ParseFairseqDict(ReadFile(testing::FixturesDir() + "/" + entry["dict"].get<std::string>()));
     ASSERT_TRUE(symbols.ok()) << symbols.status();
     const TokenizerStyle style = DetectTokenizerStyle(*symbols);
     EXPECT_STREQ(TokenizerStyleName(style), entry["style"].get<std::string>().c_str()) << model;
@@ -60,13 +62,16 @@ TEST(Tokenizer, MatchesReferenceCases) {
 // The limit holds for text made of many lines and of lines with no words (word style takes
 // back the last line's end token only once the text is done).
 TEST(Tokenizer, TokenLimitOnEveryStyleAndManyLines) {
-  const auto cases = nlohmann::json::parse(ReadFile(testing::FixturesDir() + "/tokenizer_cases.json"));
+  const auto cases =
+      nlohmann::json::parse(ReadFile(testing::FixturesDir() + "/tokenizer_cases.json"));
   for (const auto& [model, entry] : cases.items()) {
-    auto symbols = ParseFairseqDict(ReadFile(testing::FixturesDir() + "/" + entry["dict"].get<std::string>()));
+    auto symbols =
+        ParseFairseqDict(ReadFile(testing::FixturesDir() + "/" + entry["dict"].get<std::string>()));
     ASSERT_TRUE(symbols.ok());
     auto tokenizer = Tokenizer::Create(DetectTokenizerStyle(*symbols), *symbols);
     ASSERT_TRUE(tokenizer.ok());
-    for (const std::string& text : {std::string("\n\n\n\n"), std::string("a b\n\nc\n"), std::string("x\n y z \n\n")}) {
+    for (const std::string& text :
+         {std::string("\n\n\n\n"), std::string("a b\n\nc\n"), std::string("x\n y z \n\n")}) {
       auto all = tokenizer->Encode(text);
       ASSERT_TRUE(all.ok());
       for (size_t limit = 0; limit <= all->size() + 1; ++limit) {
@@ -75,7 +80,8 @@ TEST(Tokenizer, TokenLimitOnEveryStyleAndManyLines) {
           ASSERT_TRUE(limited.ok()) << model << " limit " << limit;
           EXPECT_EQ(*limited, *all);
         } else {
-          EXPECT_TRUE(absl::IsOutOfRange(limited.status())) << model << " limit " << limit << " of " << all->size();
+          EXPECT_TRUE(absl::IsOutOfRange(limited.status()))
+              << model << " limit " << limit << " of " << all->size();
         }
       }
     }
@@ -127,7 +133,9 @@ TEST(Tokenizer, StreamingHoldsBackIncompleteCharacters) {
 
 TEST(Tokenizer, InvalidSequencesBecomeReplacementCharacters) {
   const Tokenizer tokenizer = ByteTokenizer();
-  auto id = [&](int byte) { return (*tokenizer.Encode(std::string(1, static_cast<char>(byte))))[0]; };
+  auto id = [&](int byte) {
+    return (*tokenizer.Encode(std::string(1, static_cast<char>(byte))))[0];
+  };
   StreamingDetokenizer stream(tokenizer);
   EXPECT_EQ(stream.Push(id(0x80)), "\xEF\xBF\xBD");  // stray continuation: at once
   EXPECT_EQ(stream.Push(id(0xE2)), "");              // lead byte held
@@ -162,25 +170,32 @@ TEST(Tokenizer, StreamingEqualsDecodeOnRandomIds) {
 }
 
 TEST(Tokenizer, WordDecodingSpacesWordsWithinLines) {
-  auto tokenizer = Tokenizer::Create(TokenizerStyle::kWord, {"<s>", "<pad>", "</s>", "<unk>", "hello", "world"});
+  auto tokenizer =
+      Tokenizer::Create(TokenizerStyle::kWord, {"<s>", "<pad>", "</s>", "<unk>", "hello", "world"});
   ASSERT_TRUE(tokenizer.ok());
   EXPECT_EQ(tokenizer->Decode({4, 5, kEosId, 5, kUnkId}), "hello world\nworld <unk>");
-  EXPECT_EQ(*tokenizer->Encode("hello  there\nworld"), (std::vector<int32_t>{4, kUnkId, kEosId, 5}));
+  EXPECT_EQ(*tokenizer->Encode("hello  there\nworld"),
+            (std::vector<int32_t>{4, kUnkId, kEosId, 5}));
 }
 
 TEST(Tokenizer, DictParsing) {
   auto symbols = ParseFairseqDict("a 5\n  7\nb 3 #fairseq:overwrite\na 9 #fairseq:overwrite\n");
   ASSERT_TRUE(symbols.ok()) << symbols.status();
-  EXPECT_EQ(*symbols, (std::vector<std::string>{"<s>", "<pad>", "</s>", "<unk>", "a", " ", "b", "a"}));
+  EXPECT_EQ(*symbols,
+            (std::vector<std::string>{"<s>", "<pad>", "</s>", "<unk>", "a", " ", "b", "a"}));
   auto overwritten = Tokenizer::Create(TokenizerStyle::kWord, *symbols);
   ASSERT_TRUE(overwritten.ok());
   EXPECT_EQ(*overwritten->Encode("a b"), (std::vector<int32_t>{7, 6}));  // the newest id of "a"
-  EXPECT_NE(ParseFairseqDict("a 5\nb 2\na 1\n").status().message().find("line 3: duplicate symbol \"a\""),
+  EXPECT_NE(
+      ParseFairseqDict("a 5\nb 2\na 1\n").status().message().find("line 3: duplicate symbol \"a\""),
+      absl::string_view::npos);
+  EXPECT_NE(ParseFairseqDict("a 5\nnospace\n").status().message().find("line 2"),
             absl::string_view::npos);
-  EXPECT_NE(ParseFairseqDict("a 5\nnospace\n").status().message().find("line 2"), absl::string_view::npos);
-  EXPECT_NE(ParseFairseqDict("a five\n").status().message().find("count \"five\" is not an integer"),
+  EXPECT_NE(
+      ParseFairseqDict("a five\n").status().message().find("count \"five\" is not an integer"),
+      absl::string_view::npos);
+  EXPECT_NE(ParseFairseqDict("a 1\n\nb 2\n").status().message().find("line 2"),
             absl::string_view::npos);
-  EXPECT_NE(ParseFairseqDict("a 1\n\nb 2\n").status().message().find("line 2"), absl::string_view::npos);
 }
 
 TEST(Tokenizer, StyleDetectionAndValidation) {
@@ -190,10 +205,12 @@ TEST(Tokenizer, StyleDetectionAndValidation) {
     all.insert(all.end(), more.begin(), more.end());
     return all;
   };
-  EXPECT_EQ(DetectTokenizerStyle(with({"104", "0", "255", "madeupword0000"})), TokenizerStyle::kByte);
+  EXPECT_EQ(DetectTokenizerStyle(with({"104", "0", "255", "madeupword0000"})),
+            TokenizerStyle::kByte);
   EXPECT_EQ(DetectTokenizerStyle(with({"a", "é", "中"})), TokenizerStyle::kChar);
   EXPECT_EQ(DetectTokenizerStyle(with({"the", "a"})), TokenizerStyle::kWord);
-  EXPECT_EQ(DetectTokenizerStyle(with({"007", "12"})), TokenizerStyle::kWord);  // leading zeros: not bytes
+  EXPECT_EQ(DetectTokenizerStyle(with({"007", "12"})),
+            TokenizerStyle::kWord);  // leading zeros: not bytes
   EXPECT_FALSE(Tokenizer::Create(TokenizerStyle::kByte, with({"256"})).ok());
   EXPECT_FALSE(Tokenizer::Create(TokenizerStyle::kChar, with({"ab"})).ok());
   EXPECT_FALSE(Tokenizer::Create(TokenizerStyle::kWord, {"<s>", "</s>", "<pad>", "<unk>"}).ok());
@@ -201,7 +218,8 @@ TEST(Tokenizer, StyleDetectionAndValidation) {
   EXPECT_FALSE(Tokenizer::FromJson("not json").ok());
   auto chars = Tokenizer::Create(TokenizerStyle::kChar, with({"a"}));
   ASSERT_TRUE(chars.ok());
-  EXPECT_NE(chars->Encode("a\xC3").status().message().find("not valid UTF-8 at byte 1"), absl::string_view::npos);
+  EXPECT_NE(chars->Encode("a\xC3").status().message().find("not valid UTF-8 at byte 1"),
+            absl::string_view::npos);
 }
 
 }  // namespace

@@ -96,8 +96,8 @@ TEST_F(ServiceParamsTest, TokenPromptAndExplicitFieldsPassThrough) {
 
 void ExpectInvalid(const absl::Status& status, const std::string& field) {
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
-  EXPECT_EQ(std::string(status.message()).rfind(field, 0), 0u) << "message should start with '" << field
-                                                               << "': " << status.message();
+  EXPECT_EQ(std::string(status.message()).rfind(field, 0), 0u)
+      << "message should start with '" << field << "': " << status.message();
 }
 
 TEST_F(ServiceParamsTest, BadValuesNameTheirField) {
@@ -108,40 +108,54 @@ TEST_F(ServiceParamsTest, BadValuesNameTheirField) {
     ExpectInvalid(Build(request), "text");
   }
   ExpectInvalid(Broken([](auto& r) { r.mutable_tokens()->clear_ids(); }), "tokens.ids");
-  ExpectInvalid(Broken([&](auto& r) { r.mutable_tokens()->add_ids(config_->vocab_size); }), "tokens.ids[1]");
+  ExpectInvalid(Broken([&](auto& r) { r.mutable_tokens()->add_ids(config_->vocab_size); }),
+                "tokens.ids[1]");
   ExpectInvalid(Broken([](auto& r) { r.mutable_tokens()->add_ids(-1); }), "tokens.ids[1]");
   ExpectInvalid(Broken([](auto& r) { r.mutable_tokens()->add_ids(kPadId); }), "tokens.ids[1]");
-  ExpectInvalid(Broken([](auto& r) { r.mutable_sampling()->set_temperature(-0.5f); }), "sampling.temperature");
+  ExpectInvalid(Broken([](auto& r) { r.mutable_sampling()->set_temperature(-0.5f); }),
+                "sampling.temperature");
   ExpectInvalid(Broken([](auto& r) { r.mutable_sampling()->set_top_p(0.0f); }), "sampling.top_p");
   ExpectInvalid(Broken([](auto& r) { r.mutable_sampling()->set_top_p(1.5f); }), "sampling.top_p");
   ExpectInvalid(Broken([](auto& r) { r.mutable_sampling()->set_top_k(-1); }), "sampling.top_k");
   ExpectInvalid(Broken([](auto& r) { r.mutable_sampling()->set_min_p(2.0f); }), "sampling.min_p");
   ExpectInvalid(Broken([](auto& r) { r.mutable_sampling()->set_repetition_penalty(0.0f); }),
                 "sampling.repetition_penalty");
-  ExpectInvalid(Broken([&](auto& r) { r.mutable_stopping()->add_stop_token_ids(config_->vocab_size); }),
-                "stopping.stop_token_ids[0]");
+  ExpectInvalid(
+      Broken([&](auto& r) { r.mutable_stopping()->add_stop_token_ids(config_->vocab_size); }),
+      "stopping.stop_token_ids[0]");
   ExpectInvalid(Broken([&](auto& r) {
-                  for (int i = 0; i <= limits_.max_stop_sequences; ++i) r.mutable_stopping()->add_stop("x");
+                  for (int i = 0; i <= limits_.max_stop_sequences; ++i)
+                    r.mutable_stopping()->add_stop("x");
                 }),
                 "stopping.stop");
   ExpectInvalid(Broken([](auto& r) { r.mutable_stopping()->add_stop(""); }), "stopping.stop[0]");
-  ExpectInvalid(Broken([&](auto& r) { r.mutable_stopping()->add_stop(std::string(limits_.max_stop_bytes + 1, 'x')); }),
+  ExpectInvalid(Broken([&](auto& r) {
+                  r.mutable_stopping()->add_stop(std::string(limits_.max_stop_bytes + 1, 'x'));
+                }),
                 "stopping.stop[0]");
-  ExpectInvalid(Broken([](auto& r) { r.mutable_stopping()->add_stop("\xC3"); }), "stopping.stop[0]");
-  ExpectInvalid(Broken([&](auto& r) { r.set_logprobs(limits_.request.max_top_logprobs + 1); }), "logprobs");
+  ExpectInvalid(Broken([](auto& r) { r.mutable_stopping()->add_stop("\xC3"); }),
+                "stopping.stop[0]");
+  ExpectInvalid(Broken([&](auto& r) { r.set_logprobs(limits_.request.max_top_logprobs + 1); }),
+                "logprobs");
   ExpectInvalid(Broken([](auto& r) { r.set_logprobs(-1); }), "logprobs");
   ExpectInvalid(Broken([](auto& r) { r.set_request_id(std::string(300, 'r')); }), "request_id");
   // Engine rules, named by their path in the request.
-  ExpectInvalid(Broken([](auto& r) { r.mutable_stopping()->set_max_new_tokens(0); }), "stopping.max_new_tokens");
-  ExpectInvalid(Broken([&](auto& r) { r.mutable_stopping()->set_max_new_tokens(limits_.request.max_new_tokens_limit + 1); }),
+  ExpectInvalid(Broken([](auto& r) { r.mutable_stopping()->set_max_new_tokens(0); }),
                 "stopping.max_new_tokens");
-  ExpectInvalid(Broken([&](auto& r) { r.mutable_sampling()->set_top_k(config_->vocab_size + 1); }), "sampling.top_k");
+  ExpectInvalid(
+      Broken([&](auto& r) {
+        r.mutable_stopping()->set_max_new_tokens(limits_.request.max_new_tokens_limit + 1);
+      }),
+      "stopping.max_new_tokens");
+  ExpectInvalid(Broken([&](auto& r) { r.mutable_sampling()->set_top_k(config_->vocab_size + 1); }),
+                "sampling.top_k");
   for (float bad : {1e-40f, 1e38f}) {
     ExpectInvalid(Broken([&](auto& r) { r.mutable_sampling()->set_repetition_penalty(bad); }),
                   "sampling.repetition_penalty");
   }
   ExpectInvalid(Broken([&](auto& r) {
-                  for (int i = 0; i <= limits_.request.max_stop_token_ids; ++i) r.mutable_stopping()->add_stop_token_ids(5);
+                  for (int i = 0; i <= limits_.request.max_stop_token_ids; ++i)
+                    r.mutable_stopping()->add_stop_token_ids(5);
                 }),
                 "stopping.stop_token_ids:");
 }
@@ -171,7 +185,10 @@ grpc::ByteBuffer Bytes(const std::string& bytes) {
 TEST(ParseRequestTest, InvalidUtf8NamesTheFieldByItsPath) {
   v1::GenerateRequest request;
   // Field 1 (text), length 2: "a\xFF".
-  absl::Status status = ParseRequest(Bytes(std::string("\x0a\x02" "a\xff", 4)), &request);
+  absl::Status status = ParseRequest(Bytes(std::string("\x0a\x02"
+                                                       "a\xff",
+                                                       4)),
+                                     &request);
   ExpectInvalid(status, "text: not valid UTF-8");
   // Field 4 (stopping) holding field 2 (stop) = "\xC3".
   status = ParseRequest(Bytes(std::string("\x22\x03\x12\x01\xc3", 5)), &request);
@@ -179,7 +196,8 @@ TEST(ParseRequestTest, InvalidUtf8NamesTheFieldByItsPath) {
   status = ParseRequest(Bytes(std::string("\x3a\x01\xfe", 3)), &request);
   ExpectInvalid(status, "request_id: not valid UTF-8");
   v1::TokenizeRequest tokenize;
-  ExpectInvalid(ParseRequest(Bytes(std::string("\x0a\x01\x80", 3)), &tokenize), "text: not valid UTF-8");
+  ExpectInvalid(ParseRequest(Bytes(std::string("\x0a\x01\x80", 3)), &tokenize),
+                "text: not valid UTF-8");
 }
 
 TEST(ParseRequestTest, MalformedBytesSayWhatWasExpected) {
