@@ -162,13 +162,13 @@ EngineOptions MakeEngineOptions(const ServerConfig& config, const SlotPlan& slot
 
 ServiceLimits MakeServiceLimits(const ServerConfig& config, const EngineOptions& engine) {
   ServiceLimits limits;
-  limits.max_text_bytes = config.max_text_bytes;
-  limits.request = engine.request_limits();
+  limits.rules.max_text_bytes = config.max_text_bytes;
+  limits.rules.engine = engine.request_limits();
   limits.max_open_streams = int64_t{engine.max_running} + engine.max_waiting;
   limits.stream_buffer_bytes = config.stream_buffer_bytes;
   limits.stream_write_timeout = config.stream_write_timeout;
-  limits.default_max_new_tokens =
-      std::min(limits.default_max_new_tokens, engine.max_new_tokens_limit);
+  limits.rules.default_max_new_tokens =
+      std::min(limits.rules.default_max_new_tokens, engine.max_new_tokens_limit);
   return limits;
 }
 
@@ -203,12 +203,12 @@ seqboat::v1::ModelInfo DescribeModel(const ServerConfig& config, const Model& mo
   l->set_max_waiting(engine.max_waiting);
   l->set_max_prompt_tokens(engine.max_prompt_tokens);
   l->set_max_new_tokens_limit(engine.max_new_tokens_limit);
-  l->set_max_stop_sequences(limits.max_stop_sequences);
-  l->set_max_stop_bytes(limits.max_stop_bytes);
-  l->set_max_logprobs(limits.request.max_top_logprobs);
+  l->set_max_stop_sequences(limits.rules.max_stop_sequences);
+  l->set_max_stop_bytes(limits.rules.max_stop_bytes);
+  l->set_max_logprobs(limits.rules.engine.max_top_logprobs);
   l->set_prefill_budget(engine.prefill_budget);
-  l->set_max_stop_token_ids(limits.request.max_stop_token_ids);
-  l->set_max_text_bytes(limits.max_text_bytes);
+  l->set_max_stop_token_ids(limits.rules.engine.max_stop_token_ids);
+  l->set_max_text_bytes(limits.rules.max_text_bytes);
   l->set_max_request_bytes(config.max_request_bytes);
   l->set_stream_buffer_bytes(limits.stream_buffer_bytes);
   return info;

@@ -105,20 +105,61 @@ v1::FinishReason ToProto(FinishReason reason) {
   return v1::FINISH_REASON_UNSPECIFIED;
 }
 
-// The path of an engine field in a GenerateRequest (the prompt's depends on its form).
-std::string GrpcFieldPath(RequestField field, const v1::GenerateRequest& request) {
+// A field's path in a GenerateRequest.
+std::string GrpcFieldPath(ApiField field) {
   switch (field) {
-    case RequestField::kPrompt:
-      return request.has_tokens() ? "tokens.ids" : "text";
-    case RequestField::kMaxNewTokens:
+    case ApiField::kPrompt:
+      return "prompt";
+    case ApiField::kText:
+      return "text";
+    case ApiField::kTokens:
+      return "tokens.ids";
+    case ApiField::kTemperature:
+      return "sampling.temperature";
+    case ApiField::kTopK:
+      return "sampling.top_k";
+    case ApiField::kTopP:
+      return "sampling.top_p";
+    case ApiField::kMinP:
+      return "sampling.min_p";
+    case ApiField::kRepetitionPenalty:
+      return "sampling.repetition_penalty";
+    case ApiField::kPresencePenalty:
+      return "sampling.presence_penalty";
+    case ApiField::kFrequencyPenalty:
+      return "sampling.frequency_penalty";
+    case ApiField::kMaxNewTokens:
       return "stopping.max_new_tokens";
-    case RequestField::kTopLogprobs:
-      return "logprobs";
-    case RequestField::kStopTokenIds:
+    case ApiField::kStop:
+      return "stopping.stop";
+    case ApiField::kStopTokenIds:
       return "stopping.stop_token_ids";
-    default:
-      return absl::StrCat("sampling.", RequestFieldName(field));
+    case ApiField::kLogprobs:
+      return "logprobs";
   }
+  return "?";
+}
+
+GenerationRequest FromProto(const v1::GenerateRequest& r) {
+  GenerationRequest out;
+  if (r.has_text()) out.text = r.text();
+  if (r.has_tokens()) out.tokens.emplace(r.tokens().ids().begin(), r.tokens().ids().end());
+  const v1::SamplingParams& s = r.sampling();
+  if (s.has_temperature()) out.temperature = s.temperature();
+  out.top_k = s.top_k();
+  if (s.has_top_p()) out.top_p = s.top_p();
+  out.min_p = s.min_p();
+  if (s.has_repetition_penalty()) out.repetition_penalty = s.repetition_penalty();
+  out.presence_penalty = s.presence_penalty();
+  out.frequency_penalty = s.frequency_penalty();
+  const v1::StoppingParams& stopping = r.stopping();
+  if (stopping.has_max_new_tokens()) out.max_new_tokens = stopping.max_new_tokens();
+  out.stop.assign(stopping.stop().begin(), stopping.stop().end());
+  out.stop_token_ids.assign(stopping.stop_token_ids().begin(), stopping.stop_token_ids().end());
+  out.ignore_eos = stopping.ignore_eos();
+  out.logprobs = r.logprobs();
+  out.return_activations = r.return_activations();
+  return out;
 }
 
 // Protobuf's log lines while this thread parses a request (ParseRequest), else null.
@@ -597,76 +638,12 @@ absl::Status BuildGenerationParams(const v1::GenerateRequest& request, const Tok
                                    const ModelConfig& config, const ServiceLimits& limits,
                                    uint64_t seed, GenerationParams* params,
                                    std::vector<std::string>* stop_sequences) {
-  switch (request.prompt_case()) {
-    case v1::GenerateRequest::kText: {
-      const std::string& text = request.text();
-      if (text.empty()) return absl::InvalidArgumentError("text: empty; give a prompt");
-      if (static_cast<int64_t>(text.size()) > limits.max_text_bytes) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("text: ", text.size(), " bytes; at most ", limits.max_text_bytes));
-      }
-      absl::StatusOr<std::vector<int32_t>> ids =
-          tokenizer.EncodePrompt(text, limits.request.max_prompt_tokens);
-      if (!ids.ok())
-        return absl::InvalidArgumentError(absl::StrCat("text: ", ids.status().message()));
-      params->prompt = *std::move(ids);
-      break;
-    }
-    case v1::GenerateRequest::kTokens: {
-      const auto& ids = request.tokens().ids();
-      if (ids.empty())
-        return absl::InvalidArgumentError("tokens.ids: empty; give at least one token id");
-      params->prompt.assign(ids.begin(), ids.end());
-      break;
-    }
-    default:
-      return absl::InvalidArgumentError("prompt: set `text` or `tokens`");
-  }
-
-  const v1::SamplingParams& sampling = request.sampling();
-  SamplingParams& s = params->sampling;
-  s.temperature = sampling.has_temperature() ? sampling.temperature() : 1.0f;
-  s.top_k = sampling.top_k();
-  s.top_p = sampling.has_top_p() ? sampling.top_p() : 1.0f;
-  s.min_p = sampling.min_p();
-  s.repetition_penalty = sampling.has_repetition_penalty() ? sampling.repetition_penalty() : 1.0f;
-  s.presence_penalty = sampling.presence_penalty();
-  s.frequency_penalty = sampling.frequency_penalty();
-  s.seed = seed;
-
-  const v1::StoppingParams& stopping = request.stopping();
-  s.stop_token_ids.assign(stopping.stop_token_ids().begin(), stopping.stop_token_ids().end());
-  params->max_new_tokens =
-      stopping.has_max_new_tokens() ? stopping.max_new_tokens() : limits.default_max_new_tokens;
-  params->ignore_eos = stopping.ignore_eos();
-  params->top_logprobs = request.logprobs();
-  params->return_activations = request.return_activations();
-  if (std::optional<RequestError> error =
-          CheckGenerationParams(*params, limits.request, config.vocab_size)) {
-    return InvalidField(GrpcFieldPath(error->field, request), *error);
-  }
-
-  if (stopping.stop_size() > limits.max_stop_sequences) {
-    return absl::InvalidArgumentError(absl::StrCat("stopping.stop: ", stopping.stop_size(),
-                                                   " stop sequences; at most ",
-                                                   limits.max_stop_sequences));
-  }
-  for (int i = 0; i < stopping.stop_size(); ++i) {
-    const std::string& stop = stopping.stop(i);
-    if (stop.empty() || static_cast<int>(stop.size()) > limits.max_stop_bytes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "stopping.stop[", i, "]: ", stop.size(), " bytes; expected 1..", limits.max_stop_bytes));
-    }
-    if (!IsValidUtf8(stop)) {
-      return absl::InvalidArgumentError(absl::StrCat("stopping.stop[", i, "]: not valid UTF-8"));
-    }
-    stop_sequences->push_back(stop);
-  }
   if (request.request_id().size() > 256) {
     return absl::InvalidArgumentError(
         absl::StrCat("request_id: ", request.request_id().size(), " bytes; at most 256"));
   }
-  return absl::OkStatus();
+  return BuildGeneration(FromProto(request), tokenizer, config, limits.rules, GrpcFieldPath, seed,
+                         params, stop_sequences);
 }
 
 SeqBoatService::SeqBoatService(Engine* engine, const Tokenizer* tokenizer,
@@ -725,10 +702,11 @@ grpc::ServerUnaryReactor* SeqBoatService::Tokenize(grpc::CallbackServerContext* 
   grpc::Status status = Authorize(shared_->api_keys, *context);
   v1::TokenizeRequest request;
   if (status.ok()) status = ToGrpc(ParseRequest(*bytes, &request));
-  if (status.ok() && static_cast<int64_t>(request.text().size()) > shared_->limits.max_text_bytes) {
+  if (status.ok() &&
+      static_cast<int64_t>(request.text().size()) > shared_->limits.rules.max_text_bytes) {
     status = grpc::Status(grpc::INVALID_ARGUMENT,
                           absl::StrCat("text: ", request.text().size(), " bytes; at most ",
-                                       shared_->limits.max_text_bytes));
+                                       shared_->limits.rules.max_text_bytes));
   }
   if (status.ok()) {
     absl::StatusOr<std::vector<int32_t>> ids = shared_->tokenizer->EncodePrompt(request.text());

@@ -20,17 +20,12 @@
 #include "runtime/model/tokenizer.h"
 #include "seqboat/v1/seqboat.grpc.pb.h"
 #include "server/metrics.h"
+#include "server/request_builder.h"
 
 namespace seqboat::server {
 
 struct ServiceLimits {
-  int32_t max_stop_sequences = 16;
-  int32_t max_stop_bytes = 256;
-  int32_t default_max_new_tokens = 16;
-  // GenerateRequest.text and TokenizeRequest.text, refused by size before they are read.
-  int64_t max_text_bytes = 256 << 10;
-  // The engine's rules (prompt length, max_new_tokens, logprobs, sampling ranges).
-  RequestLimits request;
+  RequestRules rules;  // the request builder's
   // Generate streams open at once, from acceptance until their last message is written or
   // they are ended: a stream the engine has finished still holds memory until its client
   // has read it. Beyond it Generate answers RESOURCE_EXHAUSTED.
@@ -81,8 +76,8 @@ class SeqBoatService final : public SeqBoatRawService {
   std::thread watchdog_;  // ends streams whose client stopped reading
 };
 
-// Builds a GenerationParams from a request; InvalidArgument naming the field by its path in
-// the request. Exposed for tests; `seed` is used when the request sets none.
+// The gRPC request through the request builder; InvalidArgument naming the field by its path
+// in the request. Exposed for tests; `seed` is used when the request sets none.
 absl::Status BuildGenerationParams(const seqboat::v1::GenerateRequest& request,
                                    const Tokenizer& tokenizer, const ModelConfig& config,
                                    const ServiceLimits& limits, uint64_t seed,

@@ -64,7 +64,7 @@ TEST_F(ServiceParamsTest, TextPromptStartsWithTheStartTokenAndDefaultsApply) {
   EXPECT_EQ(params.sampling.top_p, 1.0f);
   EXPECT_EQ(params.sampling.repetition_penalty, 1.0f);
   EXPECT_EQ(params.sampling.seed, 77u);
-  EXPECT_EQ(params.max_new_tokens, limits_.default_max_new_tokens);
+  EXPECT_EQ(params.max_new_tokens, limits_.rules.default_max_new_tokens);
   EXPECT_FALSE(params.ignore_eos);
 }
 
@@ -124,18 +124,19 @@ TEST_F(ServiceParamsTest, BadValuesNameTheirField) {
       Broken([&](auto& r) { r.mutable_stopping()->add_stop_token_ids(config_->vocab_size); }),
       "stopping.stop_token_ids[0]");
   ExpectInvalid(Broken([&](auto& r) {
-                  for (int i = 0; i <= limits_.max_stop_sequences; ++i)
+                  for (int i = 0; i <= limits_.rules.max_stop_sequences; ++i)
                     r.mutable_stopping()->add_stop("x");
                 }),
                 "stopping.stop");
   ExpectInvalid(Broken([](auto& r) { r.mutable_stopping()->add_stop(""); }), "stopping.stop[0]");
-  ExpectInvalid(Broken([&](auto& r) {
-                  r.mutable_stopping()->add_stop(std::string(limits_.max_stop_bytes + 1, 'x'));
-                }),
-                "stopping.stop[0]");
+  ExpectInvalid(
+      Broken([&](auto& r) {
+        r.mutable_stopping()->add_stop(std::string(limits_.rules.max_stop_bytes + 1, 'x'));
+      }),
+      "stopping.stop[0]");
   ExpectInvalid(Broken([](auto& r) { r.mutable_stopping()->add_stop("\xC3"); }),
                 "stopping.stop[0]");
-  ExpectInvalid(Broken([&](auto& r) { r.set_logprobs(limits_.request.max_top_logprobs + 1); }),
+  ExpectInvalid(Broken([&](auto& r) { r.set_logprobs(limits_.rules.engine.max_top_logprobs + 1); }),
                 "logprobs");
   ExpectInvalid(Broken([](auto& r) { r.set_logprobs(-1); }), "logprobs");
   ExpectInvalid(Broken([](auto& r) { r.set_request_id(std::string(300, 'r')); }), "request_id");
@@ -144,7 +145,7 @@ TEST_F(ServiceParamsTest, BadValuesNameTheirField) {
                 "stopping.max_new_tokens");
   ExpectInvalid(
       Broken([&](auto& r) {
-        r.mutable_stopping()->set_max_new_tokens(limits_.request.max_new_tokens_limit + 1);
+        r.mutable_stopping()->set_max_new_tokens(limits_.rules.engine.max_new_tokens_limit + 1);
       }),
       "stopping.max_new_tokens");
   ExpectInvalid(Broken([&](auto& r) { r.mutable_sampling()->set_top_k(config_->vocab_size + 1); }),
@@ -154,15 +155,15 @@ TEST_F(ServiceParamsTest, BadValuesNameTheirField) {
                   "sampling.repetition_penalty");
   }
   ExpectInvalid(Broken([&](auto& r) {
-                  for (int i = 0; i <= limits_.request.max_stop_token_ids; ++i)
+                  for (int i = 0; i <= limits_.rules.engine.max_stop_token_ids; ++i)
                     r.mutable_stopping()->add_stop_token_ids(5);
                 }),
                 "stopping.stop_token_ids:");
 }
 
 TEST_F(ServiceParamsTest, PromptLimitsNameTheFormOfThePrompt) {
-  limits_.request.max_prompt_tokens = 8;
-  limits_.max_text_bytes = 64;
+  limits_.rules.engine.max_prompt_tokens = 8;
+  limits_.rules.max_text_bytes = 64;
   v1::GenerateRequest request;
   for (int i = 0; i < 9; ++i) request.mutable_tokens()->add_ids(5);
   ExpectInvalid(Build(request), "tokens.ids: 9 tokens; at most 8");
