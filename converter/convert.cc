@@ -70,12 +70,9 @@ uint16_t LoadU16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] <
 
 absl::StatusOr<DType> ModelDType(TorchDType dtype) {
   switch (dtype) {
-    case TorchDType::kFloat32:
-      return DType::kF32;
-    case TorchDType::kFloat16:
-      return DType::kF16;
-    case TorchDType::kBFloat16:
-      return DType::kBF16;
+    case TorchDType::kFloat32: return DType::kF32;
+    case TorchDType::kFloat16: return DType::kF16;
+    case TorchDType::kBFloat16: return DType::kBF16;
     default:
       return absl::InvalidArgumentError(absl::StrCat("unsupported dtype ", TorchDTypeName(dtype)));
   }
@@ -83,12 +80,9 @@ absl::StatusOr<DType> ModelDType(TorchDType dtype) {
 
 float ElementToFloat(DType dtype, const uint8_t* p) {
   switch (dtype) {
-    case DType::kF32:
-      return LoadF32(p);
-    case DType::kF16:
-      return F16ToFloat(LoadU16(p));
-    case DType::kBF16:
-      return Bf16ToFloat(LoadU16(p));
+    case DType::kF32: return LoadF32(p);
+    case DType::kF16: return F16ToFloat(LoadU16(p));
+    case DType::kBF16: return Bf16ToFloat(LoadU16(p));
   }
   return 0.0f;
 }

@@ -127,20 +127,15 @@ class ArgReader {
       return it->second;
     }
     switch (value->kind) {
-      case Kind::kNone:
-        return Default(NoneDefault{});
-      case Kind::kInt:
-        return Default(value->int_value);
-      case Kind::kBool:
-        return Default(value->int_value != 0);
-      case Kind::kString:
-        return Default(value->text);
+      case Kind::kNone: return Default(NoneDefault{});
+      case Kind::kInt: return Default(value->int_value);
+      case Kind::kBool: return Default(value->int_value != 0);
+      case Kind::kString: return Default(value->text);
       case Kind::kObject:
         return Error(name, absl::StrCat("is the result of calling ", value->CallableName(),
                                         ", which the converter does not evaluate; the model "
                                         "needs a plain value here"));
-      default:
-        return Error(name, absl::StrCat("is ", Describe(*value), ", not a plain value"));
+      default: return Error(name, absl::StrCat("is ", Describe(*value), ", not a plain value"));
     }
   }
 

@@ -86,8 +86,7 @@ enum Op : uint8_t {
 inline const char* OpName(uint8_t op) {
   switch (op) {
 #define SEQBOAT_PICKLE_NAME(id, byte, name) \
-  case id:                                  \
-    return name;
+  case id: return name;
     SEQBOAT_PICKLE_OPCODES(SEQBOAT_PICKLE_NAME)
 #undef SEQBOAT_PICKLE_NAME
   }

@@ -13,87 +13,55 @@ size_t TorchDTypeSize(TorchDType dtype) {
   switch (dtype) {
     case TorchDType::kFloat64:
     case TorchDType::kInt64:
-    case TorchDType::kComplex64:
-      return 8;
-    case TorchDType::kComplex128:
-      return 16;
+    case TorchDType::kComplex64: return 8;
+    case TorchDType::kComplex128: return 16;
     case TorchDType::kFloat32:
-    case TorchDType::kInt32:
-      return 4;
+    case TorchDType::kInt32: return 4;
     case TorchDType::kFloat16:
     case TorchDType::kBFloat16:
-    case TorchDType::kInt16:
-      return 2;
+    case TorchDType::kInt16: return 2;
     case TorchDType::kInt8:
     case TorchDType::kUInt8:
-    case TorchDType::kBool:
-      return 1;
+    case TorchDType::kBool: return 1;
   }
   return 1;
 }
 
 const char* TorchDTypeName(TorchDType dtype) {
   switch (dtype) {
-    case TorchDType::kFloat32:
-      return "float32";
-    case TorchDType::kFloat16:
-      return "float16";
-    case TorchDType::kBFloat16:
-      return "bfloat16";
-    case TorchDType::kFloat64:
-      return "float64";
-    case TorchDType::kInt64:
-      return "int64";
-    case TorchDType::kInt32:
-      return "int32";
-    case TorchDType::kInt16:
-      return "int16";
-    case TorchDType::kInt8:
-      return "int8";
-    case TorchDType::kUInt8:
-      return "uint8";
-    case TorchDType::kBool:
-      return "bool";
-    case TorchDType::kComplex64:
-      return "complex64";
-    case TorchDType::kComplex128:
-      return "complex128";
+    case TorchDType::kFloat32: return "float32";
+    case TorchDType::kFloat16: return "float16";
+    case TorchDType::kBFloat16: return "bfloat16";
+    case TorchDType::kFloat64: return "float64";
+    case TorchDType::kInt64: return "int64";
+    case TorchDType::kInt32: return "int32";
+    case TorchDType::kInt16: return "int16";
+    case TorchDType::kInt8: return "int8";
+    case TorchDType::kUInt8: return "uint8";
+    case TorchDType::kBool: return "bool";
+    case TorchDType::kComplex64: return "complex64";
+    case TorchDType::kComplex128: return "complex128";
   }
   return "?";
 }
 
 const char* KindName(Kind kind) {
   switch (kind) {
-    case Kind::kNone:
-      return "None";
-    case Kind::kBool:
-      return "bool";
-    case Kind::kInt:
-      return "int";
-    case Kind::kBigInt:
-      return "int (wider than 64 bits)";
-    case Kind::kFloat:
-      return "float";
-    case Kind::kString:
-      return "str";
-    case Kind::kBytes:
-      return "bytes";
-    case Kind::kTuple:
-      return "tuple";
-    case Kind::kList:
-      return "list";
-    case Kind::kDict:
-      return "dict";
-    case Kind::kSet:
-      return "set";
-    case Kind::kGlobal:
-      return "global";
-    case Kind::kObject:
-      return "object";
-    case Kind::kStorage:
-      return "storage";
-    case Kind::kTensor:
-      return "tensor";
+    case Kind::kNone: return "None";
+    case Kind::kBool: return "bool";
+    case Kind::kInt: return "int";
+    case Kind::kBigInt: return "int (wider than 64 bits)";
+    case Kind::kFloat: return "float";
+    case Kind::kString: return "str";
+    case Kind::kBytes: return "bytes";
+    case Kind::kTuple: return "tuple";
+    case Kind::kList: return "list";
+    case Kind::kDict: return "dict";
+    case Kind::kSet: return "set";
+    case Kind::kGlobal: return "global";
+    case Kind::kObject: return "object";
+    case Kind::kStorage: return "storage";
+    case Kind::kTensor: return "tensor";
   }
   return "?";
 }
@@ -145,14 +113,10 @@ std::string Quote(absl::string_view text) {
 
 std::string Describe(const Value& value) {
   switch (value.kind) {
-    case Kind::kNone:
-      return "None";
-    case Kind::kBool:
-      return value.int_value ? "True" : "False";
-    case Kind::kInt:
-      return absl::StrCat(value.int_value);
-    case Kind::kBigInt:
-      return absl::StrCat("<int of ", value.int_value, " bytes>");
+    case Kind::kNone: return "None";
+    case Kind::kBool: return value.int_value ? "True" : "False";
+    case Kind::kInt: return absl::StrCat(value.int_value);
+    case Kind::kBigInt: return absl::StrCat("<int of ", value.int_value, " bytes>");
     case Kind::kFloat: {
       // The shortest of %.15g/%.16g/%.17g that reads back exactly, like Python's repr.
       for (int digits = 15; digits < 17; ++digits) {
@@ -161,10 +125,8 @@ std::string Describe(const Value& value) {
       }
       return absl::StrFormat("%.17g", value.float_value);
     }
-    case Kind::kString:
-      return Quote(value.text);
-    case Kind::kBytes:
-      return absl::StrCat("b", Quote(value.text));
+    case Kind::kString: return Quote(value.text);
+    case Kind::kBytes: return absl::StrCat("b", Quote(value.text));
     case Kind::kTuple:
     case Kind::kList:
     case Kind::kSet: {
@@ -187,12 +149,9 @@ std::string Describe(const Value& value) {
       out += tuple ? ")" : (value.kind == Kind::kList ? "]" : "}");
       return out;
     }
-    case Kind::kDict:
-      return absl::StrCat("dict of ", value.DictSize(), " items");
-    case Kind::kGlobal:
-      return absl::StrCat("global ", GlobalName(value));
-    case Kind::kObject:
-      return absl::StrCat("object ", value.CallableName(), "(...)");
+    case Kind::kDict: return absl::StrCat("dict of ", value.DictSize(), " items");
+    case Kind::kGlobal: return absl::StrCat("global ", GlobalName(value));
+    case Kind::kObject: return absl::StrCat("object ", value.CallableName(), "(...)");
     case Kind::kStorage:
       return absl::StrCat("storage ", value.storage->key, " (",
                           TorchDTypeName(value.storage->dtype), ", ", value.storage->numel,

@@ -432,8 +432,7 @@ class Unpickler {
           return absl::OkStatus();
         }
         return Pop().status();
-      case kPopMark:
-        return PopMark().status();
+      case kPopMark: return PopMark().status();
       case kDup: {
         ASSIGN_OR_RETURN(Value * top, Top());
         return Push(top);
@@ -584,8 +583,7 @@ class Unpickler {
         ASSIGN_OR_RETURN(uint32_t index, ReadLe<uint32_t>());
         return Memoize(index);
       }
-      case kMemoize:
-        return Memoize(memo_.size());
+      case kMemoize: return Memoize(memo_.size());
       case kBinGet: {
         ASSIGN_OR_RETURN(uint8_t index, ReadLe<uint8_t>());
         return MemoGet(index);
@@ -655,11 +653,9 @@ class Unpickler {
       }
       case kExt1:
       case kExt2:
-      case kExt4:
-        return Error("the copyreg extension registry is not supported");
+      case kExt4: return Error("the copyreg extension registry is not supported");
       case kNextBuffer:
-      case kReadonlyBuffer:
-        return Error("out-of-band buffers are not supported");
+      case kReadonlyBuffer: return Error("out-of-band buffers are not supported");
       case kInt:
       case kLong:
       case kFloat:
@@ -670,8 +666,7 @@ class Unpickler {
       case kPersId:
       case kInst:
         return Error("protocol 0 text opcodes are not supported; torch.save writes protocol 2");
-      default:
-        return Error("unknown opcode (not a pickle, or corrupted)");
+      default: return Error("unknown opcode (not a pickle, or corrupted)");
     }
   }
 

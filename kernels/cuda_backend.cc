@@ -391,14 +391,10 @@ namespace {
 // The device dtype the options ask for.
 DType DeviceDType(const Model& model, WeightDType requested) {
   switch (requested) {
-    case WeightDType::kF32:
-      return DType::kF32;
-    case WeightDType::kF16:
-      return DType::kF16;
-    case WeightDType::kBF16:
-      return DType::kBF16;
-    case WeightDType::kAsStored:
-      break;
+    case WeightDType::kF32: return DType::kF32;
+    case WeightDType::kF16: return DType::kF16;
+    case WeightDType::kBF16: return DType::kBF16;
+    case WeightDType::kAsStored: break;
   }
   return model.stored_dtype();
 }
@@ -435,12 +431,9 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const Model& model,
   ASSIGN_OR_RETURN(SlotLayout layout, CudaLayout(model.config(), options));
   RETURN_IF_ERROR(CudaDeviceAvailable(options.device));
   switch (DeviceDType(model, options.weight_dtype)) {
-    case DType::kF32:
-      return cuda::Make<float>(model, options, layout);
-    case DType::kF16:
-      return cuda::Make<__half>(model, options, layout);
-    case DType::kBF16:
-      return cuda::Make<__nv_bfloat16>(model, options, layout);
+    case DType::kF32: return cuda::Make<float>(model, options, layout);
+    case DType::kF16: return cuda::Make<__half>(model, options, layout);
+    case DType::kBF16: return cuda::Make<__nv_bfloat16>(model, options, layout);
   }
   return absl::InternalError("unknown weight dtype");
 }

@@ -76,12 +76,9 @@ class Packer {
 
 DeviceNorm ToDeviceNorm(NormKind kind) {
   switch (kind) {
-    case NormKind::kLayerNorm:
-      return DeviceNorm::kLayerNorm;
-    case NormKind::kScaleNorm:
-      return DeviceNorm::kScaleNorm;
-    case NormKind::kRmsNorm:
-      return DeviceNorm::kRmsNorm;
+    case NormKind::kLayerNorm: return DeviceNorm::kLayerNorm;
+    case NormKind::kScaleNorm: return DeviceNorm::kScaleNorm;
+    case NormKind::kRmsNorm: return DeviceNorm::kRmsNorm;
   }
   return DeviceNorm::kNone;
 }

@@ -9,28 +9,20 @@ namespace {
 
 ApiField ToApiField(RequestField field) {
   switch (field) {
-    case RequestField::kPrompt:
-      return ApiField::kPrompt;
-    case RequestField::kMaxNewTokens:
-      return ApiField::kMaxNewTokens;
-    case RequestField::kTopLogprobs:
-      return ApiField::kLogprobs;
-    case RequestField::kTemperature:
-      return ApiField::kTemperature;
-    case RequestField::kTopK:
-      return ApiField::kTopK;
-    case RequestField::kTopP:
-      return ApiField::kTopP;
-    case RequestField::kMinP:
-      return ApiField::kMinP;
-    case RequestField::kRepetitionPenalty:
-      return ApiField::kRepetitionPenalty;
-    case RequestField::kPresencePenalty:
-      return ApiField::kPresencePenalty;
-    case RequestField::kFrequencyPenalty:
-      return ApiField::kFrequencyPenalty;
-    case RequestField::kStopTokenIds:
-      return ApiField::kStopTokenIds;
+    case RequestField::kPrompt: return ApiField::kPrompt;
+    case RequestField::kMaxNewTokens: return ApiField::kMaxNewTokens;
+    case RequestField::kTopLogprobs: return ApiField::kLogprobs;
+    case RequestField::kTemperature: return ApiField::kTemperature;
+    case RequestField::kTopK: return ApiField::kTopK;
+    case RequestField::kTopP: return ApiField::kTopP;
+    case RequestField::kMinP: return ApiField::kMinP;
+    case RequestField::kRepetitionPenalty: return ApiField::kRepetitionPenalty;
+    case RequestField::kPresencePenalty: return ApiField::kPresencePenalty;
+    case RequestField::kFrequencyPenalty: return ApiField::kFrequencyPenalty;
+    case RequestField::kStopTokenIds: return ApiField::kStopTokenIds;
+    case RequestField::kPromptLogprobs: return ApiField::kPromptLogprobs;
+    case RequestField::kN: return ApiField::kN;
+    case RequestField::kLogitBias: return ApiField::kLogitBias;
   }
   return ApiField::kPrompt;
 }
@@ -75,10 +67,13 @@ absl::Status BuildGeneration(const GenerationRequest& request, const Tokenizer& 
   s.frequency_penalty = request.frequency_penalty;
   s.seed = seed;
   s.stop_token_ids = request.stop_token_ids;
+  s.logit_bias = request.logit_bias;
   params->max_new_tokens = request.max_new_tokens.value_or(rules.default_max_new_tokens);
   params->ignore_eos = request.ignore_eos;
   params->top_logprobs = request.logprobs;
   params->return_activations = request.return_activations;
+  params->prompt_logprobs = request.prompt_logprobs;
+  params->n = request.n;
   if (std::optional<RequestError> error =
           CheckGenerationParams(*params, rules.engine, config.vocab_size)) {
     const ApiField field = error->field == RequestField::kPrompt && request.text.has_value()

@@ -8,6 +8,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -35,6 +36,9 @@ struct GenerationRequest {
   bool ignore_eos = false;
   int32_t logprobs = 0;  // alternatives per token
   bool return_activations = false;
+  int32_t prompt_logprobs = -1;  // -1: the prompt is not scored
+  int32_t n = 1;                 // forks
+  std::vector<std::pair<int32_t, float>> logit_bias;
 };
 
 // The rules of the server (the engine's among them).
@@ -63,6 +67,9 @@ enum class ApiField {
   kStop,
   kStopTokenIds,
   kLogprobs,
+  kPromptLogprobs,
+  kN,
+  kLogitBias,
 };
 // A front-end's name for each field (its path in that API's request).
 using FieldNames = std::function<std::string(ApiField)>;

@@ -87,20 +87,13 @@ grpc::Status Authorize(const std::vector<std::string>& keys,
 
 v1::FinishReason ToProto(FinishReason reason) {
   switch (reason) {
-    case FinishReason::kLength:
-      return v1::FINISH_REASON_LENGTH;
-    case FinishReason::kStop:
-      return v1::FINISH_REASON_STOP_SEQUENCE;
-    case FinishReason::kStopToken:
-      return v1::FINISH_REASON_STOP_TOKEN;
-    case FinishReason::kEos:
-      return v1::FINISH_REASON_EOS;
-    case FinishReason::kCancelled:
-      return v1::FINISH_REASON_CANCELLED;
-    case FinishReason::kDeadline:
-      return v1::FINISH_REASON_DEADLINE;
-    case FinishReason::kError:
-      return v1::FINISH_REASON_ERROR;
+    case FinishReason::kLength: return v1::FINISH_REASON_LENGTH;
+    case FinishReason::kStop: return v1::FINISH_REASON_STOP_SEQUENCE;
+    case FinishReason::kStopToken: return v1::FINISH_REASON_STOP_TOKEN;
+    case FinishReason::kEos: return v1::FINISH_REASON_EOS;
+    case FinishReason::kCancelled: return v1::FINISH_REASON_CANCELLED;
+    case FinishReason::kDeadline: return v1::FINISH_REASON_DEADLINE;
+    case FinishReason::kError: return v1::FINISH_REASON_ERROR;
   }
   return v1::FINISH_REASON_UNSPECIFIED;
 }
@@ -108,34 +101,23 @@ v1::FinishReason ToProto(FinishReason reason) {
 // A field's path in a GenerateRequest.
 std::string GrpcFieldPath(ApiField field) {
   switch (field) {
-    case ApiField::kPrompt:
-      return "prompt";
-    case ApiField::kText:
-      return "text";
-    case ApiField::kTokens:
-      return "tokens.ids";
-    case ApiField::kTemperature:
-      return "sampling.temperature";
-    case ApiField::kTopK:
-      return "sampling.top_k";
-    case ApiField::kTopP:
-      return "sampling.top_p";
-    case ApiField::kMinP:
-      return "sampling.min_p";
-    case ApiField::kRepetitionPenalty:
-      return "sampling.repetition_penalty";
-    case ApiField::kPresencePenalty:
-      return "sampling.presence_penalty";
-    case ApiField::kFrequencyPenalty:
-      return "sampling.frequency_penalty";
-    case ApiField::kMaxNewTokens:
-      return "stopping.max_new_tokens";
-    case ApiField::kStop:
-      return "stopping.stop";
-    case ApiField::kStopTokenIds:
-      return "stopping.stop_token_ids";
-    case ApiField::kLogprobs:
-      return "logprobs";
+    case ApiField::kPrompt: return "prompt";
+    case ApiField::kText: return "text";
+    case ApiField::kTokens: return "tokens.ids";
+    case ApiField::kTemperature: return "sampling.temperature";
+    case ApiField::kTopK: return "sampling.top_k";
+    case ApiField::kTopP: return "sampling.top_p";
+    case ApiField::kMinP: return "sampling.min_p";
+    case ApiField::kRepetitionPenalty: return "sampling.repetition_penalty";
+    case ApiField::kPresencePenalty: return "sampling.presence_penalty";
+    case ApiField::kFrequencyPenalty: return "sampling.frequency_penalty";
+    case ApiField::kMaxNewTokens: return "stopping.max_new_tokens";
+    case ApiField::kStop: return "stopping.stop";
+    case ApiField::kStopTokenIds: return "stopping.stop_token_ids";
+    case ApiField::kLogprobs: return "logprobs";
+    case ApiField::kPromptLogprobs: return "prompt_logprobs";
+    case ApiField::kN: return "n";
+    case ApiField::kLogitBias: return "sampling.logit_bias";
   }
   return "?";
 }

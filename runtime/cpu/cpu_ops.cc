@@ -66,22 +66,14 @@ SEQBOAT_SIMD_CLONES
 void LinearStreamRange(const float* x, int64_t rows, int64_t in, const float* w, const float* bias,
                        int64_t out, float* y, int64_t begin, int64_t end) {
   switch (rows) {
-    case 1:
-      return StreamRows<1, 4>(x, in, w, bias, out, y, begin, end);
-    case 2:
-      return StreamRows<2, 4>(x, in, w, bias, out, y, begin, end);
-    case 3:
-      return StreamRows<3, 2>(x, in, w, bias, out, y, begin, end);
-    case 4:
-      return StreamRows<4, 2>(x, in, w, bias, out, y, begin, end);
-    case 5:
-      return StreamRows<5, 2>(x, in, w, bias, out, y, begin, end);
-    case 6:
-      return StreamRows<6, 2>(x, in, w, bias, out, y, begin, end);
-    case 7:
-      return StreamRows<7, 1>(x, in, w, bias, out, y, begin, end);
-    default:
-      return StreamRows<8, 1>(x, in, w, bias, out, y, begin, end);
+    case 1: return StreamRows<1, 4>(x, in, w, bias, out, y, begin, end);
+    case 2: return StreamRows<2, 4>(x, in, w, bias, out, y, begin, end);
+    case 3: return StreamRows<3, 2>(x, in, w, bias, out, y, begin, end);
+    case 4: return StreamRows<4, 2>(x, in, w, bias, out, y, begin, end);
+    case 5: return StreamRows<5, 2>(x, in, w, bias, out, y, begin, end);
+    case 6: return StreamRows<6, 2>(x, in, w, bias, out, y, begin, end);
+    case 7: return StreamRows<7, 1>(x, in, w, bias, out, y, begin, end);
+    default: return StreamRows<8, 1>(x, in, w, bias, out, y, begin, end);
   }
 }
 #pragma GCC diagnostic pop

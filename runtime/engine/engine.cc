@@ -24,7 +24,23 @@ struct Engine::Sequence {
   int64_t generated = 0;
   absl::Time submitted_at, admitted_at, first_token_at, last_token_at;
   bool finished = false;
+  // Forks 1..n-1 until the prompt ends: they hold their slots (set at admission) and start
+  // decoding from a copy of this state.
+  std::vector<std::unique_ptr<Sequence>> forks;
+  int64_t slots() const { return 1 + static_cast<int64_t>(forks.size()); }
 };
+
+namespace {
+
+// The state slots a queue of sequences takes.
+template <typename Queue>
+int64_t SlotsOf(const Queue& queue) {
+  int64_t slots = 0;
+  for (const auto& sequence : queue) slots += sequence->slots();
+  return slots;
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Backend* backend, const ModelConfig& config,
                                                        const EngineOptions& options,
@@ -78,19 +94,36 @@ absl::Status Engine::backend_status() const {
 
 absl::StatusOr<std::shared_ptr<RequestHandle>> Engine::Submit(GenerationParams params,
                                                               std::shared_ptr<RequestSink> sink) {
+  std::vector<std::shared_ptr<RequestSink>> sinks;
+  sinks.push_back(std::move(sink));
+  return Submit(std::move(params), std::move(sinks));
+}
+
+absl::StatusOr<std::shared_ptr<RequestHandle>> Engine::Submit(
+    GenerationParams params, std::vector<std::shared_ptr<RequestSink>> sinks) {
   if (std::optional<RequestError> error =
           CheckGenerationParams(params, options_.request_limits(), config_.vocab_size)) {
     return InvalidField(*error);
   }
-
-  auto sequence = std::make_unique<Sequence>();
-  sequence->sink = std::move(sink);
-  sequence->submitted_at = absl::Now();
-  sequence->sampler = std::make_unique<Sampler>(params.sampling, config_.vocab_size);
-  sequence->sampler->ObservePrompt(params.prompt);
-  sequence->params = std::move(params);
-  sequence->handle = std::make_shared<RequestHandle>();
-  std::shared_ptr<RequestHandle> handle = sequence->handle;
+  if (static_cast<int32_t>(sinks.size()) != params.n) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("n is ", params.n, " but ", sinks.size(), " sinks were given; one per fork"));
+  }
+  auto handle = std::make_shared<RequestHandle>();
+  const absl::Time now = absl::Now();
+  auto make = [&](int fork) {
+    auto sequence = std::make_unique<Sequence>();
+    sequence->handle = handle;
+    sequence->sink = std::move(sinks[fork]);
+    sequence->submitted_at = now;
+    sequence->params = params;
+    sequence->params.sampling.seed = params.sampling.seed + static_cast<uint64_t>(fork);
+    sequence->sampler = std::make_unique<Sampler>(sequence->params.sampling, config_.vocab_size);
+    sequence->sampler->ObservePrompt(sequence->params.prompt);
+    return sequence;
+  };
+  std::unique_ptr<Sequence> leader = make(0);
+  for (int fork = 1; fork < params.n; ++fork) leader->forks.push_back(make(fork));
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!accepting_) return absl::UnavailableError("the server is shutting down");
@@ -99,15 +132,14 @@ absl::StatusOr<std::shared_ptr<RequestHandle>> Engine::Submit(GenerationParams p
                                                  backend_lost_.message(),
                                                  "); this server must be restarted"));
     }
-    // Capacity: a slot for every running request and max_waiting more in the queue.
-    const int64_t held =
-        running_count_.load() + waiting_count_.load() + static_cast<int64_t>(submitted_.size());
-    if (held >= options_.max_running + options_.max_waiting) {
+    // Capacity: a slot for every running sequence and max_waiting more in the queue.
+    const int64_t held = running_count_.load() + waiting_count_.load() + SlotsOf(submitted_);
+    if (held + leader->slots() > options_.max_running + options_.max_waiting) {
       return absl::ResourceExhaustedError(absl::StrCat("the server is full (", options_.max_running,
                                                        " slots and ", options_.max_waiting,
                                                        " waiting places taken); retry later"));
     }
-    submitted_.push_back(std::move(sequence));
+    submitted_.push_back(std::move(leader));
   }
   wake_.notify_one();
   return handle;
@@ -159,16 +191,20 @@ void Engine::Finish(Sequence& sequence, FinishReason reason, const std::string& 
   info.total_time = now - sequence.submitted_at;
   sequence.sink->OnFinish(info);
   if (observer_ != nullptr) observer_->OnFinish(info);
+  // Forks that have not started end with their leader (it ended before its prompt did).
+  for (auto& fork : sequence.forks) Finish(*fork, reason, error);
 }
 
 void Engine::ReleaseFinished() {
   for (auto& sequence : running_) {
-    if (sequence->finished) free_slots_.push_back(sequence->slot);
+    if (!sequence->finished) continue;
+    free_slots_.push_back(sequence->slot);
+    for (auto& fork : sequence->forks) free_slots_.push_back(fork->slot);
   }
   std::erase_if(running_, [](const std::unique_ptr<Sequence>& s) { return s->finished; });
   std::erase_if(waiting_, [](const std::unique_ptr<Sequence>& s) { return s->finished; });
-  running_count_ = running_.size();
-  waiting_count_ = waiting_.size();
+  running_count_ = SlotsOf(running_);
+  waiting_count_ = SlotsOf(waiting_);
 }
 
 void Engine::TakeSubmittedLocked() {
@@ -177,7 +213,7 @@ void Engine::TakeSubmittedLocked() {
     submitted_.pop_front();
   }
   // Under the same lock as the move, so that Submit never sees a request in neither count.
-  waiting_count_ = waiting_.size();
+  waiting_count_ = SlotsOf(waiting_);
 }
 
 void Engine::LoseBackend(const absl::Status& health) {
@@ -238,17 +274,22 @@ void Engine::Expire(absl::Time now, absl::Time drain_deadline) {
 
 IterationPlan Engine::Plan() {
   std::vector<WaitingRequest> waiting;
-  waiting.reserve(std::min<size_t>(waiting_.size(), options_.max_running));
+  int64_t room = options_.max_running - running_count_.load();  // no slot for more than this
   for (const auto& sequence : waiting_) {
-    if (waiting.size() + running_.size() >= static_cast<size_t>(options_.max_running))
-      break;  // no slot for more
-    waiting.push_back({sequence->params.prompt});
+    if (sequence->slots() > room) break;
+    room -= sequence->slots();
+    waiting.push_back({sequence->params.prompt, static_cast<int>(sequence->slots()),
+                       /*may_restore=*/sequence->params.prompt_logprobs < 0});
   }
   std::vector<RunningSequence> running;
   running.reserve(running_.size());
   for (const auto& sequence : running_) {
-    running.push_back(
-        {sequence->slot, sequence->params.prompt, sequence->prefilled, sequence->snapshot_at});
+    RunningSequence& r = running.emplace_back();
+    r.slot = sequence->slot;
+    r.prompt = sequence->params.prompt;
+    r.prefilled = sequence->prefilled;
+    r.snapshot_at = sequence->snapshot_at;
+    for (const auto& fork : sequence->forks) r.fork_slots.push_back(fork->slot);
   }
   return PlanIteration(waiting, running, free_slots_, prefix_cache_.get(),
                        {options_.max_running, options_.prefill_budget});
@@ -258,8 +299,13 @@ void Engine::Admit(const IterationPlan& plan, absl::Time now, IterationStats* st
   for (const Admission& admission : plan.admissions) {
     std::unique_ptr<Sequence> sequence = std::move(waiting_.front());
     waiting_.pop_front();
-    free_slots_.pop_back();  // the plan took the slots from the back, in order
+    // The plan took the slots from the back, in order: the sequence's, then its forks'.
+    free_slots_.resize(free_slots_.size() - 1 - admission.fork_slots.size());
     sequence->slot = admission.slot;
+    for (size_t k = 0; k < sequence->forks.size(); ++k) {
+      sequence->forks[k]->slot = admission.fork_slots[k];
+      sequence->forks[k]->admitted_at = now;
+    }
     sequence->admitted_at = now;
     sequence->prefilled = sequence->cached = admission.restored_tokens;
     sequence->snapshot_at = admission.snapshot_at;
@@ -277,16 +323,18 @@ void Engine::Admit(const IterationPlan& plan, absl::Time now, IterationStats* st
     // A slot that could not be prepared ends its request; the plan's other chunks go on.
     if (!start.ok()) Finish(*running_.back(), FinishReason::kError, std::string(start.message()));
   }
-  running_count_ = running_.size();
-  waiting_count_ = waiting_.size();
+  running_count_ = SlotsOf(running_);
+  waiting_count_ = SlotsOf(waiting_);
 }
 
 void Engine::BuildBatch(const IterationPlan& plan, IterationStats* stats) {
   batch_.chunks.clear();
   batch_.planned.clear();
   batch_.sequences.clear();
+  batch_.first_row.clear();
   batch_.decode_inputs.clear();
   batch_.decode_inputs.reserve(plan.chunks.size());  // spans point into it
+  int64_t rows = 0;
   for (const ScheduledChunk& chunk : plan.chunks) {
     Sequence* sequence = running_[chunk.sequence].get();
     if (sequence->finished) {  // its slot operation failed
@@ -299,13 +347,16 @@ void Engine::BuildBatch(const IterationPlan& plan, IterationStats* stats) {
           {chunk.slot, absl::MakeConstSpan(&batch_.decode_inputs.back(), 1), false});
       ++stats->decode_sequences;
     } else {
+      // A scored prompt needs the logits of every position.
       const absl::Span<const int32_t> prompt(sequence->params.prompt);
-      batch_.chunks.push_back(
-          {chunk.slot, prompt.subspan(chunk.begin, chunk.end - chunk.begin), false});
+      batch_.chunks.push_back({chunk.slot, prompt.subspan(chunk.begin, chunk.end - chunk.begin),
+                               sequence->params.prompt_logprobs >= 0});
       stats->prefill_tokens += chunk.end - chunk.begin;
     }
     batch_.planned.push_back(&chunk);
     batch_.sequences.push_back(sequence);
+    batch_.first_row.push_back(rows);
+    rows += batch_.chunks.back().all_logits ? batch_.chunks.back().tokens.size() : 1;
   }
   stats->sequences = static_cast<int64_t>(batch_.chunks.size());
 }
@@ -313,9 +364,9 @@ void Engine::BuildBatch(const IterationPlan& plan, IterationStats* stats) {
 bool Engine::Forward(IterationStats* stats) {
   const int V = config_.vocab_size, L = config_.layers;
   const int64_t tokens = TotalTokens(batch_.chunks);
-  // Reused across iterations: for a large vocabulary a fresh [batch, V] buffer costs more
+  // Reused across iterations: for a large vocabulary a fresh [rows, V] buffer costs more
   // (allocation, zeroing, page faults) than sampling from it.
-  logits_.resize(batch_.chunks.size() * V);
+  logits_.resize(LogitRows(batch_.chunks) * V);
   activations_.resize(tokens * L);
   const absl::Time step_start = absl::Now();
   const absl::Status status =
@@ -344,38 +395,75 @@ bool Engine::Forward(IterationStats* stats) {
   return false;
 }
 
+namespace {
+
+// `logits`' log-softmax at `token`, and the `top` most likely alternatives.
+GeneratedToken Score(absl::Span<const float> logits, int32_t token, int top) {
+  GeneratedToken scored;
+  scored.token = token;
+  Sampler::TopLogprobs(logits, top, token, &scored.logprob, &scored.top);
+  return scored;
+}
+
+}  // namespace
+
 void Engine::Sample() {
   // Every token of the iteration is drawn first (in parallel when it pays: each sequence's
-  // sampler is its own), then handed out in batch order by Deliver.
+  // sampler is its own), then handed out in batch order by Deliver. Scored prompts get their
+  // positions' log-probabilities here too.
   const int V = config_.vocab_size;
-  sampled_.resize(batch_.chunks.size());
+  const size_t n = batch_.chunks.size();
+  sampled_.resize(n);
+  fork_draws_.resize(n);
+  prompt_scores_.resize(n);
   auto draw = [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      if (!batch_.planned[i]->samples) continue;
       Sequence& sequence = *batch_.sequences[i];
-      const absl::Span<const float> row(logits_.data() + i * V, V);
-      GeneratedToken& generated = sampled_[i];
-      generated.token = sequence.sampler->Sample(row);
-      generated.logprob = 0.0f;
-      generated.top.clear();
-      if (sequence.params.top_logprobs > 0) {
-        Sampler::TopLogprobs(row, sequence.params.top_logprobs, generated.token, &generated.logprob,
-                             &generated.top);
+      const ScheduledChunk& chunk = *batch_.planned[i];
+      const GenerationParams& params = sequence.params;
+      const int64_t rows = batch_.chunks[i].all_logits ? chunk.end - chunk.begin : 1;
+      const float* first = logits_.data() + batch_.first_row[i] * V;
+      prompt_scores_[i].clear();
+      if (!chunk.decode && params.prompt_logprobs >= 0) {
+        // Row r (position begin + r) predicts prompt token begin + r + 1.
+        for (int64_t r = 0;
+             r < rows && chunk.begin + r + 1 < static_cast<int64_t>(params.prompt.size()); ++r) {
+          prompt_scores_[i].push_back(Score({first + r * V, static_cast<size_t>(V)},
+                                            params.prompt[chunk.begin + r + 1],
+                                            params.prompt_logprobs));
+        }
+      }
+      fork_draws_[i].clear();
+      if (!chunk.samples || params.max_new_tokens == 0) continue;
+      const absl::Span<const float> row(first + (rows - 1) * V, V);
+      auto draw_one = [&](Sequence& s, GeneratedToken* generated) {
+        generated->token = s.sampler->Sample(row);
+        generated->logprob = 0.0f;
+        generated->top.clear();
+        if (s.params.top_logprobs > 0) {
+          Sampler::TopLogprobs(row, s.params.top_logprobs, generated->token, &generated->logprob,
+                               &generated->top);
+        }
+      };
+      draw_one(sequence, &sampled_[i]);
+      fork_draws_[i].resize(chunk.fork_into.size());
+      for (size_t k = 0; k < chunk.fork_into.size(); ++k) {
+        draw_one(*sequence.forks[k], &fork_draws_[i][k]);
       }
     }
   };
-  const int64_t rows = static_cast<int64_t>(batch_.chunks.size());
+  const int64_t rows = LogitRows(batch_.chunks);
   if (sampling_pool_ != nullptr && rows * V >= options_.parallel_sampling_min_logits) {
-    sampling_pool_->ParallelFor(rows, draw);
+    sampling_pool_->ParallelFor(n, draw);
   } else {
-    draw(0, rows);
+    draw(0, n);
   }
 }
 
 void Engine::Deliver(IterationStats* stats) {
-  const int L = config_.layers;
   int64_t token_row = 0;
   const absl::Time sampled_at = absl::Now();
+  std::vector<std::unique_ptr<Sequence>> forked;  // join running_ after the loop
   for (size_t i = 0; i < batch_.chunks.size(); ++i) {
     Sequence& sequence = *batch_.sequences[i];
     const ScheduledChunk& chunk = *batch_.planned[i];
@@ -389,35 +477,62 @@ void Engine::Deliver(IterationStats* stats) {
         }
         sequence.snapshot_at = 0;
       }
+      if (!prompt_scores_[i].empty()) {
+        sequence.sink->OnPromptLogprobs(chunk.begin + 1, prompt_scores_[i]);
+      }
     }
-    if (!chunk.samples) continue;  // more prompt to go
-    GeneratedToken& generated = sampled_[i];
-    generated.activations.clear();
-    if (sequence.params.return_activations) {
-      generated.activations.assign(activations_.begin() + last_row * L,
-                                   activations_.begin() + (last_row + 1) * L);
-    }
-    if (observer_ != nullptr && sequence.generated > 0)
-      observer_->OnTokenEmitted(sampled_at - sequence.last_token_at);
-    if (sequence.generated == 0) sequence.first_token_at = sampled_at;
-    sequence.last_token_at = sampled_at;
-    sequence.last_token = generated.token;
-    sequence.sampler->ObserveGenerated(generated.token);
-    if (generated.token == kEosId && !sequence.params.ignore_eos) {
-      Finish(sequence, FinishReason::kEos);
-      continue;
-    }
-    if (sequence.sampler->IsStopToken(generated.token)) {
-      Finish(sequence, FinishReason::kStopToken);
-      continue;
-    }
-    ++sequence.generated;
-    ++stats->generated_tokens;
-    if (!sequence.sink->OnToken(generated)) {
-      Finish(sequence, FinishReason::kStop);
-    } else if (sequence.generated >= sequence.params.max_new_tokens) {
+    if (!chunk.samples) continue;               // more prompt to go
+    if (sequence.params.max_new_tokens == 0) {  // scored, nothing to generate
       Finish(sequence, FinishReason::kLength);
+      continue;
     }
+    // The forks take a copy of the whole prompt's state, then draw as the sequence does.
+    for (size_t k = 0; k < chunk.fork_into.size(); ++k) {
+      std::unique_ptr<Sequence>& fork = sequence.forks[k];
+      fork->prefilled = sequence.prefilled;
+      fork->cached = sequence.cached;
+      const absl::Status copied = backend_->CopySlot(chunk.slot, chunk.fork_into[k]);
+      if (!copied.ok()) {
+        Finish(*fork, FinishReason::kError, std::string(copied.message()));
+      } else {
+        DeliverToken(*fork, fork_draws_[i][k], last_row, sampled_at, stats);
+      }
+      forked.push_back(std::move(fork));
+    }
+    sequence.forks.clear();
+    DeliverToken(sequence, sampled_[i], last_row, sampled_at, stats);
+  }
+  for (auto& fork : forked) running_.push_back(std::move(fork));
+}
+
+void Engine::DeliverToken(Sequence& sequence, GeneratedToken& generated, int64_t activation_row,
+                          absl::Time sampled_at, IterationStats* stats) {
+  const int L = config_.layers;
+  generated.activations.clear();
+  if (sequence.params.return_activations) {
+    generated.activations.assign(activations_.begin() + activation_row * L,
+                                 activations_.begin() + (activation_row + 1) * L);
+  }
+  if (observer_ != nullptr && sequence.generated > 0)
+    observer_->OnTokenEmitted(sampled_at - sequence.last_token_at);
+  if (sequence.generated == 0) sequence.first_token_at = sampled_at;
+  sequence.last_token_at = sampled_at;
+  sequence.last_token = generated.token;
+  sequence.sampler->ObserveGenerated(generated.token);
+  if (generated.token == kEosId && !sequence.params.ignore_eos) {
+    Finish(sequence, FinishReason::kEos);
+    return;
+  }
+  if (sequence.sampler->IsStopToken(generated.token)) {
+    Finish(sequence, FinishReason::kStopToken);
+    return;
+  }
+  ++sequence.generated;
+  ++stats->generated_tokens;
+  if (!sequence.sink->OnToken(generated)) {
+    Finish(sequence, FinishReason::kStop);
+  } else if (sequence.generated >= sequence.params.max_new_tokens) {
+    Finish(sequence, FinishReason::kLength);
   }
 }
 

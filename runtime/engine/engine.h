@@ -3,6 +3,7 @@
 // sample, report). Other threads only submit requests and set cancellation flags.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -40,9 +41,11 @@ struct EngineOptions {
                                          << 14;  // below this many logits per iteration: one thread
   int32_t max_top_logprobs = 20;
   int32_t max_stop_token_ids = 256;
+  int32_t max_n = 16;  // forks of one request; at most max_running
 
   RequestLimits request_limits() const {
-    return {max_prompt_tokens, max_new_tokens_limit, max_top_logprobs, max_stop_token_ids};
+    return {max_prompt_tokens, max_new_tokens_limit, max_top_logprobs, max_stop_token_ids,
+            std::min(max_n, max_running)};
   }
 };
 
@@ -88,7 +91,10 @@ class Engine {
   ~Engine();  // Shutdown(0) if still running
 
   // Validates and enqueues a request; answers at once. ResourceExhausted when the waiting
-  // queue is full, InvalidArgument naming the field, Unavailable after Shutdown began.
+  // queue is full, InvalidArgument naming the field, Unavailable after Shutdown began. One
+  // sink per fork (GenerationParams::n); one handle cancels them all.
+  absl::StatusOr<std::shared_ptr<RequestHandle>> Submit(
+      GenerationParams params, std::vector<std::shared_ptr<RequestSink>> sinks);
   absl::StatusOr<std::shared_ptr<RequestHandle>> Submit(GenerationParams params,
                                                         std::shared_ptr<RequestSink> sink);
 
@@ -114,6 +120,7 @@ class Engine {
     std::vector<SequenceChunk> chunks;
     std::vector<const ScheduledChunk*> planned;
     std::vector<Sequence*> sequences;
+    std::vector<int64_t> first_row;      // of each chunk's logits (scored prompts have one a token)
     std::vector<int32_t> decode_inputs;  // the decode chunks' tokens point here
   };
 
@@ -128,7 +135,9 @@ class Engine {
   void BuildBatch(const IterationPlan& plan, IterationStats* stats);
   bool Forward(IterationStats* stats);  // false: the batch failed and its requests ended
   void Sample();
-  void Deliver(IterationStats* stats);  // tokens to sinks, snapshots into the prefix cache
+  void Deliver(IterationStats* stats);  // tokens to sinks, snapshots, forks
+  void DeliverToken(Sequence& sequence, GeneratedToken& generated, int64_t activation_row,
+                    absl::Time sampled_at, IterationStats* stats);
   void Report(IterationStats* stats);
   void Finish(Sequence& sequence, FinishReason reason, const std::string& error = "");
   void ReleaseFinished();
@@ -152,12 +161,14 @@ class Engine {
   std::deque<std::unique_ptr<Sequence>> waiting_;
   std::vector<std::unique_ptr<Sequence>> running_;
   std::vector<SlotId> free_slots_;
-  std::unique_ptr<PrefixCache> prefix_cache_;  // null when off
-  std::unique_ptr<ThreadPool> sampling_pool_;  // null when sampling_threads == 1
-  Batch batch_;                                // this iteration's (scratch)
-  std::vector<GeneratedToken> sampled_;        // [batch] this iteration's draws (scratch)
-  std::vector<float> logits_;                  // [batch, V] scratch
-  std::vector<uint8_t> activations_;           // [tokens, L] scratch
+  std::unique_ptr<PrefixCache> prefix_cache_;            // null when off
+  std::unique_ptr<ThreadPool> sampling_pool_;            // null when sampling_threads == 1
+  Batch batch_;                                          // this iteration's (scratch)
+  std::vector<GeneratedToken> sampled_;                  // [batch] this iteration's draws (scratch)
+  std::vector<std::vector<GeneratedToken>> fork_draws_;  // [batch][forks] (scratch)
+  std::vector<std::vector<GeneratedToken>> prompt_scores_;  // [batch][positions] (scratch)
+  std::vector<float> logits_;                               // [rows, V] scratch
+  std::vector<uint8_t> activations_;                        // [tokens, L] scratch
 
   std::atomic<int64_t> heartbeat_ns_{0};
   std::atomic<int64_t> running_count_{0};

@@ -8,48 +8,33 @@ namespace seqboat {
 
 const char* FinishReasonName(FinishReason reason) {
   switch (reason) {
-    case FinishReason::kLength:
-      return "length";
-    case FinishReason::kStop:
-      return "stop_sequence";
-    case FinishReason::kStopToken:
-      return "stop_token";
-    case FinishReason::kEos:
-      return "eos";
-    case FinishReason::kCancelled:
-      return "cancelled";
-    case FinishReason::kDeadline:
-      return "deadline";
-    case FinishReason::kError:
-      return "error";
+    case FinishReason::kLength: return "length";
+    case FinishReason::kStop: return "stop_sequence";
+    case FinishReason::kStopToken: return "stop_token";
+    case FinishReason::kEos: return "eos";
+    case FinishReason::kCancelled: return "cancelled";
+    case FinishReason::kDeadline: return "deadline";
+    case FinishReason::kError: return "error";
   }
   return "?";
 }
 
 const char* RequestFieldName(RequestField field) {
   switch (field) {
-    case RequestField::kPrompt:
-      return "prompt";
-    case RequestField::kMaxNewTokens:
-      return "max_new_tokens";
-    case RequestField::kTopLogprobs:
-      return "top_logprobs";
-    case RequestField::kTemperature:
-      return "temperature";
-    case RequestField::kTopK:
-      return "top_k";
-    case RequestField::kTopP:
-      return "top_p";
-    case RequestField::kMinP:
-      return "min_p";
-    case RequestField::kRepetitionPenalty:
-      return "repetition_penalty";
-    case RequestField::kPresencePenalty:
-      return "presence_penalty";
-    case RequestField::kFrequencyPenalty:
-      return "frequency_penalty";
-    case RequestField::kStopTokenIds:
-      return "stop_token_ids";
+    case RequestField::kPrompt: return "prompt";
+    case RequestField::kMaxNewTokens: return "max_new_tokens";
+    case RequestField::kTopLogprobs: return "top_logprobs";
+    case RequestField::kTemperature: return "temperature";
+    case RequestField::kTopK: return "top_k";
+    case RequestField::kTopP: return "top_p";
+    case RequestField::kMinP: return "min_p";
+    case RequestField::kRepetitionPenalty: return "repetition_penalty";
+    case RequestField::kPresencePenalty: return "presence_penalty";
+    case RequestField::kFrequencyPenalty: return "frequency_penalty";
+    case RequestField::kStopTokenIds: return "stop_token_ids";
+    case RequestField::kPromptLogprobs: return "prompt_logprobs";
+    case RequestField::kN: return "n";
+    case RequestField::kLogitBias: return "logit_bias";
   }
   return "?";
 }
@@ -75,15 +60,26 @@ std::optional<RequestError> CheckGenerationParams(const GenerationParams& params
   if (std::optional<BadTokenId> bad = FindBadTokenId(prompt, vocab_size)) {
     return RequestError{RequestField::kPrompt, bad->index, bad->problem};
   }
-  if (params.max_new_tokens < 1 || params.max_new_tokens > limits.max_new_tokens_limit) {
-    return RequestError{
-        RequestField::kMaxNewTokens, -1,
-        absl::StrCat(params.max_new_tokens, " is outside 1..", limits.max_new_tokens_limit)};
+  // Scoring a prompt may generate nothing; forks need something to draw.
+  const int32_t least = params.prompt_logprobs >= 0 && params.n == 1 ? 0 : 1;
+  if (params.max_new_tokens < least || params.max_new_tokens > limits.max_new_tokens_limit) {
+    return RequestError{RequestField::kMaxNewTokens, -1,
+                        absl::StrCat(params.max_new_tokens, " is outside ", least, "..",
+                                     limits.max_new_tokens_limit)};
   }
   if (params.top_logprobs < 0 || params.top_logprobs > limits.max_top_logprobs) {
     return RequestError{
         RequestField::kTopLogprobs, -1,
         absl::StrCat(params.top_logprobs, " is outside 0..", limits.max_top_logprobs)};
+  }
+  if (params.prompt_logprobs < -1 || params.prompt_logprobs > limits.max_top_logprobs) {
+    return RequestError{RequestField::kPromptLogprobs, -1,
+                        absl::StrCat(params.prompt_logprobs, " is outside -1..",
+                                     limits.max_top_logprobs, " (-1: none)")};
+  }
+  if (params.n < 1 || params.n > limits.max_n) {
+    return RequestError{RequestField::kN, -1,
+                        absl::StrCat(params.n, " is outside 1..", limits.max_n)};
   }
   return CheckSamplingParams(params.sampling, vocab_size, limits.max_stop_token_ids);
 }

@@ -23,6 +23,15 @@ struct GenerationParams {
   int32_t top_logprobs = 0;         // alternatives reported per token (0 = none)
   bool return_activations = false;  // per token, which layers ran the GAU
   absl::Time deadline = absl::InfiniteFuture();
+  // Prompt scoring: >= 0 reports the log-probability of every prompt token after the first,
+  // with that many alternatives, through RequestSink::OnPromptLogprobs. Such a prompt runs
+  // in full (a prefix-cache restore would skip positions whose logits it needs), and may ask
+  // for max_new_tokens 0: scored, nothing generated.
+  int32_t prompt_logprobs = -1;
+  // Forks: n sequences share one prefill of the prompt, then each draws its own tokens; fork k
+  // (0-based) draws with seed sampling.seed + k, so a lone request with that seed draws the
+  // same tokens. Submit takes one sink per fork.
+  int32_t n = 1;
 };
 
 // The limits the engine holds every request to (EngineOptions carries them).
@@ -31,6 +40,7 @@ struct RequestLimits {
   int32_t max_new_tokens_limit = 4096;
   int32_t max_top_logprobs = 20;
   int32_t max_stop_token_ids = 256;
+  int32_t max_n = 16;  // forks of one request (at most the slots)
 };
 
 // Every rule a request must satisfy (prompt ids and length, max_new_tokens, top_logprobs,
@@ -44,7 +54,7 @@ const char* FinishReasonName(FinishReason reason);
 
 struct GeneratedToken {
   int32_t token = 0;
-  float logprob = 0.0f;              // under the model's raw distribution, when top_logprobs > 0
+  float logprob = 0.0f;  // under the model's raw distribution, when top_logprobs > 0 (or scored)
   std::vector<TokenLogprob> top;     // when top_logprobs > 0
   std::vector<uint8_t> activations;  // [L] when return_activations
 };
@@ -69,6 +79,10 @@ class RequestSink {
   virtual bool OnToken(const GeneratedToken& token) = 0;
   // Called exactly once, last.
   virtual void OnFinish(const FinishInfo& info) = 0;
+  // With GenerationParams::prompt_logprobs >= 0: prompt tokens [position, position + size),
+  // each with its log-probability given the tokens before it (position >= 1; the first prompt
+  // token has none), in order, before the first OnToken. Only fork 0's sink gets them.
+  virtual void OnPromptLogprobs(int64_t position, const std::vector<GeneratedToken>& tokens) {}
 };
 
 // Shared between the submitter and the engine: cancellation is a flag the engine polls

@@ -22,6 +22,9 @@ enum class RequestField {
   kPresencePenalty,
   kFrequencyPenalty,
   kStopTokenIds,
+  kPromptLogprobs,
+  kN,
+  kLogitBias,
 };
 
 // The field's name in GenerationParams / SamplingParams ("max_new_tokens", "top_p").

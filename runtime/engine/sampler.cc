@@ -56,6 +56,19 @@ std::optional<RequestError> CheckSamplingParams(const SamplingParams& p, int voc
     return FieldError(F::kFrequencyPenalty,
                       absl::StrCat(p.frequency_penalty, " is outside [-2, 2]"));
   }
+  for (size_t i = 0; i < p.logit_bias.size(); ++i) {
+    const auto& [id, bias] = p.logit_bias[i];
+    if (id < 0 || id >= vocab_size) {
+      return FieldError(F::kLogitBias,
+                        absl::StrCat("id ", id, " is outside the vocabulary 0..", vocab_size - 1),
+                        static_cast<int64_t>(i));
+    }
+    if (!(bias >= -100.0f && bias <= 100.0f)) {
+      return FieldError(F::kLogitBias,
+                        absl::StrCat("bias ", bias, " of id ", id, " is outside [-100, 100]"),
+                        static_cast<int64_t>(i));
+    }
+  }
   if (static_cast<int64_t>(p.stop_token_ids.size()) > max_stop_token_ids) {
     return FieldError(F::kStopTokenIds, absl::StrCat(p.stop_token_ids.size(),
                                                      " stop tokens; at most ", max_stop_token_ids));
@@ -95,7 +108,7 @@ int32_t Sampler::Sample(absl::Span<const float> logits) {
   // The padding id is never a model input, so it is never drawn (as fairseq's generator).
   const int64_t pad = kPadId < V ? kPadId : -1;
   // Penalties work on a copy; without them the row is read in place.
-  const bool penalised = params_.repetition_penalty != 1.0f ||
+  const bool penalised = !params_.logit_bias.empty() || params_.repetition_penalty != 1.0f ||
                          (!generated_.empty() &&
                           (params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f));
   const float* row = logits.data();
@@ -104,6 +117,9 @@ int32_t Sampler::Sample(absl::Span<const float> logits) {
     // Every penalised logit stays finite: validation keeps the penalties in range, and the
     // clamp keeps an extreme logit from overflowing into inf (then NaN probabilities).
     constexpr float kLargest = std::numeric_limits<float>::max();
+    for (const auto& [token, bias] : params_.logit_bias) {
+      adjusted_[token] = std::clamp(adjusted_[token] + bias, -kLargest, kLargest);
+    }
     if (params_.repetition_penalty != 1.0f) {
       for (int32_t token : seen_) {
         float& x = adjusted_[token];

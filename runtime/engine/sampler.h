@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -25,6 +26,9 @@ struct SamplingParams {
   float frequency_penalty = 0.0f;   // subtracted per occurrence in the output
   uint64_t seed = 0;
   std::vector<int32_t> stop_token_ids;
+  // Added to the logits of these ids before the penalties, each in [-100, 100] (OpenAI's
+  // logit_bias: -100 all but bans a token, +100 all but forces it).
+  std::vector<std::pair<int32_t, float>> logit_bias;
 };
 
 // The first value out of range (every logit the sampler computes then stays finite), or

@@ -14,28 +14,37 @@ IterationPlan PlanIteration(absl::Span<const WaitingRequest> waiting,
   IterationPlan plan;
   // Every sequence of the iteration: the running ones, then the admitted ones.
   std::vector<RunningSequence> sequences(running.begin(), running.end());
-  const int room = std::max(0, limits.max_running - static_cast<int>(running.size()));
-  const int admitted =
-      std::min({room, static_cast<int>(waiting.size()), static_cast<int>(free_slots.size())});
-  for (int i = 0; i < admitted; ++i) {
+  int room = limits.max_running;
+  for (const RunningSequence& s : running) room -= 1 + static_cast<int>(s.fork_slots.size());
+  size_t next_free = free_slots.size();  // slots are taken from the back
+  for (const WaitingRequest& request : waiting) {
+    if (request.forks > room || static_cast<size_t>(request.forks) > next_free) break;
+    room -= request.forks;
     Admission admission;
-    admission.slot = free_slots[free_slots.size() - 1 - i];
-    const absl::Span<const int32_t> prompt = waiting[i].prompt;
+    admission.slot = free_slots[--next_free];
+    for (int k = 1; k < request.forks; ++k) admission.fork_slots.push_back(free_slots[--next_free]);
     if (cache != nullptr) {
-      if (std::optional<PrefixCache::Hit> hit = cache->Lookup(prompt)) {
-        admission.restore_from = hit->slot;
-        admission.restored_tokens = hit->tokens;
+      if (request.may_restore) {
+        if (std::optional<PrefixCache::Hit> hit = cache->Lookup(request.prompt)) {
+          admission.restore_from = hit->slot;
+          admission.restored_tokens = hit->tokens;
+        }
       }
-      admission.snapshot_at = cache->SnapshotPoint(prompt, admission.restored_tokens);
+      admission.snapshot_at = cache->SnapshotPoint(request.prompt, admission.restored_tokens);
     }
     plan.admissions.push_back(admission);
-    sequences.push_back({admission.slot, prompt, admission.restored_tokens, admission.snapshot_at});
+    sequences.push_back({admission.slot, request.prompt, admission.restored_tokens,
+                         admission.snapshot_at, admission.fork_slots});
   }
 
   for (int i = 0; i < static_cast<int>(sequences.size()); ++i) {
     const RunningSequence& s = sequences[i];
     if (s.prefilled == static_cast<int64_t>(s.prompt.size())) {
-      plan.chunks.push_back({i, s.slot, /*decode=*/true, 0, 0, /*samples=*/true, -1});
+      ScheduledChunk step;
+      step.sequence = i;
+      step.slot = s.slot;
+      step.decode = step.samples = true;
+      plan.chunks.push_back(step);
     }
   }
   int64_t budget = limits.prefill_budget;
@@ -47,8 +56,13 @@ IterationPlan PlanIteration(absl::Span<const WaitingRequest> waiting,
     const int64_t stop = s.snapshot_at > s.prefilled ? s.snapshot_at : length;
     const int64_t take = std::min(stop - s.prefilled, budget);
     budget -= take;
-    ScheduledChunk chunk{i, s.slot, /*decode=*/false, s.prefilled, s.prefilled + take, false, -1};
+    ScheduledChunk chunk;
+    chunk.sequence = i;
+    chunk.slot = s.slot;
+    chunk.begin = s.prefilled;
+    chunk.end = s.prefilled + take;
     chunk.samples = chunk.end == length;
+    if (chunk.samples) chunk.fork_into = s.fork_slots;
     if (chunk.end == s.snapshot_at && cache != nullptr)
       chunk.snapshot_into = cache->Insert(s.prompt, s.snapshot_at);
     plan.chunks.push_back(chunk);

@@ -24,6 +24,8 @@ struct SchedulerLimits {
 // A request waiting for a slot, in arrival order.
 struct WaitingRequest {
   absl::Span<const int32_t> prompt;  // >= 1 tokens
+  int forks = 1;                     // slots it takes: one per fork (GenerationParams::n)
+  bool may_restore = true;           // false: every prompt position must run (prompt scoring)
 };
 
 // A sequence holding a slot.
@@ -31,16 +33,19 @@ struct RunningSequence {
   SlotId slot = -1;
   absl::Span<const int32_t> prompt;
   int64_t prefilled = 0;  // prompt tokens through the model; prompt.size(): decoding
-  int64_t snapshot_at =
-      0;  // > prefilled: snapshot the state into the prefix cache there; else none
+  // > prefilled: snapshot the state into the prefix cache there; else none.
+  int64_t snapshot_at = 0;
+  // The slots its forks hold until the prompt ends (the state is copied into them then).
+  std::vector<SlotId> fork_slots;
 };
 
 // A waiting request moved into a slot. Admissions are the first waiting requests, in order.
 struct Admission {
   SlotId slot = -1;
-  SlotId restore_from = -1;     // >= 0: copy this prefix-cache slot in; -1: reset the slot
-  int64_t restored_tokens = 0;  // prompt tokens the restored state holds
-  int64_t snapshot_at = 0;      // the sequence's snapshot point (RunningSequence::snapshot_at)
+  SlotId restore_from = -1;        // >= 0: copy this prefix-cache slot in; -1: reset the slot
+  int64_t restored_tokens = 0;     // prompt tokens the restored state holds
+  int64_t snapshot_at = 0;         // the sequence's snapshot point (RunningSequence::snapshot_at)
+  std::vector<SlotId> fork_slots;  // the slots of its forks 1..n-1, taken after `slot`
 };
 
 struct ScheduledChunk {
@@ -51,6 +56,8 @@ struct ScheduledChunk {
   int64_t end = 0;
   bool samples = false;       // a decode step, or the chunk that ends the prompt: sample after it
   SlotId snapshot_into = -1;  // >= 0: after the forward, copy the slot's state into this cache slot
+  // The chunk that ends a prompt with forks: after the forward, copy the state into these.
+  std::vector<SlotId> fork_into;
 };
 
 struct IterationPlan {
@@ -59,13 +66,14 @@ struct IterationPlan {
 };
 
 // Rules: (1) admit waiting requests in arrival order while slots are free (taken from the back
-// of `free_slots`); with a prefix cache, each admission restores the longest cached prefix of
-// its prompt (looked up once, here) and gets its snapshot point; (2) every decoding sequence
-// gets one decode step, so running streams keep their pace whatever arrives; (3) the prefill
-// budget goes to prefilling sequences in admission order (running ones first, then the newly
-// admitted), each taking what is left of its prompt, of the budget, and of the way to its
+// of `free_slots`; a request with forks takes one per fork, or waits with everyone behind it);
+// with a prefix cache, each admission that may restore takes the longest cached prefix of its
+// prompt (looked up once, here), and every admission gets its snapshot point; (2) every decoding
+// sequence gets one decode step, so running streams keep their pace whatever arrives; (3) the
+// prefill budget goes to prefilling sequences in admission order (running ones first, then the
+// newly admitted), each taking what is left of its prompt, of the budget, and of the way to its
 // snapshot point; a chunk that reaches the snapshot point claims a cache slot for it, and one
-// that ends the prompt samples the first token.
+// that ends the prompt samples the first token (and forks the state into the fork slots).
 //
 // `cache` may be null (no prefix cache); planning updates its bookkeeping (lookups, the
 // prefixes seen, claimed slots), and the engine copies the states as planned.

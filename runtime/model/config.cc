@@ -44,12 +44,9 @@ absl::StatusOr<std::string> GetString(const Json& json, const char* key) {
 
 const char* AttentionKindName(AttentionKind kind) {
   switch (kind) {
-    case AttentionKind::kSoftmax:
-      return "softmax";
-    case AttentionKind::kRelu2:
-      return "relu2";
-    case AttentionKind::kLaplace:
-      return "laplace";
+    case AttentionKind::kSoftmax: return "softmax";
+    case AttentionKind::kRelu2: return "relu2";
+    case AttentionKind::kLaplace: return "laplace";
   }
   return "?";
 }
@@ -60,12 +57,9 @@ const char* PositionKindName(PositionKind kind) {
 
 const char* NormKindName(NormKind kind) {
   switch (kind) {
-    case NormKind::kLayerNorm:
-      return "layernorm";
-    case NormKind::kScaleNorm:
-      return "scalenorm";
-    case NormKind::kRmsNorm:
-      return "rmsnorm";
+    case NormKind::kLayerNorm: return "layernorm";
+    case NormKind::kScaleNorm: return "scalenorm";
+    case NormKind::kRmsNorm: return "rmsnorm";
   }
   return "?";
 }

@@ -24,12 +24,8 @@ void AppendNorm(const std::string& prefix, NormKind kind, int64_t dim,
       out->push_back({prefix + ".weight", {dim}, weight});
       out->push_back({prefix + ".bias", {dim}, bias});
       return;
-    case NormKind::kScaleNorm:
-      out->push_back({prefix + ".scalar", {1}, weight});
-      return;
-    case NormKind::kRmsNorm:
-      out->push_back({prefix + ".weight", {dim}, weight});
-      return;
+    case NormKind::kScaleNorm: out->push_back({prefix + ".scalar", {1}, weight}); return;
+    case NormKind::kRmsNorm: out->push_back({prefix + ".weight", {dim}, weight}); return;
   }
 }
 

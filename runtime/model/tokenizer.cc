@@ -32,12 +32,9 @@ bool IsSingleCodePoint(absl::string_view symbol) {
 
 const char* TokenizerStyleName(TokenizerStyle style) {
   switch (style) {
-    case TokenizerStyle::kByte:
-      return "byte";
-    case TokenizerStyle::kChar:
-      return "char";
-    case TokenizerStyle::kWord:
-      return "word";
+    case TokenizerStyle::kByte: return "byte";
+    case TokenizerStyle::kChar: return "char";
+    case TokenizerStyle::kWord: return "word";
   }
   return "?";
 }

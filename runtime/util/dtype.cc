@@ -7,12 +7,9 @@ namespace seqboat {
 
 const char* DTypeName(DType dtype) {
   switch (dtype) {
-    case DType::kF32:
-      return "F32";
-    case DType::kF16:
-      return "F16";
-    case DType::kBF16:
-      return "BF16";
+    case DType::kF32: return "F32";
+    case DType::kF16: return "F16";
+    case DType::kBF16: return "BF16";
   }
   return "?";
 }
@@ -78,9 +75,7 @@ uint16_t FloatToF16(float value) {
 void ConvertToFloat(DType dtype, const void* src, size_t count, float* dst) {
   const auto* bytes = static_cast<const uint8_t*>(src);
   switch (dtype) {
-    case DType::kF32:
-      std::memcpy(dst, src, count * 4);
-      return;
+    case DType::kF32: std::memcpy(dst, src, count * 4); return;
     case DType::kF16:
       for (size_t i = 0; i < count; ++i) {
         uint16_t h;

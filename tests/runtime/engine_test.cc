@@ -4,8 +4,10 @@
 #include "runtime/engine/engine.h"
 
 #include <algorithm>
+#include <cmath>
 #include <condition_variable>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "gtest/gtest.h"
@@ -43,6 +45,16 @@ class CollectingSink : public RequestSink {
     ++finishes_;
     done_.notify_all();
   }
+  void OnPromptLogprobs(int64_t position, const std::vector<GeneratedToken>& tokens) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    EXPECT_EQ(position, 1 + static_cast<int64_t>(prompt_scores_.size())) << "positions in order";
+    EXPECT_TRUE(tokens_.empty()) << "prompt scores come before the first token";
+    prompt_scores_.insert(prompt_scores_.end(), tokens.begin(), tokens.end());
+  }
+  std::vector<GeneratedToken> prompt_scores() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return prompt_scores_;
+  }
   FinishInfo Wait() {
     std::unique_lock<std::mutex> lock(mu_);
     done_.wait(lock, [this] { return finishes_ > 0; });
@@ -72,6 +84,7 @@ class CollectingSink : public RequestSink {
   std::vector<int32_t> tokens_;
   std::vector<float> logprobs_;
   std::vector<std::vector<uint8_t>> activations_;
+  std::vector<GeneratedToken> prompt_scores_;
   FinishInfo info_;
   int finishes_ = 0;
 };
@@ -392,6 +405,120 @@ TEST_F(EngineTest, NoWaitingQueueStillServesFreeSlots) {
   again->Wait();
   handles[1]->Cancel();
   sinks[1]->Wait();
+}
+
+// n forks prefill the prompt once; fork k draws exactly what a lone request seeded seed + k
+// draws.
+TEST_F(EngineTest, ForksShareOnePrefillAndDrawAsLoneRequestsWithTheirSeeds) {
+  struct PrefillCounter : EngineObserver {
+    std::atomic<int64_t> prefill_tokens{0};
+    void OnIteration(const IterationStats& stats) override {
+      prefill_tokens += stats.prefill_tokens;
+    }
+  } counter;
+  auto forked_engine =
+      Engine::Create(backend_.get(), model_->config(),
+                     {.max_running = 4, .max_waiting = 8, .prefill_budget = 8}, &counter);
+  ASSERT_TRUE(forked_engine.ok());
+  GenerationParams params = Greedy(24);
+  params.sampling.temperature = 1.0f;
+  params.sampling.seed = 100;
+  params.n = 3;
+  std::vector<std::shared_ptr<CollectingSink>> forks;
+  std::vector<std::shared_ptr<RequestSink>> sinks;
+  for (int k = 0; k < 3; ++k) {
+    forks.push_back(std::make_shared<CollectingSink>());
+    sinks.push_back(forks.back());
+  }
+  ASSERT_TRUE((*forked_engine)->Submit(params, sinks).ok());
+  for (auto& fork : forks) EXPECT_EQ(fork->Wait().generated_tokens, 24);
+  EXPECT_EQ(counter.prefill_tokens.load(), static_cast<int64_t>(prompt_.size())) << "one prefill";
+
+  auto engine = MakeEngine({.max_running = 2, .max_waiting = 8, .prefill_budget = 8});
+  std::set<std::vector<int32_t>> distinct;
+  for (int k = 0; k < 3; ++k) {
+    GenerationParams lone = Greedy(24);
+    lone.sampling.temperature = 1.0f;
+    lone.sampling.seed = 100 + k;
+    auto sink = std::make_shared<CollectingSink>();
+    ASSERT_TRUE(engine->Submit(lone, sink).ok());
+    sink->Wait();
+    EXPECT_EQ(forks[k]->tokens(), sink->tokens()) << "fork " << k;
+    distinct.insert(sink->tokens());
+  }
+  EXPECT_EQ(distinct.size(), 3u) << "the forks drew their own tokens";
+  // More forks than slots can never be admitted: refused, naming n.
+  params.n = 5;
+  sinks.resize(5, std::make_shared<CollectingSink>());
+  auto refused = (*forked_engine)->Submit(params, sinks);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(std::string(refused.status().message()).rfind("n: 5 is outside 1..4", 0), 0u)
+      << refused.status();
+}
+
+// Scoring: the log-probability of every prompt token, exactly the reference's log-softmax,
+// with and without a cached prefix to restore (a scored prompt always runs in full).
+TEST_F(EngineTest, ScoredPromptsReportEveryPositionAsTheReferenceDoes) {
+  const testing::Expected expected = testing::LoadExpected("enwik8_tiny", 2, "exact");
+  const int V = model_->config().vocab_size;
+  const int64_t T = static_cast<int64_t>(expected.tokens.size());
+  auto engine = MakeEngine({.max_running = 2,
+                            .max_waiting = 8,
+                            .prefill_budget = 5,
+                            .prefix_cache_slots = 2,
+                            .prefix_cache_block = 4});
+  for (int pass = 0; pass < 3; ++pass) {  // later passes find the prefix cached
+    GenerationParams params = Greedy(0);
+    params.prompt = expected.tokens;
+    params.prompt_logprobs = 3;
+    auto sink = std::make_shared<CollectingSink>();
+    ASSERT_TRUE(engine->Submit(params, sink).ok());
+    const FinishInfo info = sink->Wait();
+    EXPECT_EQ(info.reason, FinishReason::kLength);
+    EXPECT_EQ(info.generated_tokens, 0);
+    EXPECT_EQ(info.cached_prompt_tokens, 0) << "pass " << pass;
+    const std::vector<GeneratedToken> scores = sink->prompt_scores();
+    ASSERT_EQ(static_cast<int64_t>(scores.size()), T - 1);
+    for (int64_t p = 1; p < T; ++p) {
+      const float* row = expected.logits.data() + (p - 1) * V;
+      double max = row[0], sum = 0;
+      for (int v = 1; v < V; ++v) max = std::max<double>(max, row[v]);
+      for (int v = 0; v < V; ++v) sum += std::exp(row[v] - max);
+      const double logprob = row[expected.tokens[p]] - max - std::log(sum);
+      EXPECT_EQ(scores[p - 1].token, expected.tokens[p]);
+      EXPECT_NEAR(scores[p - 1].logprob, logprob, 1e-4) << "position " << p;
+      ASSERT_EQ(scores[p - 1].top.size(), 3u);
+      EXPECT_GE(scores[p - 1].top[0].logprob, scores[p - 1].logprob - 1e-6);
+    }
+  }
+  // Scoring may generate nothing; a request that is not scored must generate something.
+  GenerationParams plain = Greedy(0);
+  EXPECT_FALSE(engine->Submit(plain, std::make_shared<CollectingSink>()).ok());
+}
+
+// A cancelled request whose forks have not started ends them all and frees every slot.
+TEST_F(EngineTest, CancellingForksBeforeTheirPromptEndsFreesEverySlot) {
+  auto engine = MakeEngine(
+      {.max_running = 4, .max_waiting = 0, .prefill_budget = 1, .max_new_tokens_limit = kEndless});
+  GenerationParams params = Greedy(kEndless);
+  params.n = 4;
+  std::vector<std::shared_ptr<CollectingSink>> forks;
+  std::vector<std::shared_ptr<RequestSink>> sinks;
+  for (int k = 0; k < 4; ++k) {
+    forks.push_back(std::make_shared<CollectingSink>());
+    sinks.push_back(forks.back());
+  }
+  auto handle = engine->Submit(params, sinks);
+  ASSERT_TRUE(handle.ok());
+  EXPECT_TRUE(WaitFor([&] { return engine->running() == 4; }));
+  auto full = engine->Submit(Greedy(3), std::make_shared<CollectingSink>());
+  EXPECT_EQ(full.status().code(), absl::StatusCode::kResourceExhausted) << "four slots held";
+  (*handle)->Cancel();
+  for (auto& fork : forks) EXPECT_EQ(fork->Wait().reason, FinishReason::kCancelled);
+  EXPECT_TRUE(WaitFor([&] { return engine->running() == 0; }));
+  auto next = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(engine->Submit(Greedy(3), next).ok());
+  EXPECT_EQ(next->Wait().generated_tokens, 3);
 }
 
 TEST_F(EngineTest, CancelDeadlineAndStopFinishWithTheirReasons) {

@@ -27,6 +27,7 @@ struct Arrival {
   int id;
   std::vector<int32_t> prompt;
   int64_t outputs;
+  int forks = 1;  // fork k of request r shows as request r * 10 + k
 };
 
 std::vector<int32_t> Tokens(int64_t n, int32_t first = 10) {
@@ -42,6 +43,7 @@ std::vector<std::string> Simulate(const std::vector<Arrival>& arrivals, Schedule
     std::vector<int32_t> prompt;
     int64_t left;  // tokens still to generate
     RunningSequence state;
+    int forks = 1;
   };
   std::deque<Request> waiting;
   std::vector<Request> running;
@@ -50,10 +52,10 @@ std::vector<std::string> Simulate(const std::vector<Arrival>& arrivals, Schedule
   std::vector<std::string> rows;
   for (int it = 0; it < iterations; ++it) {
     for (const Arrival& a : arrivals) {
-      if (a.iteration == it) waiting.push_back({a.id, a.prompt, a.outputs, {}});
+      if (a.iteration == it) waiting.push_back({a.id, a.prompt, a.outputs, {}, a.forks});
     }
     std::vector<WaitingRequest> waiting_in;
-    for (const Request& r : waiting) waiting_in.push_back({r.prompt});
+    for (const Request& r : waiting) waiting_in.push_back({r.prompt, r.forks});
     std::vector<RunningSequence> running_in;
     for (const Request& r : running) running_in.push_back(r.state);
     const IterationPlan plan = PlanIteration(waiting_in, running_in, free_slots, cache, limits);
@@ -63,13 +65,20 @@ std::vector<std::string> Simulate(const std::vector<Arrival>& arrivals, Schedule
       waiting.pop_front();
       EXPECT_EQ(admission.slot, free_slots.back());
       free_slots.pop_back();
-      r.state = {admission.slot, r.prompt, admission.restored_tokens, admission.snapshot_at};
+      EXPECT_EQ(static_cast<int>(admission.fork_slots.size()), r.forks - 1);
+      for (SlotId slot : admission.fork_slots) {
+        EXPECT_EQ(slot, free_slots.back());
+        free_slots.pop_back();
+      }
+      r.state = {admission.slot, r.prompt, admission.restored_tokens, admission.snapshot_at,
+                 admission.fork_slots};
       parts.push_back(admission.restore_from >= 0
                           ? absl::StrCat("A", r.id, "<c", admission.restore_from, ":",
                                          admission.restored_tokens)
-                          : absl::StrCat("A", r.id));
+                          : absl::StrCat("A", r.id, r.forks > 1 ? absl::StrCat("x", r.forks) : ""));
       running.push_back(std::move(r));
     }
+    std::vector<Request> forked;
     for (const ScheduledChunk& chunk : plan.chunks) {
       Request& r = running[chunk.sequence];
       EXPECT_EQ(chunk.slot, r.state.slot);
@@ -77,14 +86,24 @@ std::vector<std::string> Simulate(const std::vector<Arrival>& arrivals, Schedule
         parts.push_back(absl::StrCat("d", r.id, chunk.samples ? "*" : ""));
       } else {
         EXPECT_EQ(chunk.begin, r.state.prefilled) << "a chunk continues where the prompt stands";
-        parts.push_back(
-            absl::StrCat("p", r.id, ":", chunk.begin, "-", chunk.end, chunk.samples ? "*" : "",
-                         chunk.snapshot_into >= 0 ? absl::StrCat(">c", chunk.snapshot_into) : ""));
+        parts.push_back(absl::StrCat(
+            "p", r.id, ":", chunk.begin, "-", chunk.end, chunk.samples ? "*" : "",
+            chunk.snapshot_into >= 0 ? absl::StrCat(">c", chunk.snapshot_into) : "",
+            chunk.fork_into.empty() ? ""
+                                    : absl::StrCat(">f", absl::StrJoin(chunk.fork_into, ","))));
+        EXPECT_EQ(chunk.fork_into, chunk.samples ? r.state.fork_slots : std::vector<SlotId>{});
         r.state.prefilled = chunk.end;
         if (chunk.end == r.state.snapshot_at) r.state.snapshot_at = 0;
+        for (size_t k = 0; k < chunk.fork_into.size(); ++k) {
+          // A fork decodes from the whole prompt's state, its first token drawn already.
+          RunningSequence state{chunk.fork_into[k], r.prompt, chunk.end, 0, {}};
+          forked.push_back({r.id * 10 + static_cast<int>(k) + 1, r.prompt, r.left - 1, state});
+        }
+        if (!chunk.fork_into.empty()) r.state.fork_slots.clear();
       }
       if (chunk.samples) --r.left;
     }
+    for (Request& fork : forked) running.push_back(std::move(fork));
     for (auto it = running.begin(); it != running.end();) {
       if (it->state.prefilled == static_cast<int64_t>(it->prompt.size()) && it->left == 0) {
         free_slots.push_back(it->state.slot);
@@ -131,6 +150,21 @@ TEST(Scheduler, BudgetIsSharedInAdmissionOrder) {
       "A1 A2 A3 p1:0-4* p2:0-1", "d1* p2:1-3* p3:0-3*", "d2* d3*", "-", "-",
   };
   EXPECT_EQ(Simulate({{0, 1, Tokens(4), 2}, {0, 2, Tokens(3), 2}, {0, 3, Tokens(3), 2}}, {3, 5}, 5),
+            expected);
+}
+
+TEST(Scheduler, ForksWaitForAllTheirSlotsThenShareOnePrefill) {
+  // Two slots: request 2 (2 forks) waits for both, in order, ahead of 3; its prompt runs once
+  // and the state goes to the fork's slot when it ends.
+  const std::vector<std::string> expected = {
+      "A1 p1:0-2*",
+      "d1*",  // 1 finishes: both slots free
+      "A2x2 p2:0-4",
+      "p2:4-6*>f1",  // the prompt ends: fork 21 starts in slot 1
+      "d2* d21*",    "A3 p3:0-1*", "-",
+  };
+  EXPECT_EQ(Simulate({{0, 1, Tokens(2), 2}, {1, 2, Tokens(6), 2, 2}, {1, 3, Tokens(1), 1}},
+                     {/*max_running=*/2, /*prefill_budget=*/4}, 7),
             expected);
 }
 

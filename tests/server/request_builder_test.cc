@@ -39,14 +39,10 @@ class RequestBuilderTest : public ::testing::Test {
 // An OpenAI-style naming, as an HTTP front-end would give it.
 std::string HttpName(ApiField field) {
   switch (field) {
-    case ApiField::kMaxNewTokens:
-      return "max_tokens";
-    case ApiField::kText:
-      return "prompt";
-    case ApiField::kStop:
-      return "stop";
-    default:
-      return "other";
+    case ApiField::kMaxNewTokens: return "max_tokens";
+    case ApiField::kText: return "prompt";
+    case ApiField::kStop: return "stop";
+    default: return "other";
   }
 }
 
