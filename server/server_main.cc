@@ -211,6 +211,7 @@ seqboat::v1::ModelInfo DescribeModel(const ServerConfig& config, const Model& mo
   l->set_max_text_bytes(limits.rules.max_text_bytes);
   l->set_max_request_bytes(config.max_request_bytes);
   l->set_stream_buffer_bytes(limits.stream_buffer_bytes);
+  l->set_max_n(limits.rules.engine.max_n);
   return info;
 }
 

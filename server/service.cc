@@ -19,7 +19,7 @@
 #include "absl/strings/str_format.h"
 #include "runtime/util/utf8.h"
 #include "server/api_keys.h"
-#include "server/stop_filter.h"
+#include "server/choice_output.h"
 
 namespace seqboat::server {
 
@@ -41,26 +41,32 @@ struct SeqBoatService::Shared {
   std::mt19937_64 seed_rng{std::random_device{}()};
   std::atomic<uint64_t> next_request{1};
 
-  // Generate calls from submission to OnDone: the capacity count and the watchdog's list.
+  // Generate calls from submission to OnDone, with their choices: the capacity count (in
+  // choices, as the engine counts slots) and the watchdog's list.
   std::mutex streams_mu;
-  absl::flat_hash_set<GenerateCall*> streams;
+  absl::flat_hash_map<GenerateCall*, int> streams;
+  int64_t open_choices = 0;
 
   uint64_t DrawSeed() {
     std::lock_guard<std::mutex> lock(seed_mu);
     return seed_rng();
   }
-  // Adds a stream unless max_open_streams are open; false then.
-  bool AdmitStream(GenerateCall* call) {
+  // Adds a stream of `choices` unless that would exceed max_open_streams; false then.
+  bool AdmitStream(GenerateCall* call, int choices) {
     std::lock_guard<std::mutex> lock(streams_mu);
-    if (static_cast<int64_t>(streams.size()) >= limits.max_open_streams) return false;
-    streams.insert(call);
-    if (metrics != nullptr) metrics->SetOpenStreams(static_cast<int64_t>(streams.size()));
+    if (open_choices + choices > limits.max_open_streams) return false;
+    streams[call] = choices;
+    open_choices += choices;
+    if (metrics != nullptr) metrics->SetOpenStreams(open_choices);
     return true;
   }
   void ForgetStream(GenerateCall* call) {
     std::lock_guard<std::mutex> lock(streams_mu);
-    if (streams.erase(call) > 0 && metrics != nullptr)
-      metrics->SetOpenStreams(static_cast<int64_t>(streams.size()));
+    auto it = streams.find(call);
+    if (it == streams.end()) return;
+    open_choices -= it->second;
+    streams.erase(it);
+    if (metrics != nullptr) metrics->SetOpenStreams(open_choices);
   }
 };
 
@@ -141,6 +147,11 @@ GenerationRequest FromProto(const v1::GenerateRequest& r) {
   out.ignore_eos = stopping.ignore_eos();
   out.logprobs = r.logprobs();
   out.return_activations = r.return_activations();
+  out.n = r.n() == 0 ? 1 : r.n();
+  if (r.has_prompt_logprobs()) out.prompt_logprobs = r.prompt_logprobs();
+  // In id order: the same request draws the same tokens whatever the map's order.
+  out.logit_bias.assign(s.logit_bias().begin(), s.logit_bias().end());
+  std::sort(out.logit_bias.begin(), out.logit_bias.end());
   return out;
 }
 
@@ -219,26 +230,29 @@ absl::Status ParseRequest(const grpc::ByteBuffer& bytes, google::protobuf::Messa
 
 namespace {
 
-// One Generate call. The engine thread calls HandleToken/HandleFinish through CallSink,
-// gRPC calls the reactions, the service's watchdog calls CheckWriteTimeout. Every decision
-// is made under mu_; StartWrite, Finish and TryCancel are called after unlocking.
+// One Generate call. The engine thread calls the Handle* methods through one CallSink per
+// choice (GenerationParams::n), gRPC calls the reactions, the service's watchdog calls
+// CheckWriteTimeout. Every decision is made under mu_; StartWrite, Finish and TryCancel are
+// called after unlocking.
 //
-// What is kept: tokens the stop filter still holds back, then the text and tokens released
-// but not yet written (bounded by limits.stream_buffer_bytes), then the one message being
-// written. Responses are built from those when a write starts, off the engine thread.
+// What is kept: each choice's ChoiceOutput (tokens its stop filter holds back, then what is
+// released but not yet written), the prompt's scores not yet written, all of it bounded by
+// limits.stream_buffer_bytes, then the one message being written. Messages are built when a
+// write starts, off the engine thread.
 //
-// References keep `this` alive: gRPC's (dropped in OnDone), the engine's (from Submit to the
-// end of HandleFinish: the engine thread may still be inside it when gRPC is done), and the
-// watchdog's while it looks at the call.
+// References keep `this` alive: gRPC's (dropped in OnDone), the engine's (one per choice,
+// from Submit to the end of that choice's HandleFinish: the engine thread may still be
+// inside it when gRPC is done), and the watchdog's while it looks at the call.
 class GenerateCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   GenerateCall(std::shared_ptr<SeqBoatService::Shared> shared, grpc::CallbackServerContext* context)
-      : shared_(std::move(shared)), context_(context), detokenizer_(*shared_->tokenizer) {}
+      : shared_(std::move(shared)), context_(context) {}
 
   void Start(const grpc::ByteBuffer& request, bool accepting);
 
-  bool HandleToken(const GeneratedToken& token);
-  void HandleFinish(const FinishInfo& info);
+  bool HandleToken(int choice, const GeneratedToken& token);
+  void HandleFinish(int choice, const FinishInfo& info);
+  void HandlePromptLogprobs(const std::vector<GeneratedToken>& tokens);
 
   // Ends the call when its write in flight has waited longer than the write timeout.
   void CheckWriteTimeout(absl::Time now);
@@ -270,18 +284,28 @@ class GenerateCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     Unref();
   }
 
-  void Ref() { refs_.fetch_add(1, std::memory_order_relaxed); }
+  void Ref(int count = 1) { refs_.fetch_add(count, std::memory_order_relaxed); }
   void Unref() {
     if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
   }
 
  private:
+  struct Choice {
+    Choice(const Tokenizer& tokenizer, ChoiceOutput::Options options)
+        : output(tokenizer, std::move(options)) {}
+    ChoiceOutput output;
+    v1::GenerateResponse final;  // its `finish` message, once the engine is done with it
+    FinishReason reason = FinishReason::kLength;
+    bool engine_done = false;
+    bool final_sent = false;
+  };
   struct Action {
     enum Kind { kNothing, kWrite, kFinish } kind = kNothing;
-    // kWrite: a chunk (text and tokens) or, when `final`, the finish message.
-    std::string text;
-    std::vector<GeneratedToken> tokens;
+    // kWrite: a choice's chunk, its final message (`final`), or the prompt's scores.
+    int choice = 0;
+    ChoiceOutput::Chunk chunk;
     bool final = false;
+    std::vector<GeneratedToken> prompt_scores;
     grpc::Status status;  // kFinish
   };
 
@@ -300,16 +324,17 @@ class GenerateCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   // Ends the stream with `status` (its client reads too slowly): drops what it holds and
   // stops the engine's request; the finish follows the write in flight. Without mu_.
   void Abort(grpc::Status status);
-  void MoveReleasedLocked();
-  int64_t WireBytes(const GeneratedToken& token) const;
+  // With mu_ held: whether what waits for the client exceeds the buffer (then Abort).
+  bool OverBudgetLocked() const;
   grpc::Status FinalStatusLocked() const;
   Action DecideLocked();        // with mu_ held: the next write or the finish, claimed
   void Execute(Action action);  // without mu_; kFinish may delete `this`
   void Pump();
+  void SerializeChunk(int choice, ChoiceOutput::Chunk chunk);
 
   const std::shared_ptr<SeqBoatService::Shared> shared_;
   grpc::CallbackServerContext* const context_;
-  std::atomic<int> refs_{1};  // gRPC's, plus the engine's while it holds the request
+  std::atomic<int> refs_{1};  // gRPC's, plus the engine's per choice it holds
   std::string request_id_;
   bool want_logprobs_ = false;
   bool want_activations_ = false;
@@ -317,21 +342,14 @@ class GenerateCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
 
   std::mutex mu_;
   std::shared_ptr<RequestHandle> handle_;
-  StreamingDetokenizer detokenizer_;
-  std::unique_ptr<StopFilter> stop_filter_;
-  std::deque<GeneratedToken> held_;  // held back by the stop filter; held_[0] has index held_first_
-  int64_t held_first_ = 0;
-  std::string unsent_text_;  // released, not yet written
-  std::vector<GeneratedToken> unsent_tokens_;
-  int64_t unsent_bytes_ = 0;  // their wire size, about
+  std::vector<std::unique_ptr<Choice>> choices_;
+  std::vector<GeneratedToken> prompt_scores_;  // the prompt's, not yet written
+  int64_t prompt_score_bytes_ = 0;
+  size_t next_choice_ = 0;    // where the round-robin over choices with output resumes
   grpc::ByteBuffer writing_;  // owned by the write in flight
   absl::Time write_started_;
-  v1::GenerateResponse final_;  // the `finish` message, once the engine is done
-  FinishReason engine_reason_ = FinishReason::kLength;
   grpc::Status abort_status_;  // not OK once Abort ended the stream
   bool write_in_flight_ = false;
-  bool engine_done_ = false;
-  bool final_sent_ = false;
   bool finish_called_ = false;
   bool stream_broken_ = false;
   bool client_cancelled_ = false;
@@ -340,12 +358,16 @@ class GenerateCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
 
 class CallSink final : public RequestSink {
  public:
-  explicit CallSink(GenerateCall* call) : call_(call) {}
-  bool OnToken(const GeneratedToken& token) override { return call_->HandleToken(token); }
-  void OnFinish(const FinishInfo& info) override { call_->HandleFinish(info); }
+  CallSink(GenerateCall* call, int choice) : call_(call), choice_(choice) {}
+  bool OnToken(const GeneratedToken& token) override { return call_->HandleToken(choice_, token); }
+  void OnFinish(const FinishInfo& info) override { call_->HandleFinish(choice_, info); }
+  void OnPromptLogprobs(int64_t position, const std::vector<GeneratedToken>& tokens) override {
+    call_->HandlePromptLogprobs(tokens);
+  }
 
  private:
   GenerateCall* const call_;
+  const int choice_;
 };
 
 void GenerateCall::Start(const grpc::ByteBuffer& bytes, bool accepting) {
@@ -372,21 +394,28 @@ void GenerateCall::Start(const grpc::ByteBuffer& bytes, bool accepting) {
   }
   want_logprobs_ = params.top_logprobs > 0;
   want_activations_ = params.return_activations;
-  stop_filter_ = std::make_unique<StopFilter>(std::move(stops));
+  ChoiceOutput::Options options{stops, request.stopping().include_stop_sequence(), want_logprobs_,
+                                want_activations_};
+  std::vector<std::shared_ptr<RequestSink>> sinks;
+  for (int k = 0; k < params.n; ++k) {
+    choices_.push_back(std::make_unique<Choice>(*shared.tokenizer, options));
+    sinks.push_back(std::make_shared<CallSink>(this, k));
+  }
 
-  if (!shared.AdmitStream(this)) {
+  if (!shared.AdmitStream(this, params.n)) {
     return Reject(grpc::Status(
         grpc::RESOURCE_EXHAUSTED,
         absl::StrCat("the server is full: ", shared.limits.max_open_streams,
                      " streams are open (running, waiting, or finished and not yet read by "
                      "their client); retry later")));
   }
-  Ref();  // the engine's, dropped by HandleFinish
+  const int n = params.n;
+  Ref(n);  // the engine's, one dropped by each choice's HandleFinish
   absl::StatusOr<std::shared_ptr<RequestHandle>> handle =
-      shared.engine->Submit(std::move(params), std::make_shared<CallSink>(this));
+      shared.engine->Submit(std::move(params), std::move(sinks));
   if (!handle.ok()) {
     shared.ForgetStream(this);
-    refs_.fetch_sub(1, std::memory_order_relaxed);  // never submitted; gRPC's ref remains
+    refs_.fetch_sub(n, std::memory_order_relaxed);  // never submitted; gRPC's ref remains
     return Reject(ToGrpc(handle.status()));
   }
   bool cancelled;
@@ -398,43 +427,19 @@ void GenerateCall::Start(const grpc::ByteBuffer& bytes, bool accepting) {
   if (cancelled) (*handle)->Cancel();
 }
 
-int64_t GenerateCall::WireBytes(const GeneratedToken& token) const {
-  int64_t bytes = 4;  // the id
-  // A TokenLogprobs: id, logprob and per alternative id, logprob and a short text.
-  if (want_logprobs_) bytes += 12 + 24 * static_cast<int64_t>(token.top.size());
-  if (want_activations_) bytes += 4 + 2 * static_cast<int64_t>(token.activations.size());
-  return bytes;
+bool GenerateCall::OverBudgetLocked() const {
+  int64_t bytes = prompt_score_bytes_;
+  for (const auto& choice : choices_) bytes += choice->output.unsent_bytes();
+  return bytes > shared_->limits.stream_buffer_bytes;
 }
 
-void GenerateCall::MoveReleasedLocked() {
-  std::string text = stop_filter_->TakeText();
-  unsent_bytes_ += static_cast<int64_t>(text.size());
-  unsent_text_ += text;
-  for (int64_t index : stop_filter_->TakeTokens()) {
-    if (index < 0) continue;  // the detokenizer's tail
-    // Released in order; a token skipped over straddled a stop sequence and is dropped.
-    while (held_first_ < index && !held_.empty()) {
-      held_.pop_front();
-      ++held_first_;
-    }
-    if (held_.empty()) continue;
-    unsent_bytes_ += WireBytes(held_.front());
-    unsent_tokens_.push_back(std::move(held_.front()));
-    held_.pop_front();
-    ++held_first_;
-  }
-}
-
-bool GenerateCall::HandleToken(const GeneratedToken& token) {
-  bool stopped, over_budget;
+bool GenerateCall::HandleToken(int choice, const GeneratedToken& token) {
+  bool going, over_budget;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!abort_status_.ok()) return true;  // ended; the engine drops the request next iteration
-    held_.push_back(token);
-    stopped = stop_filter_->Append(held_first_ + static_cast<int64_t>(held_.size()) - 1,
-                                   detokenizer_.Push(token.token));
-    MoveReleasedLocked();
-    over_budget = unsent_bytes_ > shared_->limits.stream_buffer_bytes;
+    going = choices_[choice]->output.Append(token);
+    over_budget = OverBudgetLocked();
   }
   if (over_budget) {
     Abort(grpc::Status(
@@ -444,40 +449,55 @@ bool GenerateCall::HandleToken(const GeneratedToken& token) {
     return true;
   }
   Pump();
-  return !stopped;
+  return going;
 }
 
-void GenerateCall::HandleFinish(const FinishInfo& info) {
+void GenerateCall::HandlePromptLogprobs(const std::vector<GeneratedToken>& tokens) {
+  bool over_budget;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!abort_status_.ok()) return;
+    for (const GeneratedToken& token : tokens) {
+      prompt_scores_.push_back(token);
+      prompt_score_bytes_ += 12 + 24 * static_cast<int64_t>(token.top.size());
+    }
+    over_budget = OverBudgetLocked();
+  }
+  if (over_budget) {
+    Abort(grpc::Status(
+        grpc::RESOURCE_EXHAUSTED,
+        absl::StrCat("the client reads too slowly: more than ", shared_->limits.stream_buffer_bytes,
+                     " bytes of this stream are waiting for it; the stream is ended")));
+    return;
+  }
+  Pump();
+}
+
+void GenerateCall::HandleFinish(int index, const FinishInfo& info) {
   Action action;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (abort_status_.ok()) {
-      if (info.reason != FinishReason::kStop) {
-        const std::string tail = detokenizer_.Flush();
-        if (!tail.empty()) stop_filter_->Append(-1, tail);
-        stop_filter_->Flush();
-      }
-      MoveReleasedLocked();
-    }
-    held_.clear();
-    engine_reason_ = info.reason;
-    v1::FinishInfo* finish = final_.mutable_finish();
+    Choice& choice = *choices_[index];
+    if (abort_status_.ok()) choice.output.Finish(info.reason);
+    choice.reason = info.reason;
+    v1::FinishInfo* finish = choice.final.mutable_finish();
     finish->set_reason(ToProto(info.reason));
     finish->set_error(info.error);
-    finish->set_stop_sequence(stop_filter_->matched_sequence());
+    finish->set_stop_sequence(choice.output.matched_stop());
     finish->set_prompt_tokens(info.prompt_tokens);
     finish->set_cached_prompt_tokens(info.cached_prompt_tokens);
     finish->set_generated_tokens(info.generated_tokens);
     finish->set_queue_seconds(absl::ToDoubleSeconds(info.queue_time));
     finish->set_time_to_first_token_seconds(absl::ToDoubleSeconds(info.time_to_first_token));
     finish->set_total_seconds(absl::ToDoubleSeconds(info.total_time));
-    finish->set_seed(seed_);
-    final_.set_request_id(request_id_);
-    engine_done_ = true;
+    finish->set_seed(seed_ + static_cast<uint64_t>(index));
+    choice.final.set_request_id(request_id_);
+    choice.final.set_index(index);
+    choice.engine_done = true;
     action = DecideLocked();
   }
   Execute(std::move(action));
-  Unref();  // the engine is done with this call
+  Unref();  // the engine is done with this choice
 }
 
 void GenerateCall::CheckWriteTimeout(absl::Time now) {
@@ -508,10 +528,9 @@ void GenerateCall::Abort(grpc::Status status) {
     std::lock_guard<std::mutex> lock(mu_);
     if (finish_called_ || !abort_status_.ok()) return;
     abort_status_ = std::move(status);
-    held_.clear();
-    std::string().swap(unsent_text_);
-    std::vector<GeneratedToken>().swap(unsent_tokens_);
-    unsent_bytes_ = 0;
+    for (auto& choice : choices_) choice->output.Drop();
+    std::vector<GeneratedToken>().swap(prompt_scores_);
+    prompt_score_bytes_ = 0;
     handle = handle_;
     // The finish, if the engine is done and no write is in flight; else when both are. A
     // slow reader then still receives the status and its message; for one that stopped
@@ -525,16 +544,21 @@ void GenerateCall::Abort(grpc::Status status) {
 grpc::Status GenerateCall::FinalStatusLocked() const {
   if (!abort_status_.ok()) return abort_status_;
   const bool expired = std::chrono::system_clock::now() >= context_->deadline();
-  if (engine_reason_ == FinishReason::kError)
-    return grpc::Status(grpc::INTERNAL, final_.finish().error());
+  for (const auto& choice : choices_) {
+    if (choice->reason == FinishReason::kError) {
+      return grpc::Status(grpc::INTERNAL, choice->final.finish().error());
+    }
+  }
   if (client_cancelled_ || stream_broken_) {
     return expired ? grpc::Status(grpc::DEADLINE_EXCEEDED, "deadline exceeded")
                    : grpc::Status(grpc::CANCELLED, "cancelled by the client");
   }
-  if (engine_reason_ == FinishReason::kDeadline) {
-    return grpc::Status(
-        grpc::DEADLINE_EXCEEDED,
-        "the call's deadline came before the request ended; the last message says how far it got");
+  for (const auto& choice : choices_) {
+    if (choice->reason == FinishReason::kDeadline) {
+      return grpc::Status(grpc::DEADLINE_EXCEEDED,
+                          "the call's deadline came before the request ended; the last message "
+                          "says how far it got");
+    }
   }
   return grpc::Status::OK;
 }
@@ -543,26 +567,73 @@ GenerateCall::Action GenerateCall::DecideLocked() {
   Action action;
   if (finish_called_ || write_in_flight_) return action;
   const bool writable = !stream_broken_ && !client_cancelled_ && abort_status_.ok();
-  if (writable && (!unsent_text_.empty() || !unsent_tokens_.empty())) {
+  bool all_done = true;
+  for (const auto& choice : choices_) all_done &= choice->engine_done;
+  if (writable && !prompt_scores_.empty()) {
     action.kind = Action::kWrite;
-    action.text.swap(unsent_text_);
-    action.tokens.swap(unsent_tokens_);
-    unsent_bytes_ = 0;
-  } else if (writable && engine_done_ && !final_sent_) {
-    action.kind = Action::kWrite;
-    action.final = true;
-    final_sent_ = true;
-  } else if (engine_done_) {
+    action.prompt_scores.swap(prompt_scores_);
+    prompt_score_bytes_ = 0;
+  } else if (writable) {
+    // Each choice's output in turn, then the final messages of the choices that are done.
+    const size_t n = choices_.size();
+    for (size_t k = 0; k < n && action.kind == Action::kNothing; ++k) {
+      const size_t i = (next_choice_ + k) % n;
+      if (choices_[i]->output.has_unsent()) {
+        action.kind = Action::kWrite;
+        action.choice = static_cast<int>(i);
+        action.chunk = choices_[i]->output.Take();
+        next_choice_ = i + 1;
+      }
+    }
+    for (size_t i = 0; i < n && action.kind == Action::kNothing; ++i) {
+      Choice& choice = *choices_[i];
+      if (choice.engine_done && !choice.final_sent && !choice.output.has_unsent()) {
+        action.kind = Action::kWrite;
+        action.choice = static_cast<int>(i);
+        action.final = true;
+        choice.final_sent = true;
+      }
+    }
+  }
+  if (action.kind == Action::kWrite) {
+    write_in_flight_ = true;
+    write_started_ = absl::Now();
+    return action;
+  }
+  if (all_done) {
     action.kind = Action::kFinish;
     action.status = FinalStatusLocked();
     finish_called_ = true;
-    return action;
-  } else {
-    return action;
   }
-  write_in_flight_ = true;
-  write_started_ = absl::Now();
   return action;
+}
+
+void GenerateCall::SerializeChunk(int index, ChoiceOutput::Chunk chunk) {
+  v1::GenerateResponse message;
+  message.set_request_id(request_id_);
+  message.set_index(index);
+  message.set_text(std::move(chunk.text));
+  const Tokenizer& tokenizer = *shared_->tokenizer;
+  for (const GeneratedToken& token : chunk.tokens) {
+    message.add_token_ids(token.token);
+    if (want_logprobs_) {
+      v1::TokenLogprobs* logprobs = message.add_logprobs();
+      logprobs->set_token_id(token.token);
+      logprobs->set_logprob(token.logprob);
+      for (const TokenLogprob& alternative : token.top) {
+        v1::Alternative* top = logprobs->add_top();
+        top->set_token_id(alternative.token);
+        top->set_logprob(alternative.logprob);
+        top->set_text(EscapeInvalidUtf8(tokenizer.TokenText(alternative.token)));
+      }
+    }
+    if (want_activations_) {
+      v1::TokenActivations* activations = message.add_activations();
+      for (uint8_t on : token.activations) activations->add_layers(on != 0);
+    }
+  }
+  bool own_buffer;
+  grpc::SerializationTraits<v1::GenerateResponse>::Serialize(message, &writing_, &own_buffer);
 }
 
 void GenerateCall::Execute(Action action) {  // the caller holds a reference
@@ -570,32 +641,28 @@ void GenerateCall::Execute(Action action) {  // the caller holds a reference
     // writing_ belongs to this write until OnWriteDone; nobody else touches it meanwhile.
     writing_.Clear();  // serialization needs an empty buffer
     bool own_buffer;
-    if (action.final) {
-      grpc::SerializationTraits<v1::GenerateResponse>::Serialize(final_, &writing_, &own_buffer);
-    } else {
-      v1::GenerateResponse chunk;
-      chunk.set_request_id(request_id_);
-      chunk.set_text(std::move(action.text));
+    if (!action.prompt_scores.empty()) {
+      v1::GenerateResponse message;
+      message.set_request_id(request_id_);
       const Tokenizer& tokenizer = *shared_->tokenizer;
-      for (const GeneratedToken& token : action.tokens) {
-        chunk.add_token_ids(token.token);
-        if (want_logprobs_) {
-          v1::TokenLogprobs* logprobs = chunk.add_logprobs();
-          logprobs->set_token_id(token.token);
-          logprobs->set_logprob(token.logprob);
-          for (const TokenLogprob& alternative : token.top) {
-            v1::Alternative* top = logprobs->add_top();
-            top->set_token_id(alternative.token);
-            top->set_logprob(alternative.logprob);
-            top->set_text(EscapeInvalidUtf8(tokenizer.TokenText(alternative.token)));
-          }
-        }
-        if (want_activations_) {
-          v1::TokenActivations* activations = chunk.add_activations();
-          for (uint8_t on : token.activations) activations->add_layers(on != 0);
+      for (const GeneratedToken& token : action.prompt_scores) {
+        v1::TokenLogprobs* scored = message.add_prompt_logprobs();
+        scored->set_token_id(token.token);
+        scored->set_logprob(token.logprob);
+        for (const TokenLogprob& alternative : token.top) {
+          v1::Alternative* top = scored->add_top();
+          top->set_token_id(alternative.token);
+          top->set_logprob(alternative.logprob);
+          top->set_text(EscapeInvalidUtf8(tokenizer.TokenText(alternative.token)));
         }
       }
-      grpc::SerializationTraits<v1::GenerateResponse>::Serialize(chunk, &writing_, &own_buffer);
+      grpc::SerializationTraits<v1::GenerateResponse>::Serialize(message, &writing_, &own_buffer);
+    } else if (action.final) {
+      // A choice's final message is never changed once its engine part is done.
+      grpc::SerializationTraits<v1::GenerateResponse>::Serialize(choices_[action.choice]->final,
+                                                                 &writing_, &own_buffer);
+    } else {
+      SerializeChunk(action.choice, std::move(action.chunk));
     }
     StartWrite(&writing_);
   } else if (action.kind == Action::kFinish) {
@@ -648,7 +715,8 @@ SeqBoatService::SeqBoatService(Engine* engine, const Tokenizer* tokenizer,
       {
         // A call in the set has not reached OnDone, so it is alive while the lock is held.
         std::lock_guard<std::mutex> lock(shared_->streams_mu);
-        calls.assign(shared_->streams.begin(), shared_->streams.end());
+        calls.clear();
+        for (const auto& [call, choices] : shared_->streams) calls.push_back(call);
         for (GenerateCall* call : calls) call->Ref();
       }
       const absl::Time now = absl::Now();
@@ -662,7 +730,7 @@ SeqBoatService::SeqBoatService(Engine* engine, const Tokenizer* tokenizer,
 
 int64_t SeqBoatService::open_streams() const {
   std::lock_guard<std::mutex> lock(shared_->streams_mu);
-  return static_cast<int64_t>(shared_->streams.size());
+  return shared_->open_choices;
 }
 
 SeqBoatService::~SeqBoatService() {

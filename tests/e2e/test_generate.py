@@ -115,6 +115,73 @@ class GenerateTest(unittest.TestCase):
         for r in results:
             self.assertEqual(r, first)
 
+    def test_n_choices_share_a_prefill_and_draw_as_lone_requests(self):
+        def request(seed, n=1):
+            r = pb.GenerateRequest(n=n)
+            r.tokens.ids.extend(self.prompt)
+            r.sampling.temperature = 1.5
+            r.sampling.seed = seed
+            r.stopping.max_new_tokens = 20
+            r.stopping.ignore_eos = True
+            return r
+
+        messages = list(self.stub.Generate(request(500, n=3)))
+        by_choice = {k: [t for m in messages if m.index == k for t in m.token_ids] for k in range(3)}
+        finishes = [m for m in messages if m.HasField("finish")]
+        self.assertEqual(sorted(m.index for m in finishes), [0, 1, 2])
+        self.assertEqual(sorted(m.finish.seed for m in finishes), [500, 501, 502])
+        for k in range(3):
+            _, lone, _, _ = harness.collect(self.stub.Generate(request(500 + k)))
+            self.assertEqual(by_choice[k], lone, "choice %d" % k)
+        self.assertEqual(len({tuple(v) for v in by_choice.values()}), 3)
+        with self.assertRaises(grpc.RpcError) as ctx:
+            list(self.stub.Generate(request(1, n=self.info.limits.max_n + 1)))
+        self.assertTrue(ctx.exception.details().startswith("n: "), ctx.exception.details())
+
+    def test_prompt_scoring_equals_teacher_forced_log_softmax(self):
+        logits = harness.eval_logits(self.prompt).astype("float64")
+        for max_new in (0, 3):  # score only, and score then generate
+            r = pb.GenerateRequest(prompt_logprobs=2)
+            r.tokens.ids.extend(self.prompt)
+            r.sampling.temperature = 0.0
+            r.stopping.max_new_tokens = max_new
+            r.stopping.ignore_eos = True
+            _, tokens, finish, messages = harness.collect(self.stub.Generate(r))
+            scored = [lp for m in messages for lp in m.prompt_logprobs]
+            self.assertEqual(len(scored), len(self.prompt) - 1)
+            self.assertEqual(len(tokens), max_new)
+            self.assertEqual(finish.cached_prompt_tokens, 0)
+            for p in range(1, len(self.prompt)):
+                row = logits[p - 1]
+                expected = row[self.prompt[p]] - row.max() - math.log(np.exp(row - row.max()).sum())
+                self.assertEqual(scored[p - 1].token_id, self.prompt[p])
+                self.assertAlmostEqual(scored[p - 1].logprob, expected, delta=1e-4)
+                self.assertEqual(len(scored[p - 1].top), 2)
+        r = pb.GenerateRequest()
+        r.tokens.ids.extend(self.prompt)
+        r.stopping.max_new_tokens = 0  # without scoring: nothing to do
+        with self.assertRaises(grpc.RpcError) as ctx:
+            list(self.stub.Generate(r))
+        self.assertIn("stopping.max_new_tokens", ctx.exception.details())
+
+    def test_logit_bias_and_an_included_stop_sequence(self):
+        r = harness.greedy_request(self.prompt, n=6)
+        r.sampling.logit_bias[70] = 100.0  # id 70 outweighs every other token
+        _, tokens, _, _ = harness.collect(self.stub.Generate(r))
+        self.assertEqual(tokens, [70] * 6)
+        r.sampling.logit_bias[70] = 250.0
+        with self.assertRaises(grpc.RpcError) as ctx:
+            list(self.stub.Generate(r))
+        self.assertTrue(ctx.exception.details().startswith("sampling.logit_bias[0]: bias 250"))
+        text, _, plain_finish, _ = harness.collect(self.stub.Generate(harness.greedy_request(self.prompt, n=30)))
+        stop = text[5:7]
+        r = harness.greedy_request(self.prompt, n=30)
+        r.stopping.stop.append(stop)
+        r.stopping.include_stop_sequence = True
+        included, _, finish, _ = harness.collect(self.stub.Generate(r))
+        self.assertEqual(finish.reason, pb.FINISH_REASON_STOP_SEQUENCE)
+        self.assertTrue(included.endswith(stop) and stop not in included[:-len(stop)], (included, stop))
+
     def test_server_reflection_describes_our_api(self):
         from google.protobuf import descriptor_pb2
         from harness import reflection_pb2 as rpb, reflection_pb2_grpc as rpb_grpc
@@ -137,6 +204,7 @@ class GenerateTest(unittest.TestCase):
 
     def test_invalid_requests_name_the_field_and_the_server_keeps_serving(self):
         V = self.info.vocab_size
+        before = self.server.metric("seqboat_requests_total", 'code="INVALID_ARGUMENT"')
 
         def expect(field, build):
             r = harness.greedy_request(self.prompt, n=4)
@@ -159,7 +227,7 @@ class GenerateTest(unittest.TestCase):
         expect("stopping.stop_token_ids", lambda r: r.stopping.stop_token_ids.append(V))
         _, tokens, finish, _ = harness.collect(self.stub.Generate(harness.greedy_request(self.prompt, n=5)))
         self.assertEqual(len(tokens), 5)
-        self.assertEqual(self.server.metric("seqboat_requests_total", 'code="INVALID_ARGUMENT"'), 11)
+        self.assertEqual(self.server.metric("seqboat_requests_total", 'code="INVALID_ARGUMENT"') - before, 11)
 
 
 class PrefixCacheTest(unittest.TestCase):
