@@ -280,7 +280,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   }
 
   void OnDone() override {
-    shared_->ForgetStream(this);
+    shared_->ForgetStream(this);  // if it never reached Finish through Execute
     Unref();
   }
 
@@ -668,6 +668,8 @@ void GenerateCall::Execute(Action action) {  // the caller holds a reference
   } else if (action.kind == Action::kFinish) {
     if (shared_->metrics != nullptr)
       shared_->metrics->RecordRequest(CodeName(action.status.error_code()));
+    // Room for another stream before this one's client sees its status.
+    shared_->ForgetStream(this);
     Finish(action.status);
   }
 }

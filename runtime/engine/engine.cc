@@ -132,13 +132,15 @@ absl::StatusOr<std::shared_ptr<RequestHandle>> Engine::Submit(
                                                  backend_lost_.message(),
                                                  "); this server must be restarted"));
     }
-    // Capacity: a slot for every running sequence and max_waiting more in the queue.
-    const int64_t held = running_count_.load() + waiting_count_.load() + SlotsOf(submitted_);
-    if (held + leader->slots() > options_.max_running + options_.max_waiting) {
+    // Capacity: a slot for every running sequence and max_waiting more in the queue. A
+    // sequence stops counting when it finishes, before its sink hears of it: a client that
+    // saw its request end finds the room.
+    if (held_.load() + leader->slots() > options_.max_running + options_.max_waiting) {
       return absl::ResourceExhaustedError(absl::StrCat("the server is full (", options_.max_running,
                                                        " slots and ", options_.max_waiting,
                                                        " waiting places taken); retry later"));
     }
+    held_ += leader->slots();
     submitted_.push_back(std::move(leader));
   }
   wake_.notify_one();
@@ -176,6 +178,7 @@ void Engine::Loop() {
 void Engine::Finish(Sequence& sequence, FinishReason reason, const std::string& error) {
   if (sequence.finished) return;
   sequence.finished = true;
+  --held_;
   const absl::Time now = absl::Now();
   FinishInfo info;
   info.reason = reason;

@@ -171,6 +171,7 @@ class Engine {
   std::vector<uint8_t> activations_;                        // [tokens, L] scratch
 
   std::atomic<int64_t> heartbeat_ns_{0};
+  std::atomic<int64_t> held_{0};  // sequences submitted and not finished (the capacity count)
   std::atomic<int64_t> running_count_{0};
   std::atomic<int64_t> waiting_count_{0};
   std::thread thread_;
