@@ -6,7 +6,7 @@ JOBS ?= $(shell nproc)
 DEB_PACKAGES := build-essential cmake ninja-build pkg-config git \
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev \
   prometheus-cpp-dev libmicrohttpd-dev libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev nlohmann-json3-dev libssl-dev \
-  clang-14 libclang-rt-14-dev clang-format-14 clang-tidy-14 prometheus python3-grpcio python3-h2 python3-yaml python3-numpy curl openssl
+  clang-14 libclang-rt-14-dev clang-format-14 clang-tidy-14 prometheus python3-grpcio python3-h2 python3-yaml python3-numpy python3-requests curl libcurl4-openssl-dev openssl
 # Only for regenerating fixtures (tests/reference); the tests themselves need no Python.
 REFERENCE_PACKAGES := python3-torch python3-numpy
 
@@ -16,6 +16,18 @@ REFERENCE_PACKAGES := python3-torch python3-numpy
 # Idempotent: installs only what is missing (needs root, as on CI and the dev machines).
 deps:
 	@$(MAKE) --no-print-directory install-packages PACKAGES="$(DEB_PACKAGES)"
+	@$(MAKE) --no-print-directory install-openai-sdk
+
+# The official openai Node SDK for tests/e2e/test_openai_sdk.py, as pinned in its package-lock.json
+# (reinstalled only when the lock file is newer than node_modules); without npm that test is skipped.
+OPENAI_SDK_DIR := tests/e2e/openai_sdk
+install-openai-sdk:
+	@if ! command -v npm >/dev/null 2>&1; then \
+	  echo "npm not found: the openai SDK test (tests/e2e/test_openai_sdk.py) will be skipped"; \
+	elif [ -d $(OPENAI_SDK_DIR)/node_modules/openai ] && \
+	     [ ! $(OPENAI_SDK_DIR)/package-lock.json -nt $(OPENAI_SDK_DIR)/node_modules/.package-lock.json ]; then \
+	  echo "openai SDK present ($(OPENAI_SDK_DIR)/node_modules)"; \
+	else npm ci --prefix $(OPENAI_SDK_DIR) --no-audit --no-fund; fi
 
 deps-reference:
 	@$(MAKE) --no-print-directory install-packages PACKAGES="$(REFERENCE_PACKAGES)"

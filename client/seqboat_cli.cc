@@ -1,4 +1,4 @@
-// seqboat-cli: the command-line client of seqboat-server (gRPC only).
+// seqboat-cli: the command-line client of seqboat-server (gRPC; bench also over HTTP).
 //   seqboat-cli generate "PROMPT" [--max_new_tokens N --temperature T ... --json]
 //   seqboat-cli info | tokenize "TEXT" | bench --concurrency N --requests N ...
 #include <grpcpp/grpcpp.h>
@@ -22,9 +22,11 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/cli_lib.h"
+#include "client/http_stream.h"
 #include "google/protobuf/util/json_util.h"
 #include "nlohmann/json.hpp"
 #include "seqboat/v1/seqboat.grpc.pb.h"
@@ -68,6 +70,12 @@ ABSL_FLAG(int32_t, output_tokens, 128, "bench: tokens generated per request (ign
 ABSL_FLAG(double, shared_prefix_ratio, 0,
           "bench: fraction of each prompt shared by all requests (prefix cache).");
 ABSL_FLAG(std::string, json_out, "", "bench: also write the JSON report to this file.");
+ABSL_FLAG(
+    std::string, api, "grpc",
+    "bench: the front-end the requests go to: grpc (--server) or http (the OpenAI API's "
+    "/v1/completions at --http_server, streamed; the model's facts still come from --server).");
+ABSL_FLAG(std::string, http_server, "127.0.0.1:8000",
+          "bench --api http: the HTTP API's HOST:PORT.");
 
 namespace seqboat::cli {
 namespace {
@@ -264,8 +272,93 @@ struct Sample {
   double ttft = -1, e2e = 0;
   std::vector<double> itl;
   int64_t tokens = 0;
-  grpc::StatusCode code = grpc::OK;
+  std::string code = "OK";  // a gRPC status name, or "HTTP 429" and the like
 };
+
+// One streamed request over gRPC.
+Sample RunGrpc(v1::SeqBoat::Stub& stub, const v1::GenerateRequest& request,
+               std::atomic<int64_t>* tokens_out) {
+  grpc::ClientContext context;
+  Prepare(&context);
+  Sample sample;
+  const auto sent = Clock::now();
+  auto previous = sent;
+  auto reader = stub.Generate(&context, request);
+  v1::GenerateResponse response;
+  while (reader->Read(&response)) {
+    const int k = response.token_ids_size();
+    if (k == 0) continue;
+    const auto now = Clock::now();
+    const double gap = std::chrono::duration<double>(now - previous).count();
+    if (sample.ttft < 0) {
+      sample.ttft = gap;
+      // The first token's message may carry more: their share of the wait is unknown.
+    } else {
+      // Coalesced tokens share the gap since the previous message equally.
+      for (int i = 0; i < k; ++i) sample.itl.push_back(gap / k);
+    }
+    previous = now;
+    sample.tokens += k;
+    *tokens_out += k;
+  }
+  sample.code = CodeName(reader->Finish().error_code());
+  sample.e2e = std::chrono::duration<double>(Clock::now() - sent).count();
+  return sample;
+}
+
+// The same request over the HTTP API, streamed. Its events carry text, not token counts: the
+// first event with text is the first token, the usage event counts them, and the inter-token
+// latency of a request is its mean gap (its tokens after the first share the time they took).
+Sample RunHttp(const HttpTarget& target, const v1::GenerateRequest& request,
+               std::atomic<int64_t>* tokens_out) {
+  nlohmann::json body = {{"prompt", std::vector<int32_t>(request.tokens().ids().begin(),
+                                                         request.tokens().ids().end())},
+                         {"max_tokens", request.stopping().max_new_tokens()},
+                         {"temperature", request.sampling().temperature()},
+                         {"seed", request.sampling().seed()},
+                         {"ignore_eos", true},
+                         {"stream", true},
+                         {"stream_options", {{"include_usage", true}}}};
+  Sample sample;
+  const auto sent = Clock::now();
+  auto last = sent;
+  std::string stream_error;
+  auto on_data = [&](absl::string_view data) {
+    if (data == "[DONE]") return;
+    // Only the rare events are parsed (the load generator shares the machine with the server).
+    if (absl::StrContains(data, "\"usage\"") || absl::StartsWith(data, "{\"error\"")) {
+      const nlohmann::json event = nlohmann::json::parse(data, nullptr, /*allow_exceptions=*/false);
+      if (event.is_object() && event.contains("error")) {
+        stream_error = "stream error event";
+        return;
+      }
+      if (event.is_object() && event.contains("usage") && event["usage"].is_object()) {
+        sample.tokens = event["usage"].value("completion_tokens", int64_t{0});
+        return;
+      }
+    }
+    const auto now = Clock::now();
+    if (sample.ttft < 0) sample.ttft = std::chrono::duration<double>(now - sent).count();
+    last = now;
+  };
+  std::string error_body;
+  absl::StatusOr<int> status = PostStreaming(target, body.dump(), on_data, &error_body);
+  sample.e2e = std::chrono::duration<double>(Clock::now() - sent).count();
+  if (!status.ok()) {
+    sample.code = "UNAVAILABLE";
+  } else if (*status != 200) {
+    sample.code = absl::StrCat("HTTP ", *status);
+  } else if (!stream_error.empty()) {
+    sample.code = "HTTP 200 with an error event";
+  }
+  if (sample.tokens > 1 && sample.ttft >= 0) {
+    const double spread = std::chrono::duration<double>(last - sent).count() - sample.ttft;
+    sample.itl.assign(static_cast<size_t>(sample.tokens - 1),
+                      spread / static_cast<double>(sample.tokens - 1));
+  }
+  *tokens_out += sample.tokens;
+  return sample;
+}
 
 int Bench(const std::shared_ptr<grpc::Channel>& channel) {
   const int concurrency = absl::GetFlag(FLAGS_concurrency);
@@ -284,6 +377,14 @@ int Bench(const std::shared_ptr<grpc::Channel>& channel) {
     return Fail(kUsageError, "--prompt_tokens, --output_tokens: expected >= 1");
   if (!(shared >= 0 && shared <= 1))
     return Fail(kUsageError, "--shared_prefix_ratio: expected in [0, 1]");
+  const std::string api = absl::GetFlag(FLAGS_api);
+  if (api != "grpc" && api != "http")
+    return Fail(kUsageError, absl::StrCat("--api: '", api, "'; expected grpc or http"));
+  const bool tls = !absl::GetFlag(FLAGS_tls_ca).empty();
+  const HttpTarget http{absl::StrCat(tls ? "https://" : "http://", absl::GetFlag(FLAGS_http_server),
+                                     "/v1/completions"),
+                        absl::GetFlag(FLAGS_api_key), absl::GetFlag(FLAGS_tls_ca),
+                        absl::GetFlag(FLAGS_timeout_s)};
 
   auto stub = v1::SeqBoat::NewStub(channel);
   grpc::ClientContext info_context;
@@ -327,32 +428,9 @@ int Bench(const std::shared_ptr<grpc::Channel>& channel) {
       request.mutable_sampling()->set_seed(seed + index);
       request.mutable_stopping()->set_max_new_tokens(output_tokens);
       request.mutable_stopping()->set_ignore_eos(true);
-      grpc::ClientContext context;
-      Prepare(&context);
-      Sample sample;
-      const auto sent = Clock::now();
-      auto previous = sent;
-      auto reader = stub->Generate(&context, request);
-      v1::GenerateResponse response;
-      while (reader->Read(&response)) {
-        const int k = response.token_ids_size();
-        if (k == 0) continue;
-        const auto now = Clock::now();
-        const double gap = std::chrono::duration<double>(now - previous).count();
-        if (sample.ttft < 0) {
-          sample.ttft = gap;
-          // The first token's message may carry more: their share of the wait is unknown.
-        } else {
-          // Coalesced tokens share the gap since the previous message equally.
-          for (int i = 0; i < k; ++i) sample.itl.push_back(gap / k);
-        }
-        previous = now;
-        sample.tokens += k;
-        tokens_out += k;
-      }
-      sample.code = reader->Finish().error_code();
-      sample.e2e = std::chrono::duration<double>(Clock::now() - sent).count();
-      if (sample.code != grpc::OK) ++errors;
+      Sample sample = api == "http" ? RunHttp(http, request, &tokens_out)
+                                    : RunGrpc(*stub, request, &tokens_out);
+      if (sample.code != "OK") ++errors;
       ++done;
       std::lock_guard<std::mutex> lock(mu);
       samples.push_back(std::move(sample));
@@ -387,8 +465,8 @@ int Bench(const std::shared_ptr<grpc::Channel>& channel) {
   std::map<std::string, int64_t> by_code;
   int64_t ok = 0, generated = 0;
   for (const Sample& s : samples) {
-    ++by_code[CodeName(s.code)];
-    if (s.code != grpc::OK) continue;
+    ++by_code[s.code];
+    if (s.code != "OK") continue;
     ++ok;
     generated += s.tokens;
     if (s.ttft >= 0) ttft.push_back(s.ttft * 1e3);
@@ -396,9 +474,10 @@ int Bench(const std::shared_ptr<grpc::Channel>& channel) {
     e2e.push_back(s.e2e * 1e3);
   }
   const LatencySummary t = Summarize(ttft), i = Summarize(itl), e = Summarize(e2e);
-  printf("seqboat-cli bench: %s, concurrency %d, prompt %d tokens (%d shared), %d output tokens\n",
-         absl::GetFlag(FLAGS_server).c_str(), concurrency, prompt_tokens, shared_tokens + 1,
-         output_tokens);
+  const std::string target = api == "http" ? http.url : absl::GetFlag(FLAGS_server);
+  printf(
+      "seqboat-cli bench: %s %s, concurrency %d, prompt %d tokens (%d shared), %d output tokens\n",
+      api.c_str(), target.c_str(), concurrency, prompt_tokens, shared_tokens + 1, output_tokens);
   printf("requests ok %lld, failed %lld; wall %.2f s; %.1f output tokens/s; %.2f requests/s\n",
          static_cast<long long>(ok), static_cast<long long>(samples.size() - ok), wall,
          generated / wall, ok / wall);
@@ -414,7 +493,8 @@ int Bench(const std::shared_ptr<grpc::Channel>& channel) {
                           {"p90", s.p90},     {"p99", s.p99},   {"max", s.max}};
   };
   nlohmann::json report = {
-      {"server", absl::GetFlag(FLAGS_server)},
+      {"api", api},
+      {"server", target},
       {"concurrency", concurrency},
       {"prompt_tokens", prompt_tokens},
       {"shared_prefix_tokens", shared_tokens + 1},
@@ -446,6 +526,7 @@ constexpr char kUsage[] =
     "  seqboat-cli tokenize \"TEXT\" [--json]\n"
     "  seqboat-cli bench [--concurrency N] [--requests N | --duration_s S] [--prompt_tokens N]\n"
     "              [--output_tokens N] [--shared_prefix_ratio R] [--json_out FILE]\n"
+    "              [--api grpc|http] [--http_server HOST:PORT]\n"
     "Every command: [--server HOST:PORT] [--api_key KEY] [--tls_ca FILE] [--timeout_s S]";
 
 int Main(int argc, char** argv) {

@@ -15,8 +15,11 @@ cat >&2 <<MSG
 Serving the demo model ($MODEL). In another terminal:
   $BIN/seqboat-cli generate "The computer" --max_new_tokens 200 --temperature 0.8 --ignore_eos
   $BIN/seqboat-cli info
+  curl -s http://127.0.0.1:8000/v1/completions -H 'Content-Type: application/json' \\
+      -d '{"prompt": "The computer", "max_tokens": 100, "ignore_eos": true}'
   curl -s http://127.0.0.1:9464/metrics | grep seqboat_
 Ctrl-C drains and stops the server.
 
 MSG
-exec "$BIN/seqboat-server" --model "$MODEL" --listen 127.0.0.1:50051 --metrics_listen 127.0.0.1:9464 "$@"
+exec "$BIN/seqboat-server" --model "$MODEL" --listen 127.0.0.1:50051 --http_listen 127.0.0.1:8000 \
+    --metrics_listen 127.0.0.1:9464 "$@"

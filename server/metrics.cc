@@ -45,10 +45,22 @@ Metrics::Metrics(int layers) : registry_(std::make_shared<prometheus::Registry>(
   auto& registry = *registry_;
   auto& requests = prometheus::BuildCounter()
                        .Name("seqboat_requests_total")
-                       .Help("Generate calls finished, by final gRPC status code")
+                       .Help(
+                           "Generation requests finished, by front-end (api) and final status "
+                           "(code, as gRPC names it)")
                        .Register(registry);
   requests_family_ = &requests;
-  for (absl::StatusCode code : kCodes) requests.Add({{"code", absl::StatusCodeToString(code)}});
+  for (const char* api : {"grpc", "http"}) {
+    for (absl::StatusCode code : kCodes)
+      requests.Add({{"api", api}, {"code", absl::StatusCodeToString(code)}});
+  }
+  http_responses_family_ = &prometheus::BuildCounter()
+                                .Name("seqboat_http_responses_total")
+                                .Help("HTTP API responses, by status")
+                                .Register(registry);
+  for (const char* status : {"200", "400", "401", "404", "429", "500", "503"}) {
+    http_responses_family_->Add({{"status", status}});
+  }
   auto& finished = prometheus::BuildCounter()
                        .Name("seqboat_requests_finished_total")
                        .Help("Requests the engine finished, by finish reason")
@@ -178,11 +190,17 @@ void Metrics::OnTokenEmitted(absl::Duration since_previous_token) {
   itl_->Observe(absl::ToDoubleSeconds(since_previous_token));
 }
 
-prometheus::Counter& Metrics::RequestCounter(const std::string& code) {
-  return requests_family_->Add({{"code", code}});
+prometheus::Counter& Metrics::RequestCounter(const std::string& code, const std::string& api) {
+  return requests_family_->Add({{"api", api}, {"code", code}});
 }
 
-void Metrics::RecordRequest(const std::string& code) { RequestCounter(code).Increment(); }
+void Metrics::RecordRequest(const std::string& code, const std::string& api) {
+  RequestCounter(code, api).Increment();
+}
+
+void Metrics::RecordHttpResponse(int status) {
+  http_responses_family_->Add({{"status", std::to_string(status)}}).Increment();
+}
 
 void Metrics::SetServing(bool serving) { serving_->Set(serving ? 1 : 0); }
 

@@ -36,8 +36,11 @@ class Metrics final : public EngineObserver {
   // Sets seqboat_backend_usable to 0 and logs the reason (the watchdog turns health NOT_SERVING).
   void OnBackendLost(const absl::Status& health, int64_t sequences) override;
 
-  // A Generate call ended with this gRPC status code name (e.g. "OK").
-  void RecordRequest(const std::string& code);
+  // A generation request ended with this gRPC status code name (e.g. "OK") on front-end
+  // `api` ("grpc" or "http"; HTTP outcomes are named as gRPC would name them).
+  void RecordRequest(const std::string& code, const std::string& api = "grpc");
+  // An HTTP API response's status (every request of the HTTP front-end).
+  void RecordHttpResponse(int status);
   void SetServing(bool serving);
   void SetQueue(int64_t running, int64_t waiting);
   void SetOpenStreams(int64_t streams);
@@ -46,10 +49,11 @@ class Metrics final : public EngineObserver {
                       int64_t budget_bytes);
 
  private:
-  prometheus::Counter& RequestCounter(const std::string& code);
+  prometheus::Counter& RequestCounter(const std::string& code, const std::string& api);
 
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>* requests_family_;
+  prometheus::Family<prometheus::Counter>* http_responses_family_;
   std::vector<std::pair<std::string, prometheus::Counter*>> finished_by_reason_;
   prometheus::Histogram *ttft_, *itl_, *duration_, *queue_time_, *batch_size_, *step_time_;
   prometheus::Counter *prompt_tokens_, *generated_tokens_, *iterations_, *model_tokens_;

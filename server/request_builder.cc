@@ -71,6 +71,7 @@ absl::Status BuildGeneration(const GenerationRequest& request, const Tokenizer& 
   params->max_new_tokens = request.max_new_tokens.value_or(rules.default_max_new_tokens);
   params->ignore_eos = request.ignore_eos;
   params->top_logprobs = request.logprobs;
+  params->logprobs = request.token_logprobs || request.logprobs > 0;
   params->return_activations = request.return_activations;
   params->prompt_logprobs = request.prompt_logprobs;
   params->n = request.n;

@@ -34,7 +34,8 @@ struct GenerationRequest {
   std::vector<std::string> stop;
   std::vector<int32_t> stop_token_ids;
   bool ignore_eos = false;
-  int32_t logprobs = 0;  // alternatives per token
+  int32_t logprobs = 0;         // alternatives per token
+  bool token_logprobs = false;  // each token's own logprob, with no alternatives
   bool return_activations = false;
   int32_t prompt_logprobs = -1;  // -1: the prompt is not scored
   int32_t n = 1;                 // forks

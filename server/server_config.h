@@ -37,7 +37,12 @@ struct ServerConfig {
   // The front-ends.
   std::string listen = "127.0.0.1:50051";
   std::string metrics_listen = "127.0.0.1:9464";  // empty: no metrics endpoint
-  std::vector<std::string> api_keys;              // empty: no key needed
+  std::string http_listen = "127.0.0.1:8000";     // empty: no OpenAI-compatible HTTP API
+  std::string served_model_name;                  // resolved: never empty
+  std::string chat_template_json;                 // --chat_template's file; empty: none given
+  int http_threads = 2;
+  int http_max_connections = 1024;
+  std::vector<std::string> api_keys;  // empty: no key needed
   std::vector<std::string> metrics_api_keys;
   std::string tls_cert_pem, tls_key_pem;  // empty: plaintext
   int64_t max_text_bytes = 256 << 10;

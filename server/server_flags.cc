@@ -23,6 +23,22 @@ ABSL_FLAG(
     std::string, metrics_api_keys_file, "",
     "File with the keys a scrape of /metrics must carry as 'Authorization: Bearer KEY' (format as "
     "--api_keys_file); empty: /metrics is open.");
+ABSL_FLAG(std::string, http_listen, "127.0.0.1:8000",
+          "OpenAI-compatible HTTP API address HOST:PORT (/v1/completions, /v1/chat/completions, "
+          "/v1/models, "
+          "/health, /tokenize, /detokenize); empty turns it off; port 0 picks a free port.");
+ABSL_FLAG(std::string, served_model_name, "",
+          "The model's name in the HTTP API (/v1/models, the `model` field); empty: the model "
+          "file's name "
+          "without its extension.");
+ABSL_FLAG(
+    std::string, chat_template, "",
+    "JSON file {\"message\": \"...{role}...{content}...\", \"generation_prompt\": \"...\"} for "
+    "/v1/chat/completions; empty: the model file's, else \"{role}: {content}\\n\" and "
+    "\"assistant:\".");
+ABSL_FLAG(int32_t, http_threads, 2, "Threads polling the HTTP API's connections.");
+ABSL_FLAG(int32_t, http_max_connections, 1024,
+          "Open connections the HTTP API accepts (idle ones included).");
 ABSL_FLAG(std::string, device, "cpu", "Backend: cpu or cuda.");
 ABSL_FLAG(int32_t, cuda_device, 0, "With --device cuda: the CUDA device ordinal.");
 ABSL_FLAG(
@@ -185,6 +201,22 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
 
   c.listen = absl::GetFlag(FLAGS_listen);
   c.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  c.http_listen = absl::GetFlag(FLAGS_http_listen);
+  c.served_model_name = absl::GetFlag(FLAGS_served_model_name);
+  if (c.served_model_name.empty()) {
+    const std::string file = c.model_path.substr(c.model_path.find_last_of('/') + 1);
+    c.served_model_name = file.substr(0, file.rfind('.'));
+    if (c.served_model_name.empty()) c.served_model_name = file;
+  }
+  if (!absl::GetFlag(FLAGS_chat_template).empty()) {
+    ASSIGN_OR_RETURN(c.chat_template_json,
+                     ReadFile(absl::GetFlag(FLAGS_chat_template), "chat_template"));
+  }
+  c.http_threads = absl::GetFlag(FLAGS_http_threads);
+  RETURN_IF_ERROR(AtLeast("http_threads", c.http_threads, 1));
+  RETURN_IF_ERROR(AtMost("http_threads", c.http_threads, 64));
+  c.http_max_connections = absl::GetFlag(FLAGS_http_max_connections);
+  RETURN_IF_ERROR(AtLeast("http_max_connections", c.http_max_connections, 1));
   for (const auto& [flag, path, keys] :
        {std::tuple{"api_keys_file", absl::GetFlag(FLAGS_api_keys_file), &c.api_keys},
         std::tuple{"metrics_api_keys_file", absl::GetFlag(FLAGS_metrics_api_keys_file),

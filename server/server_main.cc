@@ -7,10 +7,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -31,10 +33,13 @@
 #include "runtime/model/model.h"
 #include "runtime/model/tokenizer.h"
 #include "runtime/util/status_macros.h"
+#include "server/chat_template.h"
+#include "server/http_api.h"
 #include "server/metrics.h"
 #include "server/metrics_http.h"
 #include "server/server_config.h"
 #include "server/service.h"
+#include "server/stream_capacity.h"
 #ifdef SEQBOAT_HAVE_CUDA
 #include "kernels/cuda_backend.h"
 #endif
@@ -164,7 +169,6 @@ ServiceLimits MakeServiceLimits(const ServerConfig& config, const EngineOptions&
   ServiceLimits limits;
   limits.rules.max_text_bytes = config.max_text_bytes;
   limits.rules.engine = engine.request_limits();
-  limits.max_open_streams = int64_t{engine.max_running} + engine.max_waiting;
   limits.stream_buffer_bytes = config.stream_buffer_bytes;
   limits.stream_write_timeout = config.stream_write_timeout;
   limits.rules.default_max_new_tokens =
@@ -326,6 +330,39 @@ std::thread WatchHealth(const Engine& engine, absl::Duration heartbeat_timeout,
   });
 }
 
+// The chat template: --chat_template's file, else the model file's own ("chat_template" in its
+// metadata), else the default.
+absl::StatusOr<ChatTemplate> ResolveChatTemplate(const ServerConfig& config, const Model& model) {
+  if (!config.chat_template_json.empty()) {
+    return ChatTemplate::FromJson(config.chat_template_json, "--chat_template");
+  }
+  const std::map<std::string, std::string>& metadata = model.file().metadata();
+  const auto it = metadata.find("chat_template");
+  if (it != metadata.end()) {
+    return ChatTemplate::FromJson(
+        it->second, absl::StrCat("--model ", config.model_path, ": metadata chat_template"));
+  }
+  return ChatTemplate();
+}
+
+HttpApiOptions MakeHttpOptions(const ServerConfig& config, const ServiceLimits& limits,
+                               ChatTemplate chat_template) {
+  HttpApiOptions options;
+  options.listen = config.http_listen;
+  options.api_keys = config.api_keys;
+  options.tls_cert_pem = config.tls_cert_pem;
+  options.tls_key_pem = config.tls_key_pem;
+  options.served_model_name = config.served_model_name;
+  options.chat_template = std::move(chat_template);
+  options.rules = limits.rules;
+  options.threads = config.http_threads;
+  options.max_connections = config.http_max_connections;
+  options.idle_timeout = config.stream_write_timeout;
+  options.max_body_bytes = config.max_request_bytes;
+  options.stream_buffer_bytes = config.stream_buffer_bytes;
+  return options;
+}
+
 // Runs until SIGTERM/SIGINT; returns the process exit code.
 int Serve(const ServerConfig& config) {
   absl::StatusOr<Loaded> loaded = Load(config);
@@ -354,11 +391,19 @@ int Serve(const ServerConfig& config) {
       Engine::Create(loaded->backend.get(), model.config(), engine_options, &metrics);
   if (!engine.ok())
     return StartupError(absl::InternalError(absl::StrCat("engine: ", engine.status().message())));
+  absl::StatusOr<ChatTemplate> chat_template = ResolveChatTemplate(config, model);
+  if (!chat_template.ok()) {
+    (*engine)->Shutdown(absl::ZeroDuration());
+    return StartupError(chat_template.status());
+  }
   const ServiceLimits limits = MakeServiceLimits(config, engine_options);
+  // Every front-end's open streams, in choices: the engine's slots and queue.
+  StreamCapacity capacity(int64_t{engine_options.max_running} + engine_options.max_waiting,
+                          &metrics);
   SeqBoatService service(engine->get(), loaded->tokenizer.get(), model.config(),
                          DescribeModel(config, model, *loaded->tokenizer, *loaded->backend, slots,
                                        loaded->window, engine_options, limits),
-                         limits, config.api_keys, &metrics);
+                         limits, config.api_keys, &capacity, &metrics);
   int port = 0;
   std::unique_ptr<grpc::Server> server = StartGrpc(config, &service, &port);
   if (server == nullptr || port == 0) {
@@ -367,13 +412,34 @@ int Serve(const ServerConfig& config) {
         "--listen ", config.listen, ": cannot listen there (expected a free HOST:PORT)")));
   }
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  std::atomic<bool> serving_now{true};
   auto set_serving = [&](bool serving) {
     health->SetServingStatus(serving);
     health->SetServingStatus(kServiceName, serving);
     metrics.SetServing(serving);
+    serving_now = serving;
   };
   set_serving(true);
+  std::unique_ptr<HttpApi> http;
+  if (!config.http_listen.empty()) {
+    absl::StatusOr<std::unique_ptr<HttpApi>> started =
+        HttpApi::Start(MakeHttpOptions(config, limits, *std::move(chat_template)), engine->get(),
+                       loaded->tokenizer.get(), model.config(), &capacity, &metrics,
+                       [&] { return serving_now.load(); });
+    if (!started.ok()) {
+      server->Shutdown();
+      (*engine)->Shutdown(absl::ZeroDuration());
+      return StartupError(
+          absl::InvalidArgumentError(absl::StrCat("--http_listen: ", started.status().message())));
+    }
+    http = *std::move(started);
+  }
   printf("seqboat-server: listening on %s:%d\n", Host(config.listen).c_str(), port);
+  if (http != nullptr) {
+    printf("seqboat-server: HTTP API on %s://%s:%d/v1\n",
+           config.tls_cert_pem.empty() ? "http" : "https", Host(config.http_listen).c_str(),
+           http->port());
+  }
   if (metrics_server != nullptr) {
     printf("seqboat-server: metrics on http://%s:%d/metrics\n", Host(config.metrics_listen).c_str(),
            metrics_server->port());
@@ -392,14 +458,20 @@ int Serve(const ServerConfig& config) {
   watchdog.join();
   set_serving(false);
   service.StopAccepting();
+  if (http != nullptr) http->StopAccepting();
   // The engine ends what is still running when the grace period is over (reason CANCELLED).
   // Streams then get what is left of the grace period to be read, and at least
   // kFinalMessageTime for their last message; gRPC cancels those whose client is not reading.
   constexpr absl::Duration kFinalMessageTime = absl::Milliseconds(500);
   const absl::Time drain_start = absl::Now();
   (*engine)->Shutdown(config.shutdown_grace);
-  server->Shutdown(absl::ToChronoTime(
-      std::max(drain_start + config.shutdown_grace, absl::Now() + kFinalMessageTime)));
+  const absl::Time streams_deadline =
+      std::max(drain_start + config.shutdown_grace, absl::Now() + kFinalMessageTime);
+  server->Shutdown(absl::ToChronoTime(streams_deadline));
+  if (http != nullptr) {
+    http->WaitIdle(streams_deadline);
+    http.reset();  // ends what is left: requests cancelled, connections closed
+  }
   metrics.SetQueue(0, 0);
   fprintf(stderr, "seqboat-server: stopped\n");
   return 0;

@@ -41,32 +41,29 @@ struct SeqBoatService::Shared {
   std::mt19937_64 seed_rng{std::random_device{}()};
   std::atomic<uint64_t> next_request{1};
 
-  // Generate calls from submission to OnDone, with their choices: the capacity count (in
-  // choices, as the engine counts slots) and the watchdog's list.
+  // Generate calls from submission to their Finish, with their choices: what they hold of
+  // the capacity shared with the HTTP API, and the watchdog's list.
+  StreamCapacity* capacity;
   std::mutex streams_mu;
   absl::flat_hash_map<GenerateCall*, int> streams;
-  int64_t open_choices = 0;
 
   uint64_t DrawSeed() {
     std::lock_guard<std::mutex> lock(seed_mu);
     return seed_rng();
   }
-  // Adds a stream of `choices` unless that would exceed max_open_streams; false then.
+  // Adds a stream of `choices` unless the shared capacity is taken; false then.
   bool AdmitStream(GenerateCall* call, int choices) {
     std::lock_guard<std::mutex> lock(streams_mu);
-    if (open_choices + choices > limits.max_open_streams) return false;
+    if (!capacity->TryAcquire(choices)) return false;
     streams[call] = choices;
-    open_choices += choices;
-    if (metrics != nullptr) metrics->SetOpenStreams(open_choices);
     return true;
   }
   void ForgetStream(GenerateCall* call) {
     std::lock_guard<std::mutex> lock(streams_mu);
     auto it = streams.find(call);
     if (it == streams.end()) return;
-    open_choices -= it->second;
+    capacity->Release(it->second);
     streams.erase(it);
-    if (metrics != nullptr) metrics->SetOpenStreams(open_choices);
   }
 };
 
@@ -405,7 +402,7 @@ void GenerateCall::Start(const grpc::ByteBuffer& bytes, bool accepting) {
   if (!shared.AdmitStream(this, params.n)) {
     return Reject(grpc::Status(
         grpc::RESOURCE_EXHAUSTED,
-        absl::StrCat("the server is full: ", shared.limits.max_open_streams,
+        absl::StrCat("the server is full: ", shared.capacity->limit(),
                      " streams are open (running, waiting, or finished and not yet read by "
                      "their client); retry later")));
   }
@@ -700,8 +697,9 @@ absl::Status BuildGenerationParams(const v1::GenerateRequest& request, const Tok
 SeqBoatService::SeqBoatService(Engine* engine, const Tokenizer* tokenizer,
                                const ModelConfig& config, v1::ModelInfo info,
                                const ServiceLimits& limits, std::vector<std::string> api_keys,
-                               Metrics* metrics)
+                               StreamCapacity* capacity, Metrics* metrics)
     : shared_(std::make_shared<Shared>()) {
+  shared_->capacity = capacity;
   shared_->engine = engine;
   shared_->tokenizer = tokenizer;
   shared_->config = config;
@@ -730,10 +728,7 @@ SeqBoatService::SeqBoatService(Engine* engine, const Tokenizer* tokenizer,
   });
 }
 
-int64_t SeqBoatService::open_streams() const {
-  std::lock_guard<std::mutex> lock(shared_->streams_mu);
-  return shared_->open_choices;
-}
+int64_t SeqBoatService::open_streams() const { return shared_->capacity->open(); }
 
 SeqBoatService::~SeqBoatService() {
   stop_watchdog_.Notify();

@@ -21,15 +21,12 @@
 #include "seqboat/v1/seqboat.grpc.pb.h"
 #include "server/metrics.h"
 #include "server/request_builder.h"
+#include "server/stream_capacity.h"
 
 namespace seqboat::server {
 
 struct ServiceLimits {
   RequestRules rules;  // the request builder's
-  // Generate streams open at once, from acceptance until their last message is written or
-  // they are ended: a stream the engine has finished still holds memory until its client
-  // has read it. Beyond it Generate answers RESOURCE_EXHAUSTED.
-  int64_t max_open_streams = 72;
   // A stream ends with RESOURCE_EXHAUSTED when more than this many bytes (about: their
   // serialized size) wait for its client to read them ...
   int64_t stream_buffer_bytes = 4 << 20;
@@ -46,10 +43,11 @@ using SeqBoatRawService = seqboat::v1::SeqBoat::WithRawCallbackMethod_Generate<
 
 class SeqBoatService final : public SeqBoatRawService {
  public:
-  // `engine`, `tokenizer` and `metrics` (may be null) must outlive the service.
+  // `engine`, `tokenizer`, `capacity` (the open streams, shared with the HTTP API) and
+  // `metrics` (may be null) must outlive the service.
   SeqBoatService(Engine* engine, const Tokenizer* tokenizer, const ModelConfig& config,
                  seqboat::v1::ModelInfo info, const ServiceLimits& limits,
-                 std::vector<std::string> api_keys, Metrics* metrics);
+                 std::vector<std::string> api_keys, StreamCapacity* capacity, Metrics* metrics);
   ~SeqBoatService() override;  // after the gRPC server has shut down
 
   grpc::ServerWriteReactor<grpc::ByteBuffer>* Generate(grpc::CallbackServerContext* context,
@@ -63,7 +61,7 @@ class SeqBoatService final : public SeqBoatRawService {
 
   // From now on Generate answers UNAVAILABLE (the server drains).
   void StopAccepting() { accepting_.store(false); }
-  // Generate streams open now (ServiceLimits::max_open_streams).
+  // Generate streams (in choices) open now, of the capacity shared with the HTTP API.
   int64_t open_streams() const;
 
   // Everything the reactors share.

@@ -400,11 +400,13 @@ bool Engine::Forward(IterationStats* stats) {
 
 namespace {
 
-// `logits`' log-softmax at `token`, and the `top` most likely alternatives.
+// `logits`' log-softmax at `token`, its rank, and the `top` most likely alternatives.
 GeneratedToken Score(absl::Span<const float> logits, int32_t token, int top) {
   GeneratedToken scored;
   scored.token = token;
   Sampler::TopLogprobs(logits, top, token, &scored.logprob, &scored.top);
+  scored.rank = 1 + static_cast<int32_t>(std::count_if(logits.begin(), logits.end(),
+                                                       [&](float x) { return x > logits[token]; }));
   return scored;
 }
 
@@ -443,7 +445,7 @@ void Engine::Sample() {
         generated->token = s.sampler->Sample(row);
         generated->logprob = 0.0f;
         generated->top.clear();
-        if (s.params.top_logprobs > 0) {
+        if (s.params.logprobs || s.params.top_logprobs > 0) {
           Sampler::TopLogprobs(row, s.params.top_logprobs, generated->token, &generated->logprob,
                                &generated->top);
         }

@@ -21,6 +21,7 @@ struct GenerationParams {
   int32_t max_new_tokens = 16;
   bool ignore_eos = false;
   int32_t top_logprobs = 0;         // alternatives reported per token (0 = none)
+  bool logprobs = false;            // each token's own logprob (also on when top_logprobs > 0)
   bool return_activations = false;  // per token, which layers ran the GAU
   absl::Time deadline = absl::InfiniteFuture();
   // Prompt scoring: >= 0 reports the log-probability of every prompt token after the first,
@@ -57,6 +58,7 @@ struct GeneratedToken {
   float logprob = 0.0f;  // under the model's raw distribution, when top_logprobs > 0 (or scored)
   std::vector<TokenLogprob> top;     // when top_logprobs > 0
   std::vector<uint8_t> activations;  // [L] when return_activations
+  int32_t rank = 0;  // a scored prompt token: 1 + the number of tokens the model found likelier
 };
 
 struct FinishInfo {

@@ -58,6 +58,12 @@ bool IsValidUtf8(absl::string_view text) {
   return true;
 }
 
+int64_t CountCodePoints(absl::string_view text) {
+  int64_t count = 0;
+  for (char c : text) count += !IsContinuation(static_cast<uint8_t>(c));
+  return count;
+}
+
 size_t AppendValidUtf8(absl::string_view bytes, bool hold_incomplete_tail, std::string* out) {
   size_t i = 0;
   while (i < bytes.size()) {

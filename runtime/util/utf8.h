@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 #include "absl/strings/string_view.h"
@@ -16,6 +17,9 @@ inline constexpr char kUtf8Replacement[] = "\xEF\xBF\xBD";  // U+FFFD
 size_t Utf8SequenceLength(absl::string_view bytes, size_t i);
 
 bool IsValidUtf8(absl::string_view text);
+
+// Characters (bytes that do not continue a sequence) in `text`.
+int64_t CountCodePoints(absl::string_view text);
 
 // Appends the valid UTF-8 prefix of `bytes` to `out`, replacing each maximal invalid
 // subsequence with U+FFFD; returns the length of an incomplete trailing sequence that is

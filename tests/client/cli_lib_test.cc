@@ -1,5 +1,6 @@
 #include "client/cli_lib.h"
 
+#include "client/http_stream.h"
 #include "gtest/gtest.h"
 
 namespace seqboat::cli {
@@ -44,6 +45,20 @@ TEST(ParseTest, StringListsWithEscapes) {
   EXPECT_TRUE(ParseStringList("", "stop")->empty());
   EXPECT_FALSE(ParseStringList("a\\x", "stop").ok());
   EXPECT_FALSE(ParseStringList("a\\", "stop").ok());
+}
+
+TEST(SseParserTest, EventsSplitAnywhereComeBackWhole) {
+  std::vector<std::string> got;
+  SseParser parser([&](absl::string_view data) { got.emplace_back(data); });
+  const std::string stream =
+      "data: {\"a\": 1}\n\n: a comment\r\ndata:{\"b\": 2}\r\n\nevent: x\ndata: [DONE]\n\n";
+  for (char c : stream) parser.Feed(absl::string_view(&c, 1));  // one byte at a time
+  EXPECT_EQ(got, (std::vector<std::string>{"{\"a\": 1}", "{\"b\": 2}", "[DONE]"}));
+  got.clear();
+  parser.Feed("data: partial");  // not ended: held
+  EXPECT_TRUE(got.empty());
+  parser.Feed(" line\n");
+  EXPECT_EQ(got, (std::vector<std::string>{"partial line"}));
 }
 
 }  // namespace

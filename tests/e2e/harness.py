@@ -52,13 +52,14 @@ def model_config(path=TINY):
 class Server:
     """A seqboat-server process; stop() sends SIGTERM and returns the exit code."""
 
-    def __init__(self, *flags, model=TINY, metrics=True):
+    def __init__(self, *flags, model=TINY, metrics=True, http=True):
         self.stderr_text = None  # kept once stop() removes the file
         self.stderr_file = tempfile.NamedTemporaryFile(prefix="seqboat_server_", suffix=".log", delete=False)
         args = [binary("seqboat-server"), "--model", model, "--listen", "127.0.0.1:0",
-                "--metrics_listen", "127.0.0.1:0" if metrics else ""] + list(flags)
+                "--metrics_listen", "127.0.0.1:0" if metrics else "",
+                "--http_listen", "127.0.0.1:0" if http else ""] + list(flags)
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.stderr_file, text=True)
-        self.port = self.metrics_port = None
+        self.port = self.metrics_port = self.http_port = None
         lines = []
         deadline = time.time() + 60
 
@@ -80,8 +81,11 @@ class Server:
                 self.port = int(line.strip().rsplit(":", 1)[1])
             if line.startswith("seqboat-server: metrics on "):
                 self.metrics_port = int(line.strip().rsplit(":", 1)[1].split("/")[0])
+            if line.startswith("seqboat-server: HTTP API on "):
+                self.http_port = int(line.strip().rsplit(":", 1)[1].split("/")[0])
         self.address = "127.0.0.1:%d" % self.port
         self.exit_code = None
+        self.http_base = "http://127.0.0.1:%d" % self.http_port if self.http_port else None
 
     def stderr(self):
         if self.stderr_text is not None:

@@ -43,7 +43,7 @@ class AuthTest(unittest.TestCase):
                 self.assertEqual(subprocess.run(cli, capture_output=True).returncode, 1)
                 ok = subprocess.run(cli + ["--api_key", "beta-key"], capture_output=True, text=True)
                 self.assertEqual(ok.returncode, 0, ok.stderr)
-                self.assertEqual(server.metric("seqboat_requests_total", 'code="UNAUTHENTICATED"'), 4)
+                self.assertEqual(server.metric("seqboat_requests_total", 'api="grpc",code="UNAUTHENTICATED"'), 4)
             finally:
                 self.assertEqual(server.stop(), 0)
 

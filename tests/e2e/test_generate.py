@@ -204,7 +204,7 @@ class GenerateTest(unittest.TestCase):
 
     def test_invalid_requests_name_the_field_and_the_server_keeps_serving(self):
         V = self.info.vocab_size
-        before = self.server.metric("seqboat_requests_total", 'code="INVALID_ARGUMENT"')
+        before = self.server.metric("seqboat_requests_total", 'api="grpc",code="INVALID_ARGUMENT"')
 
         def expect(field, build):
             r = harness.greedy_request(self.prompt, n=4)
@@ -227,7 +227,7 @@ class GenerateTest(unittest.TestCase):
         expect("stopping.stop_token_ids", lambda r: r.stopping.stop_token_ids.append(V))
         _, tokens, finish, _ = harness.collect(self.stub.Generate(harness.greedy_request(self.prompt, n=5)))
         self.assertEqual(len(tokens), 5)
-        self.assertEqual(self.server.metric("seqboat_requests_total", 'code="INVALID_ARGUMENT"') - before, 11)
+        self.assertEqual(self.server.metric("seqboat_requests_total", 'api="grpc",code="INVALID_ARGUMENT"') - before, 11)
 
 
 class PrefixCacheTest(unittest.TestCase):
@@ -305,8 +305,8 @@ class BackendErrorTest(unittest.TestCase):
                              harness.health_pb2.HealthCheckResponse.SERVING)
             self.assertEqual(server.metric("seqboat_backend_errors_total"), 1)
             self.assertEqual(server.metric("seqboat_backend_usable"), 1)
-            self.assertEqual(server.metric("seqboat_requests_total", 'code="INTERNAL"'), 1)
-            self.assertEqual(server.metric("seqboat_requests_total", 'code="OK"'), 1)
+            self.assertEqual(server.metric("seqboat_requests_total", 'api="grpc",code="INTERNAL"'), 1)
+            self.assertEqual(server.metric("seqboat_requests_total", 'api="grpc",code="OK"'), 1)
             # The gauges follow within the health watchdog's period (100 ms).
             end = time.time() + 5
             while server.metric("seqboat_state_slots_in_use") != 0 and time.time() < end:
@@ -342,7 +342,7 @@ class BackendErrorTest(unittest.TestCase):
             self.assertIn("must be restarted", ctx.exception.details())
             self.assertEqual(server.metric("seqboat_backend_usable"), 0)
             self.assertEqual(server.metric("seqboat_engine_serving"), 0)
-            self.assertEqual(server.metric("seqboat_requests_total", 'code="INTERNAL"'), 1)
+            self.assertEqual(server.metric("seqboat_requests_total", 'api="grpc",code="INTERNAL"'), 1)
         finally:
             self.assertEqual(server.stop(), 0)
         self.assertIn("the backend is unusable (injected device loss at Forward call 5", server.stderr())

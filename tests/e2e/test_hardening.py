@@ -45,11 +45,11 @@ def sanitized(pid):
         return any(name in f.read() for name in ("libasan", "libtsan"))
 
 
-def codes(server):
-    """seqboat_requests_total by code."""
+def codes(server, api="grpc"):
+    """seqboat_requests_total of one front-end, by code."""
     out = {}
     for line in server.metrics().splitlines():
-        if line.startswith("seqboat_requests_total{"):
+        if line.startswith('seqboat_requests_total{api="%s",' % api):
             out[line.split('code="')[1].split('"')[0]] = float(line.split()[-1])
     return out
 

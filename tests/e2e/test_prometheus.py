@@ -60,7 +60,7 @@ class PrometheusTest(unittest.TestCase):
                     pass
                 time.sleep(0.5)
             self.assertEqual(values, [expected], open(os.path.join(work, "prometheus.log")).read()[-2000:])
-            self.assertEqual(query('seqboat_requests_total{code="OK"}'), [3.0])
+            self.assertEqual(query('seqboat_requests_total{api="grpc",code="OK"}'), [3.0])
             self.assertEqual(query("seqboat_time_to_first_token_seconds_count"), [3.0])
             self.assertEqual(query("seqboat_engine_serving"), [1.0])
             self.assertEqual(len(query("seqboat_gau_activation_ratio")), harness.model_config()["layers"])
