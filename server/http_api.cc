@@ -595,6 +595,8 @@ bool HttpCall::BuildEventsLocked() {
     error_sent_ = true;
     ending_code_ = "RESOURCE_EXHAUSTED";
     out_ += Sse(ErrorBody(429, aborted_));
+    out_ += "data: [DONE]\n\n";  // as after any error event (vLLM's way): the stream ends
+    done_sent_ = true;
     return true;
   }
   // Choices in turn: their start, their text, their end.

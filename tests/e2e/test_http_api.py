@@ -412,6 +412,44 @@ class HttpServerLimitsTest(unittest.TestCase):
             finally:
                 self.assertEqual(server.stop(), 0)
 
+    def test_a_backend_failure_is_a_500_or_an_error_event_and_serving_goes_on(self):
+        # The 5th and the 30th forward calls fail as a device error would.
+        server = harness.Server("--debug_fail_forward", "5")
+        try:
+            url = server.http_base + "/v1/completions"
+            body = {"prompt": harness.fixture_prompt(), "max_tokens": 40, "temperature": 0, "ignore_eos": True}
+            # Start-up made no forward call: calls 1-4 are this request's prefill and first steps.
+            r = requests.post(url, json=body, timeout=30)
+            self.assertEqual(r.status_code, 500, r.text)
+            self.assertEqual(r.json()["error"]["type"], "internal_error")
+            self.assertIn("injected fault in Forward call 5", r.json()["error"]["message"])
+            # Serving goes on, and a stream that meets no fault ends normally.
+            events = sse_events(requests.post(url, json=dict(body, stream=True), stream=True, timeout=30))
+            self.assertEqual(events[-1], "[DONE]")
+            self.assertEqual(assemble(events)[0][1], ["length"])
+            self.assertEqual(server.metric("seqboat_requests_total", 'api="http",code="INTERNAL"'), 1)
+            self.assertEqual(server.metric("seqboat_http_responses_total", 'status="500"'), 1)
+        finally:
+            self.assertEqual(server.stop(), 0)
+
+    def test_a_backend_failure_mid_stream_is_an_error_event_that_ends_it(self):
+        server = harness.Server("--debug_fail_forward", "10")
+        try:
+            body = {"prompt": harness.fixture_prompt(), "max_tokens": 40, "temperature": 0, "ignore_eos": True,
+                    "stream": True}
+            events = sse_events(requests.post(server.http_base + "/v1/completions", json=body, stream=True,
+                                              timeout=30))
+            # Text, then one error event, then [DONE] (as vLLM ends a stream that failed).
+            self.assertEqual(events[-1], "[DONE]")
+            error = events[-2]
+            self.assertEqual(error["error"]["code"], 500, error)
+            self.assertIn("injected fault in Forward call 10", error["error"]["message"])
+            self.assertGreater(len(assemble(events[:-2])[0][0]), 0, "text came before the fault")
+            self.assertFalse(any("error" in e for e in events[:-2]))
+            self.assertEqual(server.metric("seqboat_requests_total", 'api="http",code="INTERNAL"'), 1)
+        finally:
+            self.assertEqual(server.stop(), 0)
+
     def test_tls_serves_https_with_the_grpc_certificate(self):
         with tempfile.TemporaryDirectory() as d:
             key, cert = os.path.join(d, "key.pem"), os.path.join(d, "cert.pem")
