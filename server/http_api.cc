@@ -32,7 +32,7 @@ using json = nlohmann::json;
 
 namespace {
 
-enum class Route { kNone, kHealth, kModels, kCompletions, kChat, kTokenize, kDetokenize };
+enum class Route { kNone, kHealth, kModels, kModel, kCompletions, kChat, kTokenize, kDetokenize };
 
 struct RouteSpec {
   const char* path;
@@ -43,6 +43,7 @@ struct RouteSpec {
 constexpr RouteSpec kRoutes[] = {
     {"/health", "GET", Route::kHealth, false},
     {"/v1/models", "GET", Route::kModels, false},
+    {"/v1/models/", "GET", Route::kModel, false},  // /v1/models/{id}: a prefix
     {"/v1/completions", "POST", Route::kCompletions, true},
     {"/v1/chat/completions", "POST", Route::kChat, true},
     {"/tokenize", "POST", Route::kTokenize, true},
@@ -151,8 +152,8 @@ MHD_Result Queue(MHD_Connection* connection, int status, const std::string& body
 // guarded by it; the connection is touched only while `alive_`.
 class HttpCall : public std::enable_shared_from_this<HttpCall> {
  public:
-  HttpCall(HttpApi::Impl* api, MHD_Connection* connection, const RouteSpec* route)
-      : api_(api), connection_(connection), route_(route) {
+  HttpCall(HttpApi::Impl* api, MHD_Connection* connection, const RouteSpec* route, std::string url)
+      : api_(api), connection_(connection), route_(route), url_(std::move(url)) {
     const MHD_ConnectionInfo* info =
         MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
     fd_ = info != nullptr ? info->connect_fd : -1;
@@ -185,6 +186,7 @@ class HttpCall : public std::enable_shared_from_this<HttpCall> {
   MHD_Result Error(int status, const std::string& message, const std::string& param = "",
                    std::initializer_list<std::pair<const char*, const char*>> headers = {});
   MHD_Result ServeGeneration(OpenAiEndpoint endpoint);
+  nlohmann::json ModelObject() const;  // the served model, as /v1/models lists it
   MHD_Result ServeTokenize();
   MHD_Result ServeDetokenize();
   void WakeLocked();  // resumes the connection if it is suspended
@@ -199,6 +201,7 @@ class HttpCall : public std::enable_shared_from_this<HttpCall> {
   HttpApi::Impl* const api_;
   MHD_Connection* const connection_;
   const RouteSpec* const route_;
+  const std::string url_;
   int fd_ = -1;
   std::string body_;
   bool submitted_ = false;
@@ -269,6 +272,15 @@ void HttpCall::ReleaseCapacityLocked() {
   capacity_held_ = 0;
 }
 
+json HttpCall::ModelObject() const {
+  return {{"id", api_->options.served_model_name},
+          {"object", "model"},
+          {"created", api_->created},
+          {"owned_by", "seqboat"},
+          {"root", api_->options.served_model_name},
+          {"max_model_len", api_->options.rules.engine.max_prompt_tokens}};
+}
+
 MHD_Result HttpCall::Serve() {
   HttpApi::Impl& api = *api_;
   switch (route_->route) {
@@ -279,15 +291,19 @@ MHD_Result HttpCall::Serve() {
       }
       return Error(
           503, "the server is not serving (draining, or its engine or backend is not responding)");
+    case Route::kModel: {
+      const std::string id = url_.substr(std::strlen(route_->path));
+      if (id != api.options.served_model_name) {
+        return Error(404,
+                     absl::StrCat("model: '", id, "' is not served here; this server serves '",
+                                  api.options.served_model_name, "'"),
+                     "model");
+      }
+      Finished(200);
+      return Queue(connection_, 200, ModelObject().dump());
+    }
     case Route::kModels: {
-      const json models = {
-          {"object", "list"},
-          {"data", json::array({{{"id", api.options.served_model_name},
-                                 {"object", "model"},
-                                 {"created", api.created},
-                                 {"owned_by", "seqboat"},
-                                 {"root", api.options.served_model_name},
-                                 {"max_model_len", api.options.rules.engine.max_prompt_tokens}}})}};
+      const json models = {{"object", "list"}, {"data", json::array({ModelObject()})}};
       Finished(200);
       return Queue(connection_, 200, models.dump());
     }
@@ -391,6 +407,13 @@ MHD_Result HttpCall::ServeGeneration(OpenAiEndpoint endpoint) {
     }
   }
   const int64_t choices = static_cast<int64_t>(request_.prompts.size()) * request_.n;
+  if (choices > api.capacity->limit()) {  // never fits: not a reason to retry
+    return Error(400,
+                 absl::StrCat("prompt: ", request_.prompts.size(), " prompts with n ", request_.n,
+                              " are ", choices, " choices; this server runs at most ",
+                              api.capacity->limit(), " at once"),
+                 "prompt");
+  }
   if (!api.capacity->TryAcquire(choices)) {
     return Error(
         429,
@@ -729,7 +752,12 @@ namespace {
 
 const RouteSpec* FindRoute(const char* url) {
   for (const RouteSpec& route : kRoutes) {
-    if (std::strcmp(url, route.path) == 0) return &route;
+    const size_t length = std::strlen(route.path);
+    const bool prefix = route.path[length - 1] == '/';  // /v1/models/{id}
+    if (prefix ? std::strncmp(url, route.path, length) == 0 && url[length] != '\0'
+               : std::strcmp(url, route.path) == 0) {
+      return &route;
+    }
   }
   return nullptr;
 }
@@ -740,7 +768,7 @@ MHD_Result HandleRequest(void* cls, MHD_Connection* connection, const char* url,
   auto& api = *static_cast<HttpApi::Impl*>(cls);
   if (*request_state == nullptr) {  // the headers are in
     const RouteSpec* route = FindRoute(url);
-    auto call = std::make_shared<HttpCall>(&api, connection, route);
+    auto call = std::make_shared<HttpCall>(&api, connection, route, url);
     *request_state = new std::shared_ptr<HttpCall>(call);
     {
       std::lock_guard<std::mutex> lock(api.calls_mu);

@@ -87,6 +87,12 @@ class HttpApiTest(unittest.TestCase):
         models = requests.get(self.base + "/v1/models", timeout=10).json()
         self.assertEqual(models["object"], "list")
         self.assertEqual([m["id"] for m in models["data"]], ["model"])  # model.safetensors
+        one = requests.get(self.base + "/v1/models/model", timeout=10)
+        self.assertEqual(one.status_code, 200)
+        self.assertEqual(one.json(), models["data"][0])
+        other = requests.get(self.base + "/v1/models/gpt-4", timeout=10)
+        self.assertEqual(other.status_code, 404)
+        self.assertEqual(other.json()["error"]["param"], "model")
 
     def test_greedy_over_http_equals_grpc(self):
         stub = self.server.stub()
@@ -304,6 +310,7 @@ class HttpApiTest(unittest.TestCase):
             ("/v1/completions", {"prompt": p, "best_of": 3}, "best_of"),
             ("/v1/completions", {"prompt": p, "echo": 1}, "echo"),
             ("/v1/completions", {"prompt": p, "max_tokens": 0}, "max_tokens"),
+            ("/v1/completions", {"prompt": ["a"] * 40, "n": 3}, "prompt"),  # 120 choices > 72 streams
             ("/v1/chat/completions", {}, "messages"),
             ("/v1/chat/completions", {"messages": "hi"}, "messages"),
             ("/v1/chat/completions", {"messages": [{"role": "user"}]}, "messages"),

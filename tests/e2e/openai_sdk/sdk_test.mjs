@@ -8,7 +8,13 @@
 // Nothing here knows what the model generates: streamed output is compared with whole
 // output, and counts, shapes and types with the request.
 import assert from 'node:assert/strict';
-import OpenAI, { APIError, AuthenticationError, BadRequestError, RateLimitError } from 'openai';
+import OpenAI, {
+  APIError,
+  AuthenticationError,
+  BadRequestError,
+  NotFoundError,
+  RateLimitError,
+} from 'openai';
 
 const BASE = process.env.SEQBOAT_HTTP_BASE;
 const API_KEY = process.env.SEQBOAT_API_KEY;
@@ -75,6 +81,14 @@ model ??= 'model';
 await check('models.list needs no API key', async () => {
   const page = await wrongKey.models.list();
   assert.deepEqual(page.data.map((m) => m.id), [model]);
+});
+
+await check('models.retrieve: the model, and a NotFoundError for another', async () => {
+  const one = await client.models.retrieve(model);
+  assert.equal(one.id, model);
+  const err = await rejection(client.models.retrieve('not-this-model'));
+  assert.ok(err instanceof NotFoundError, `expected a NotFoundError, got ${err?.constructor?.name}`);
+  assert.equal(err.status, 404);
 });
 
 await check('completions: whole, greedy, max_tokens 16', async () => {
