@@ -30,38 +30,17 @@ std::vector<uint64_t> PrefixCache::BoundaryHashes(absl::Span<const int32_t> prom
   return hashes;
 }
 
-std::list<PrefixCache::Entry>::const_iterator PrefixCache::Find(absl::Span<const int32_t> prompt,
-                                                                int64_t tokens,
-                                                                uint64_t hash) const {
-  auto it = by_hash_.find(hash);
-  if (it == by_hash_.end()) return lru_.end();
-  for (auto entry : it->second) {
-    if (static_cast<int64_t>(entry->tokens.size()) == tokens &&
-        std::equal(entry->tokens.begin(), entry->tokens.end(), prompt.begin())) {
-      return entry;
-    }
-  }
-  return lru_.end();
-}
-
 std::optional<PrefixCache::Hit> PrefixCache::Peek(absl::Span<const int32_t> prompt) const {
-  if (lru_.empty()) return std::nullopt;
-  const std::vector<uint64_t> hashes =
-      BoundaryHashes(prompt, static_cast<int64_t>(prompt.size()) - 1);
-  for (int64_t k = static_cast<int64_t>(hashes.size()); k >= 1; --k) {
-    auto entry = Find(prompt, k * block_, hashes[k - 1]);
-    if (entry != lru_.end()) return Hit{entry->slot, k * block_};
-  }
-  return std::nullopt;
+  if (prompt.empty()) return std::nullopt;
+  std::optional<TokenTrie::Match> match =
+      trie_.LongestPrefix(prompt, static_cast<int64_t>(prompt.size()) - 1);
+  if (!match.has_value() || match->length == 0) return std::nullopt;
+  return Hit{static_cast<SlotId>(match->value), match->length};
 }
 
 std::optional<PrefixCache::Hit> PrefixCache::Lookup(absl::Span<const int32_t> prompt) {
   std::optional<Hit> hit = Peek(prompt);
-  if (hit.has_value()) {
-    auto entry =
-        std::find_if(lru_.begin(), lru_.end(), [&](const Entry& e) { return e.slot == hit->slot; });
-    lru_.splice(lru_.begin(), lru_, entry);
-  }
+  if (hit.has_value()) lru_.splice(lru_.begin(), lru_, by_slot_.at(hit->slot));
   return hit;
 }
 
@@ -73,7 +52,7 @@ int64_t PrefixCache::SnapshotPoint(absl::Span<const int32_t> prompt, int64_t aft
   for (int64_t k = static_cast<int64_t>(hashes.size()); k >= 1 && k * block_ > after; --k) {
     auto seen = seen_.find(hashes[k - 1]);
     if (seen == seen_.end()) continue;
-    if (Find(prompt, k * block_, hashes[k - 1]) == lru_.end()) point = k * block_;
+    if (!trie_.Find(prompt.subspan(0, k * block_)).has_value()) point = k * block_;
     break;  // the longest shared boundary is the one worth having
   }
   if (static_cast<int64_t>(seen_.size() + hashes.size()) > max_seen_) seen_.clear();
@@ -86,29 +65,28 @@ SlotId PrefixCache::Insert(absl::Span<const int32_t> prompt, int64_t tokens) {
       tokens > static_cast<int64_t>(prompt.size())) {
     return -1;
   }
-  const std::vector<uint64_t> hashes = BoundaryHashes(prompt, tokens);
+  const absl::Span<const int32_t> prefix = prompt.subspan(0, tokens);
   // Two requests with the same prompt admitted together both reach the snapshot point: the
   // second has nothing to add.
-  if (Find(prompt, tokens, hashes.back()) != lru_.end()) return -1;
+  if (trie_.Find(prefix).has_value()) return -1;
   if (free_slots_.empty()) Drop(lru_.back().slot);
   const SlotId slot = free_slots_.back();
   free_slots_.pop_back();
   Entry entry;
-  entry.tokens.assign(prompt.begin(), prompt.begin() + tokens);
-  entry.hash = hashes.back();
+  entry.tokens.assign(prefix.begin(), prefix.end());
   entry.slot = slot;
   lru_.push_front(std::move(entry));
-  by_hash_[lru_.front().hash].push_back(lru_.begin());
+  by_slot_[slot] = lru_.begin();
+  trie_.Insert(prefix, slot);
   return slot;
 }
 
 void PrefixCache::Drop(SlotId slot) {
-  auto entry =
-      std::find_if(lru_.begin(), lru_.end(), [&](const Entry& e) { return e.slot == slot; });
-  if (entry == lru_.end()) return;
-  auto& bucket = by_hash_[entry->hash];
-  std::erase(bucket, entry);
-  if (bucket.empty()) by_hash_.erase(entry->hash);
+  auto found = by_slot_.find(slot);
+  if (found == by_slot_.end()) return;
+  const std::list<Entry>::iterator entry = found->second;
+  trie_.Erase(entry->tokens);
+  by_slot_.erase(found);
   free_slots_.push_back(slot);
   lru_.erase(entry);
 }

@@ -6,9 +6,10 @@
 // prompt, the engine asks SnapshotPoint for the longest block boundary that an earlier prompt
 // also passed through (so that it is shared, not the prompt's own tail) and that is not
 // cached yet, stops the prefill chunk there and copies the slot. Lookups find the longest
-// cached boundary that is a prefix of a new prompt (always leaving at least one prompt token
-// to run, whose logits give the first sampled token). Bookkeeping only: the engine does the
-// slot copies. Not thread-safe (the engine thread owns it).
+// cached entry that is a prefix of a new prompt (always leaving at least one prompt token
+// to run, whose logits give the first sampled token), in one walk of a token radix tree
+// (token_trie.h), linear in the prompt's length. Bookkeeping only: the engine does the slot
+// copies. Not thread-safe (the engine thread owns it).
 #pragma once
 
 #include <cstdint>
@@ -19,6 +20,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/types/span.h"
 #include "runtime/backend.h"
+#include "runtime/engine/token_trie.h"
 
 namespace seqboat {
 
@@ -53,21 +55,21 @@ class PrefixCache {
  private:
   struct Entry {
     std::vector<int32_t> tokens;  // the exact prefix
-    uint64_t hash = 0;
     SlotId slot = -1;
   };
   // Hashes of prompt[0, k * block) for k = 1.. while k * block <= limit.
   std::vector<uint64_t> BoundaryHashes(absl::Span<const int32_t> prompt, int64_t limit) const;
-  std::list<Entry>::const_iterator Find(absl::Span<const int32_t> prompt, int64_t tokens,
-                                        uint64_t hash) const;
 
   const std::vector<SlotId> all_slots_;
   const int64_t block_;
   const int64_t max_seen_;
   std::vector<SlotId> free_slots_;
   std::list<Entry> lru_;  // most recently used first
-  absl::flat_hash_map<uint64_t, std::vector<std::list<Entry>::iterator>> by_hash_;
-  absl::flat_hash_map<uint64_t, int32_t> seen_;  // boundary hash -> prompts that passed it
+  absl::flat_hash_map<SlotId, std::list<Entry>::iterator> by_slot_;
+  TokenTrie trie_;  // every entry's tokens, valued by its slot
+  // The snapshot rule's memory: boundary hash -> prompts that passed it (a collision can only
+  // make a snapshot be taken early; lookups compare tokens, in the trie).
+  absl::flat_hash_map<uint64_t, int32_t> seen_;
 };
 
 }  // namespace seqboat

@@ -174,7 +174,8 @@ TEST(Scheduler, EmptyInputsPlanNothing) {
   EXPECT_TRUE(plan.chunks.empty());
   // A full engine admits nobody.
   const std::vector<int32_t> prompt = Tokens(3);
-  plan = PlanIteration({{prompt}}, {{0, prompt, 3, 0}, {1, prompt, 3, 0}}, {}, nullptr, {2, 16});
+  plan = PlanIteration({{prompt}}, {{0, prompt, 3, 0, {}}, {1, prompt, 3, 0, {}}}, {}, nullptr,
+                       {2, 16});
   EXPECT_TRUE(plan.admissions.empty());
   EXPECT_EQ(plan.chunks.size(), 2u);
 }
