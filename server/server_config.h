@@ -32,7 +32,8 @@ struct ServerConfig {
   int sampling_threads = 1;
   int64_t prefix_cache_bytes = 256 << 20;  // at most; 0 turns the cache off
   int64_t prefix_cache_block = 32;
-  int64_t state_memory_bytes = 0;  // 0 = no limit
+  bool prefix_cache_finished = true;  // requests leave their end state in the cache
+  int64_t state_memory_bytes = 0;     // 0 = no limit
 
   // The front-ends.
   std::string listen = "127.0.0.1:50051";

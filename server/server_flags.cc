@@ -72,6 +72,9 @@ ABSL_FLAG(int64_t, prefix_cache_mb, 256,
           "Memory for prefix-state snapshots in MiB; 0 turns the cache off.");
 ABSL_FLAG(int64_t, prefix_cache_block, 32,
           "Prefix-cache snapshots are taken at multiples of this many prompt tokens.");
+ABSL_FLAG(bool, prefix_cache_finished, true,
+          "A request that ends (but by an error) leaves its state in the prefix cache, so that "
+          "the next turn of a conversation runs only its new tokens.");
 ABSL_FLAG(int64_t, max_text_bytes, 256 << 10,
           "Longest GenerateRequest.text and TokenizeRequest.text in bytes, refused before they are "
           "read.");
@@ -197,6 +200,7 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
     *bytes = mib << 20;
   }
   c.prefix_cache_block = absl::GetFlag(FLAGS_prefix_cache_block);
+  c.prefix_cache_finished = absl::GetFlag(FLAGS_prefix_cache_finished);
   RETURN_IF_ERROR(AtLeast("prefix_cache_block", static_cast<double>(c.prefix_cache_block), 1));
 
   c.listen = absl::GetFlag(FLAGS_listen);

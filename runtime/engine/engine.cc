@@ -17,10 +17,11 @@ struct Engine::Sequence {
   GenerationParams params;
   std::unique_ptr<Sampler> sampler;
   SlotId slot = -1;
-  int64_t prefilled = 0;    // prompt tokens through the model
-  int64_t cached = 0;       // of those, restored from the prefix cache
-  int64_t snapshot_at = 0;  // > 0: copy the state into the prefix cache after this many
-  int32_t last_token = -1;  // the next decode step's input
+  int64_t prefilled = 0;     // prompt tokens through the model
+  int64_t cached = 0;        // of those, restored from the prefix cache
+  int64_t snapshot_at = 0;   // > 0: copy the state into the prefix cache after this many
+  int32_t last_token = -1;   // the next decode step's input
+  std::vector<int32_t> fed;  // the decode steps' inputs so far (after the whole prompt)
   int64_t generated = 0;
   absl::Time submitted_at, admitted_at, first_token_at, last_token_at;
   bool finished = false;
@@ -179,6 +180,7 @@ void Engine::Finish(Sequence& sequence, FinishReason reason, const std::string& 
   if (sequence.finished) return;
   sequence.finished = true;
   --held_;
+  if (reason != FinishReason::kError) SnapshotFinished(sequence);
   const absl::Time now = absl::Now();
   FinishInfo info;
   info.reason = reason;
@@ -196,6 +198,21 @@ void Engine::Finish(Sequence& sequence, FinishReason reason, const std::string& 
   if (observer_ != nullptr) observer_->OnFinish(info);
   // Forks that have not started end with their leader (it ended before its prompt did).
   for (auto& fork : sequence.forks) Finish(*fork, reason, error);
+}
+
+void Engine::SnapshotFinished(const Sequence& sequence) {
+  // The slot holds the state after every token the sequence fed: its prompt (or what of it
+  // ran) and its decode steps' inputs; the last sampled token was never fed. A fork that never
+  // started (prefilled 0) holds nothing of its own.
+  if (prefix_cache_ == nullptr || !options_.snapshot_finished || sequence.slot < 0 ||
+      sequence.prefilled == 0) {
+    return;
+  }
+  const std::vector<int32_t>& prompt = sequence.params.prompt;
+  std::vector<int32_t> tokens(prompt.begin(), prompt.begin() + sequence.prefilled);
+  tokens.insert(tokens.end(), sequence.fed.begin(), sequence.fed.end());
+  const SlotId into = prefix_cache_->InsertFinished(tokens);
+  if (into >= 0 && !backend_->CopySlot(sequence.slot, into).ok()) prefix_cache_->Drop(into);
 }
 
 void Engine::ReleaseFinished() {
@@ -346,6 +363,7 @@ void Engine::BuildBatch(const IterationPlan& plan, IterationStats* stats) {
     }
     if (chunk.decode) {
       batch_.decode_inputs.push_back(sequence->last_token);
+      sequence->fed.push_back(sequence->last_token);  // a failed Forward ends it (no snapshot)
       batch_.chunks.push_back(
           {chunk.slot, absl::MakeConstSpan(&batch_.decode_inputs.back(), 1), false});
       ++stats->decode_sequences;

@@ -32,6 +32,10 @@ struct EngineOptions {
   // Backend slots beyond max_running that hold prefix-state snapshots (0 = no prefix cache).
   int prefix_cache_slots = 0;
   int64_t prefix_cache_block = 32;  // snapshots are taken at multiples of this many tokens
+  // A request that ends (but by an error) leaves its state in the prefix cache, keyed by the
+  // tokens it fed: a prompt that extends them (the next turn of a conversation) runs only
+  // its new tokens.
+  bool snapshot_finished = true;
   absl::Duration iteration_delay =
       absl::ZeroDuration();  // testing: a pause after every iteration (a slow device)
   // Threads that sample the batch's tokens (each sequence's sampler is independent); worth
@@ -140,6 +144,9 @@ class Engine {
                     absl::Time sampled_at, IterationStats* stats);
   void Report(IterationStats* stats);
   void Finish(Sequence& sequence, FinishReason reason, const std::string& error = "");
+  // Puts the state a finished sequence leaves into the prefix cache
+  // (EngineOptions::snapshot_finished).
+  void SnapshotFinished(const Sequence& sequence);
   void ReleaseFinished();
   void TakeSubmittedLocked();                    // submitted_ -> waiting_; holds mu_
   void LoseBackend(const absl::Status& health);  // ends every request; Submit refuses

@@ -65,19 +65,50 @@ SlotId PrefixCache::Insert(absl::Span<const int32_t> prompt, int64_t tokens) {
       tokens > static_cast<int64_t>(prompt.size())) {
     return -1;
   }
-  const absl::Span<const int32_t> prefix = prompt.subspan(0, tokens);
   // Two requests with the same prompt admitted together both reach the snapshot point: the
   // second has nothing to add.
-  if (trie_.Find(prefix).has_value()) return -1;
-  if (free_slots_.empty()) Drop(lru_.back().slot);
+  return Claim(prompt.subspan(0, tokens), /*shared=*/true);
+}
+
+SlotId PrefixCache::InsertFinished(absl::Span<const int32_t> tokens) {
+  if (all_slots_.empty() || tokens.empty()) return -1;
+  // The end of an earlier request that this one extends (the previous turn of a conversation)
+  // is superseded: its slot goes to the longer state. A shared prefix stays.
+  if (std::optional<TokenTrie::Match> earlier =
+          trie_.LongestPrefix(tokens, static_cast<int64_t>(tokens.size()) - 1)) {
+    if (!by_slot_.at(static_cast<SlotId>(earlier->value))->shared) {
+      Drop(static_cast<SlotId>(earlier->value));
+    }
+  }
+  return Claim(tokens, /*shared=*/false);
+}
+
+SlotId PrefixCache::Claim(absl::Span<const int32_t> tokens, bool shared) {
+  if (std::optional<int64_t> cached = trie_.Find(tokens)) {
+    if (shared) by_slot_.at(static_cast<SlotId>(*cached))->shared = true;  // now known shared
+    return -1;
+  }
+  if (free_slots_.empty()) {
+    // The least recently used entry this one may displace.
+    auto victim = lru_.end();
+    for (auto it = lru_.rbegin(); it != lru_.rend(); ++it) {
+      if (shared || !it->shared) {
+        victim = std::prev(it.base());
+        break;
+      }
+    }
+    if (victim == lru_.end()) return -1;
+    Drop(victim->slot);
+  }
   const SlotId slot = free_slots_.back();
   free_slots_.pop_back();
   Entry entry;
-  entry.tokens.assign(prefix.begin(), prefix.end());
+  entry.tokens.assign(tokens.begin(), tokens.end());
   entry.slot = slot;
+  entry.shared = shared;
   lru_.push_front(std::move(entry));
   by_slot_[slot] = lru_.begin();
-  trie_.Insert(prefix, slot);
+  trie_.Insert(tokens, slot);
   return slot;
 }
 

@@ -45,6 +45,12 @@ class PrefixCache {
   // entry when full; the caller copies the state into it. -1 when there are no slots or the
   // same prefix is already cached.
   SlotId Insert(absl::Span<const int32_t> prompt, int64_t tokens);
+  // Claims a slot for the state a finished request left: after exactly `tokens`, any length.
+  // It takes a free slot or the least recently used slot of another finished request, never
+  // a shared prefix's (one that two prompts passed through outranks one request's end); the
+  // end of an earlier request that `tokens` extends gives way to it. -1 when no slot can be
+  // had or the same sequence is cached already.
+  SlotId InsertFinished(absl::Span<const int32_t> tokens);
   // Forgets the entry in `slot` (its copy failed).
   void Drop(SlotId slot);
 
@@ -56,7 +62,9 @@ class PrefixCache {
   struct Entry {
     std::vector<int32_t> tokens;  // the exact prefix
     SlotId slot = -1;
+    bool shared = true;  // a block boundary two prompts passed; false: a request's end
   };
+  SlotId Claim(absl::Span<const int32_t> tokens, bool shared);
   // Hashes of prompt[0, k * block) for k = 1.. while k * block <= limit.
   std::vector<uint64_t> BoundaryHashes(absl::Span<const int32_t> prompt, int64_t limit) const;
 

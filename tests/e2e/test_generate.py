@@ -248,8 +248,32 @@ class PrefixCacheTest(unittest.TestCase):
             self.assertEqual(results, [0, 0, 64, 64])
             self.assertEqual(cached.metric("seqboat_prefix_cache_hits_total"), 2)
             self.assertEqual(cached.metric("seqboat_prefix_cache_hit_tokens_total"), 128)
-            self.assertEqual(cached.metric("seqboat_prefix_cache_entries"), 1)
+            # The shared 64 tokens, and the state each request ended with.
+            self.assertEqual(cached.metric("seqboat_prefix_cache_entries"), 5)
             self.assertEqual(plain.metric("seqboat_prefix_cache_hits_total"), 0)
+        finally:
+            cached.stop()
+            plain.stop()
+
+    def test_a_conversation_runs_only_each_turns_new_tokens_and_stays_exact(self):
+        # Each turn's prompt is the previous prompt, its answer and new tokens; greedy and
+        # seeded turns equal those of a server without the cache, token for token.
+        cached = harness.Server()
+        plain = harness.Server("--prefix_cache_mb", "0")
+        try:
+            for temperature in (0.0, 1.0):
+                history = harness.fixture_prompt()[:10]
+                for turn in range(8):
+                    request = harness.greedy_request(history, n=10)
+                    request.sampling.temperature = temperature
+                    request.sampling.seed = 40 + turn
+                    _, tokens, finish, _ = harness.collect(cached.stub().Generate(request))
+                    _, expected, _, _ = harness.collect(plain.stub().Generate(request))
+                    self.assertEqual(tokens, expected, "turn %d, temperature %g" % (turn, temperature))
+                    if turn > 0:
+                        # All but the 3 new tokens and the answer's last (it was never fed).
+                        self.assertEqual(finish.cached_prompt_tokens, len(history) - 4, "turn %d" % turn)
+                    history = history + tokens + [60 + turn, 61 + turn, 62 + turn]
         finally:
             cached.stop()
             plain.stop()

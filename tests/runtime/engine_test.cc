@@ -636,7 +636,50 @@ TEST_F(EngineTest, PrefixCacheReusesSharedPrefixStateAndKeepsTokensExact) {
   EXPECT_EQ(observer.hits, 2);
   EXPECT_EQ(observer.misses, 2);
   EXPECT_EQ(observer.hit_tokens, 32);
-  EXPECT_EQ(observer.entries, 1);
+  // The shared 16 tokens, and the last request's end (ends displace only each other).
+  EXPECT_EQ(observer.entries, 2);
+}
+
+TEST_F(EngineTest, ConversationTurnsRunOnlyTheirNewTokensAndStayExact) {
+  // Two conversations, interleaved: each turn's prompt is the previous prompt, its answer
+  // and new text. With the cache, a turn restores the state its previous turn ended with;
+  // its tokens equal a fresh greedy run of the whole prompt, so no turn read the other
+  // conversation's state.
+  const std::vector<int32_t> text = testing::LoadExpected("enwik8_tiny", 0, "exact").tokens;
+  ASSERT_GE(text.size(), 70u);
+  for (bool snapshots : {true, false}) {
+    auto engine = MakeEngine({.max_running = 2,
+                              .max_waiting = 8,
+                              .prefill_budget = 16,
+                              .prefix_cache_slots = 2,
+                              .prefix_cache_block = 8,
+                              .snapshot_finished = snapshots});
+    std::vector<std::vector<int32_t>> history = {
+        std::vector<int32_t>(text.begin(), text.begin() + 11),
+        std::vector<int32_t>(text.begin() + 30, text.begin() + 43)};
+    for (int turn = 0; turn < 3; ++turn) {
+      for (int c = 0; c < 2; ++c) {
+        std::vector<int32_t>& prompt = history[c];
+        auto sink = std::make_shared<CollectingSink>();
+        GenerationParams params = Greedy(6);
+        params.prompt = prompt;
+        ASSERT_TRUE(engine->Submit(params, sink).ok());
+        const FinishInfo info = sink->Wait();
+        const std::vector<int32_t> answer = sink->tokens();
+        EXPECT_EQ(answer, GreedyReference(prompt, 6)) << "turn " << turn << " conversation " << c;
+        if (snapshots && turn > 0) {
+          // All but the new text: the previous prompt and answer (its last token was never fed).
+          EXPECT_EQ(info.cached_prompt_tokens, static_cast<int64_t>(prompt.size()) - 5)
+              << "turn " << turn << " conversation " << c;
+        } else if (!snapshots) {
+          EXPECT_LT(info.cached_prompt_tokens, static_cast<int64_t>(prompt.size()) - 5);
+        }
+        prompt.insert(prompt.end(), answer.begin(), answer.end());
+        const int from = 50 + 4 * turn + c;
+        prompt.insert(prompt.end(), text.begin() + from, text.begin() + from + 4);
+      }
+    }
+  }
 }
 
 TEST_F(EngineTest, RefusesMoreSlotsThanTheBackendHas) {

@@ -83,5 +83,60 @@ TEST(PrefixCacheTest, RefusesUnalignedOrEmptySnapshotsAndWorksWithoutSlots) {
   EXPECT_FALSE(none.Lookup(p).has_value());
 }
 
+TEST(PrefixCacheTest, FinishedRequestsLeaveEntriesOfAnyLengthThatNeverDisplaceSharedOnes) {
+  PrefixCache cache({0, 1, 2}, 4);
+  const std::vector<int32_t> turn1 = {1, 2, 3, 4, 5, 6, 7};  // 7 tokens: not a block multiple
+  EXPECT_EQ(cache.InsertFinished(turn1), 0);
+  EXPECT_EQ(cache.InsertFinished(turn1), -1);  // once
+  // The next turn extends it: everything but the new tokens is restored.
+  auto hit = cache.Lookup(std::vector<int32_t>{1, 2, 3, 4, 5, 6, 7, 8, 9});
+  ASSERT_TRUE(hit.has_value());
+  EXPECT_EQ(hit->slot, 0);
+  EXPECT_EQ(hit->tokens, 7);
+  const std::vector<int32_t> shared = {9, 9, 9, 9, 8};
+  EXPECT_EQ(cache.Insert(shared, 4), 1);
+  EXPECT_EQ(cache.InsertFinished(std::vector<int32_t>{5, 5}), 2);
+  // Full: a finished request displaces the least recently used finished one, turn1 ...
+  EXPECT_EQ(cache.InsertFinished(std::vector<int32_t>{6, 6, 6}), 0);
+  EXPECT_FALSE(cache.Peek(turn1).has_value());
+  // ... then {5, 5}, never the shared prefix, however old.
+  EXPECT_EQ(cache.InsertFinished(std::vector<int32_t>{7}), 2);
+  EXPECT_TRUE(cache.Peek(shared).has_value());
+  // A shared snapshot displaces the least recently used entry of any kind (here the shared one).
+  EXPECT_EQ(cache.Insert(std::vector<int32_t>{4, 4, 4, 4, 4}, 4), 1);
+  EXPECT_EQ(cache.entries(), 3);
+  // With only shared entries, a finished request gets no slot.
+  PrefixCache small({0}, 4);
+  EXPECT_EQ(small.Insert(shared, 4), 0);
+  EXPECT_EQ(small.InsertFinished(std::vector<int32_t>{8, 8}), -1);
+  EXPECT_TRUE(small.Peek(shared).has_value());
+}
+
+TEST(PrefixCacheTest, ALongerEndSupersedesTheEndItExtends) {
+  PrefixCache cache({0, 1}, 4);
+  EXPECT_EQ(cache.InsertFinished(std::vector<int32_t>{1, 2, 3}), 0);
+  EXPECT_EQ(cache.InsertFinished(std::vector<int32_t>{9, 9}), 1);
+  // The next turn of the first conversation takes its previous turn's slot, not {9, 9}'s.
+  EXPECT_EQ(cache.InsertFinished(std::vector<int32_t>{1, 2, 3, 4, 5}), 0);
+  EXPECT_EQ(cache.entries(), 2);
+  EXPECT_EQ(cache.Lookup(std::vector<int32_t>{1, 2, 3, 4, 5, 6})->tokens, 5);
+  EXPECT_EQ(cache.Lookup(std::vector<int32_t>{9, 9, 9})->tokens, 2);
+  // A shared prefix is not superseded.
+  PrefixCache shared({0, 1}, 2);
+  EXPECT_EQ(shared.Insert(std::vector<int32_t>{1, 2, 3}, 2), 0);
+  EXPECT_EQ(shared.InsertFinished(std::vector<int32_t>{1, 2, 3, 4}), 1);
+  EXPECT_EQ(shared.entries(), 2);
+}
+
+TEST(PrefixCacheTest, AFinishedEntryThatTurnsOutSharedIsKeptAsShared) {
+  PrefixCache cache({0, 1}, 2);
+  const std::vector<int32_t> p = {1, 2, 3, 4, 5};
+  EXPECT_EQ(cache.InsertFinished(std::vector<int32_t>{1, 2, 3, 4}), 0);
+  EXPECT_EQ(cache.Insert(p, 4), -1);  // already there: now marked shared
+  EXPECT_EQ(cache.InsertFinished(std::vector<int32_t>{7, 7}), 1);
+  EXPECT_EQ(cache.InsertFinished(std::vector<int32_t>{8, 8}), 1);  // displaces {7, 7}, not p's
+  EXPECT_EQ(cache.Lookup(p)->tokens, 4);
+}
+
 }  // namespace
 }  // namespace seqboat
