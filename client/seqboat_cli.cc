@@ -76,6 +76,10 @@ ABSL_FLAG(
     "/v1/completions at --http_server, streamed; the model's facts still come from --server).");
 ABSL_FLAG(std::string, http_server, "127.0.0.1:8000",
           "bench --api http: the HTTP API's HOST:PORT.");
+ABSL_FLAG(int32_t, turns, 1,
+          "bench: each request is a conversation of this many turns; a turn's prompt is the "
+          "previous prompt, its answer and --turn_tokens new tokens (gRPC).");
+ABSL_FLAG(int32_t, turn_tokens, 200, "bench --turns: new prompt tokens per turn after the first.");
 
 namespace seqboat::cli {
 namespace {
@@ -273,6 +277,9 @@ struct Sample {
   std::vector<double> itl;
   int64_t tokens = 0;
   std::string code = "OK";  // a gRPC status name, or "HTTP 429" and the like
+  int turn = 0;             // --turns: which turn of its conversation
+  int64_t cached_tokens = 0;
+  std::vector<int32_t> answer;  // the generated ids (gRPC)
 };
 
 // One streamed request over gRPC.
@@ -286,6 +293,7 @@ Sample RunGrpc(v1::SeqBoat::Stub& stub, const v1::GenerateRequest& request,
   auto reader = stub.Generate(&context, request);
   v1::GenerateResponse response;
   while (reader->Read(&response)) {
+    if (response.has_finish()) sample.cached_tokens = response.finish().cached_prompt_tokens();
     const int k = response.token_ids_size();
     if (k == 0) continue;
     const auto now = Clock::now();
@@ -300,6 +308,8 @@ Sample RunGrpc(v1::SeqBoat::Stub& stub, const v1::GenerateRequest& request,
     previous = now;
     sample.tokens += k;
     *tokens_out += k;
+    sample.answer.insert(sample.answer.end(), response.token_ids().begin(),
+                         response.token_ids().end());
   }
   sample.code = CodeName(reader->Finish().error_code());
   sample.e2e = std::chrono::duration<double>(Clock::now() - sent).count();
@@ -380,6 +390,10 @@ int Bench(const std::shared_ptr<grpc::Channel>& channel) {
   const std::string api = absl::GetFlag(FLAGS_api);
   if (api != "grpc" && api != "http")
     return Fail(kUsageError, absl::StrCat("--api: '", api, "'; expected grpc or http"));
+  const int turns = absl::GetFlag(FLAGS_turns), turn_tokens = absl::GetFlag(FLAGS_turn_tokens);
+  if (turns < 1 || turn_tokens < 1)
+    return Fail(kUsageError, "--turns, --turn_tokens: expected >= 1");
+  if (turns > 1 && api != "grpc") return Fail(kUsageError, "--turns: with --api grpc only");
   const bool tls = !absl::GetFlag(FLAGS_tls_ca).empty();
   const HttpTarget http{absl::StrCat(tls ? "https://" : "http://", absl::GetFlag(FLAGS_http_server),
                                      "/v1/completions"),
@@ -428,12 +442,22 @@ int Bench(const std::shared_ptr<grpc::Channel>& channel) {
       request.mutable_sampling()->set_seed(seed + index);
       request.mutable_stopping()->set_max_new_tokens(output_tokens);
       request.mutable_stopping()->set_ignore_eos(true);
-      Sample sample = api == "http" ? RunHttp(http, request, &tokens_out)
-                                    : RunGrpc(*stub, request, &tokens_out);
-      if (sample.code != "OK") ++errors;
+      for (int turn = 0; turn < turns; ++turn) {
+        Sample sample = api == "http" ? RunHttp(http, request, &tokens_out)
+                                      : RunGrpc(*stub, request, &tokens_out);
+        sample.turn = turn;
+        const bool ok = sample.code == "OK";
+        if (!ok) ++errors;
+        // The next turn: this prompt, its answer, and new tokens.
+        for (int32_t id : sample.answer) ids->add_ids(id);
+        for (int i = 0; i < turn_tokens; ++i) ids->add_ids(draw(rng));
+        request.mutable_sampling()->set_seed(seed + index + 7919 * (turn + 1));
+        sample.answer.clear();
+        std::lock_guard<std::mutex> lock(mu);
+        samples.push_back(std::move(sample));
+        if (!ok) break;
+      }
       ++done;
-      std::lock_guard<std::mutex> lock(mu);
-      samples.push_back(std::move(sample));
     }
   };
   std::vector<std::thread> threads;
@@ -488,6 +512,29 @@ int Bench(const std::shared_ptr<grpc::Channel>& channel) {
   row("time to first token", t);
   row("inter-token latency", i);
   row("end to end", e);
+  // --turns: time to first token and cached prompt tokens by turn.
+  nlohmann::json by_turn = nlohmann::json::array();
+  if (turns > 1) {
+    printf("%-6s %14s %14s %14s %18s\n", "turn", "prompt tokens", "TTFT p50 ms", "TTFT p99 ms",
+           "cached tokens p50");
+    for (int turn = 0; turn < turns; ++turn) {
+      std::vector<double> turn_ttft, cached;
+      for (const Sample& s : samples) {
+        if (s.turn != turn || s.code != "OK" || s.ttft < 0) continue;
+        turn_ttft.push_back(s.ttft * 1e3);
+        cached.push_back(static_cast<double>(s.cached_tokens));
+      }
+      const int64_t tokens =
+          prompt_tokens + static_cast<int64_t>(turn) * (output_tokens + turn_tokens);
+      const LatencySummary ts = Summarize(turn_ttft), cs = Summarize(cached);
+      printf("%-6d %14lld %14.2f %14.2f %18.0f\n", turn + 1, static_cast<long long>(tokens), ts.p50,
+             ts.p99, cs.p50);
+      by_turn.push_back({{"turn", turn + 1},
+                         {"prompt_tokens", tokens},
+                         {"ttft_ms", {{"p50", ts.p50}, {"p99", ts.p99}, {"count", ts.count}}},
+                         {"cached_tokens_p50", cs.p50}});
+    }
+  }
   auto summary = [](const LatencySummary& s) {
     return nlohmann::json{{"count", s.count}, {"mean", s.mean}, {"p50", s.p50},
                           {"p90", s.p90},     {"p99", s.p99},   {"max", s.max}};
@@ -507,6 +554,9 @@ int Bench(const std::shared_ptr<grpc::Channel>& channel) {
       {"ttft_ms", summary(t)},
       {"itl_ms", summary(i)},
       {"e2e_ms", summary(e)},
+      {"turns", turns},
+      {"turn_tokens", turn_tokens},
+      {"by_turn", by_turn},
       {"model", {{"parameters", info.parameters()}, {"backend", info.backend()}}}};
   printf("%s\n", report.dump().c_str());
   if (const std::string path = absl::GetFlag(FLAGS_json_out); !path.empty()) {
@@ -526,7 +576,7 @@ constexpr char kUsage[] =
     "  seqboat-cli tokenize \"TEXT\" [--json]\n"
     "  seqboat-cli bench [--concurrency N] [--requests N | --duration_s S] [--prompt_tokens N]\n"
     "              [--output_tokens N] [--shared_prefix_ratio R] [--json_out FILE]\n"
-    "              [--api grpc|http] [--http_server HOST:PORT]\n"
+    "              [--api grpc|http] [--http_server HOST:PORT] [--turns N --turn_tokens M]\n"
     "Every command: [--server HOST:PORT] [--api_key KEY] [--tls_ca FILE] [--timeout_s S]";
 
 int Main(int argc, char** argv) {
