@@ -80,6 +80,9 @@ ABSL_FLAG(int32_t, turns, 1,
           "bench: each request is a conversation of this many turns; a turn's prompt is the "
           "previous prompt, its answer and --turn_tokens new tokens (gRPC).");
 ABSL_FLAG(int32_t, turn_tokens, 200, "bench --turns: new prompt tokens per turn after the first.");
+ABSL_FLAG(int32_t, n, 1,
+          "bench: choices per request (one prefill, forked states); its TTFT is the first "
+          "choice's first token, its tokens all choices'.");
 
 namespace seqboat::cli {
 namespace {
@@ -324,6 +327,7 @@ Sample RunHttp(const HttpTarget& target, const v1::GenerateRequest& request,
   nlohmann::json body = {{"prompt", std::vector<int32_t>(request.tokens().ids().begin(),
                                                          request.tokens().ids().end())},
                          {"max_tokens", request.stopping().max_new_tokens()},
+                         {"n", std::max(1, request.n())},
                          {"temperature", request.sampling().temperature()},
                          {"seed", request.sampling().seed()},
                          {"ignore_eos", true},
@@ -394,6 +398,9 @@ int Bench(const std::shared_ptr<grpc::Channel>& channel) {
   if (turns < 1 || turn_tokens < 1)
     return Fail(kUsageError, "--turns, --turn_tokens: expected >= 1");
   if (turns > 1 && api != "grpc") return Fail(kUsageError, "--turns: with --api grpc only");
+  const int choices = absl::GetFlag(FLAGS_n);
+  if (choices < 1) return Fail(kUsageError, "--n: expected >= 1");
+  if (turns > 1 && choices > 1) return Fail(kUsageError, "--turns and --n: one or the other");
   const bool tls = !absl::GetFlag(FLAGS_tls_ca).empty();
   const HttpTarget http{absl::StrCat(tls ? "https://" : "http://", absl::GetFlag(FLAGS_http_server),
                                      "/v1/completions"),
@@ -442,6 +449,7 @@ int Bench(const std::shared_ptr<grpc::Channel>& channel) {
       request.mutable_sampling()->set_seed(seed + index);
       request.mutable_stopping()->set_max_new_tokens(output_tokens);
       request.mutable_stopping()->set_ignore_eos(true);
+      request.set_n(choices);
       for (int turn = 0; turn < turns; ++turn) {
         Sample sample = api == "http" ? RunHttp(http, request, &tokens_out)
                                       : RunGrpc(*stub, request, &tokens_out);
@@ -500,8 +508,10 @@ int Bench(const std::shared_ptr<grpc::Channel>& channel) {
   const LatencySummary t = Summarize(ttft), i = Summarize(itl), e = Summarize(e2e);
   const std::string target = api == "http" ? http.url : absl::GetFlag(FLAGS_server);
   printf(
-      "seqboat-cli bench: %s %s, concurrency %d, prompt %d tokens (%d shared), %d output tokens\n",
-      api.c_str(), target.c_str(), concurrency, prompt_tokens, shared_tokens + 1, output_tokens);
+      "seqboat-cli bench: %s %s, concurrency %d, prompt %d tokens (%d shared), %d output tokens, "
+      "n %d\n",
+      api.c_str(), target.c_str(), concurrency, prompt_tokens, shared_tokens + 1, output_tokens,
+      choices);
   printf("requests ok %lld, failed %lld; wall %.2f s; %.1f output tokens/s; %.2f requests/s\n",
          static_cast<long long>(ok), static_cast<long long>(samples.size() - ok), wall,
          generated / wall, ok / wall);
@@ -554,6 +564,7 @@ int Bench(const std::shared_ptr<grpc::Channel>& channel) {
       {"ttft_ms", summary(t)},
       {"itl_ms", summary(i)},
       {"e2e_ms", summary(e)},
+      {"n", choices},
       {"turns", turns},
       {"turn_tokens", turn_tokens},
       {"by_turn", by_turn},
@@ -576,7 +587,8 @@ constexpr char kUsage[] =
     "  seqboat-cli tokenize \"TEXT\" [--json]\n"
     "  seqboat-cli bench [--concurrency N] [--requests N | --duration_s S] [--prompt_tokens N]\n"
     "              [--output_tokens N] [--shared_prefix_ratio R] [--json_out FILE]\n"
-    "              [--api grpc|http] [--http_server HOST:PORT] [--turns N --turn_tokens M]\n"
+    "              [--api grpc|http] [--http_server HOST:PORT] [--turns N --turn_tokens M] [--n "
+    "N]\n"
     "Every command: [--server HOST:PORT] [--api_key KEY] [--tls_ca FILE] [--timeout_s S]";
 
 int Main(int argc, char** argv) {
