@@ -605,6 +605,19 @@ GenerateCall::Action GenerateCall::DecideLocked() {
   return action;
 }
 
+// A token's logprob and its alternatives (generated or scored prompt tokens alike).
+void FillLogprobs(const GeneratedToken& token, const Tokenizer& tokenizer,
+                  v1::TokenLogprobs* logprobs) {
+  logprobs->set_token_id(token.token);
+  logprobs->set_logprob(token.logprob);
+  for (const TokenLogprob& alternative : token.top) {
+    v1::Alternative* top = logprobs->add_top();
+    top->set_token_id(alternative.token);
+    top->set_logprob(alternative.logprob);
+    top->set_text(EscapeInvalidUtf8(tokenizer.TokenText(alternative.token)));
+  }
+}
+
 void GenerateCall::SerializeChunk(int index, ChoiceOutput::Chunk chunk) {
   v1::GenerateResponse message;
   message.set_request_id(request_id_);
@@ -613,17 +626,7 @@ void GenerateCall::SerializeChunk(int index, ChoiceOutput::Chunk chunk) {
   const Tokenizer& tokenizer = *shared_->tokenizer;
   for (const GeneratedToken& token : chunk.tokens) {
     message.add_token_ids(token.token);
-    if (want_logprobs_) {
-      v1::TokenLogprobs* logprobs = message.add_logprobs();
-      logprobs->set_token_id(token.token);
-      logprobs->set_logprob(token.logprob);
-      for (const TokenLogprob& alternative : token.top) {
-        v1::Alternative* top = logprobs->add_top();
-        top->set_token_id(alternative.token);
-        top->set_logprob(alternative.logprob);
-        top->set_text(EscapeInvalidUtf8(tokenizer.TokenText(alternative.token)));
-      }
-    }
+    if (want_logprobs_) FillLogprobs(token, tokenizer, message.add_logprobs());
     if (want_activations_) {
       v1::TokenActivations* activations = message.add_activations();
       for (uint8_t on : token.activations) activations->add_layers(on != 0);
@@ -643,15 +646,7 @@ void GenerateCall::Execute(Action action) {  // the caller holds a reference
       message.set_request_id(request_id_);
       const Tokenizer& tokenizer = *shared_->tokenizer;
       for (const GeneratedToken& token : action.prompt_scores) {
-        v1::TokenLogprobs* scored = message.add_prompt_logprobs();
-        scored->set_token_id(token.token);
-        scored->set_logprob(token.logprob);
-        for (const TokenLogprob& alternative : token.top) {
-          v1::Alternative* top = scored->add_top();
-          top->set_token_id(alternative.token);
-          top->set_logprob(alternative.logprob);
-          top->set_text(EscapeInvalidUtf8(tokenizer.TokenText(alternative.token)));
-        }
+        FillLogprobs(token, tokenizer, message.add_prompt_logprobs());
       }
       grpc::SerializationTraits<v1::GenerateResponse>::Serialize(message, &writing_, &own_buffer);
     } else if (action.final) {

@@ -165,6 +165,15 @@ def eval_logits(tokens, model=TINY):
         return np.load(out)
 
 
+def self_signed_cert(directory):
+    """A throwaway key and certificate for 127.0.0.1 and localhost: (key path, cert path)."""
+    key, cert = os.path.join(directory, "key.pem"), os.path.join(directory, "cert.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"], check=True, capture_output=True)
+    return key, cert
+
+
 def fixture_prompt():
     import numpy as np
     return [int(t) for t in np.load(os.path.join(FIXTURES, "enwik8_tiny", "seq0.tokens.npy"))[:24]]

@@ -49,10 +49,7 @@ class AuthTest(unittest.TestCase):
 
     def test_tls(self):
         with tempfile.TemporaryDirectory() as d:
-            key, cert = os.path.join(d, "key.pem"), os.path.join(d, "cert.pem")
-            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
-                            "-days", "1", "-subj", "/CN=localhost",
-                            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"], check=True, capture_output=True)
+            key, cert = harness.self_signed_cert(d)
             server = harness.Server("--tls_cert", cert, "--tls_key", key)
             try:
                 with open(cert, "rb") as f:

@@ -459,10 +459,7 @@ class HttpServerLimitsTest(unittest.TestCase):
 
     def test_tls_serves_https_with_the_grpc_certificate(self):
         with tempfile.TemporaryDirectory() as d:
-            key, cert = os.path.join(d, "key.pem"), os.path.join(d, "cert.pem")
-            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
-                            "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
-                           check=True, capture_output=True)
+            key, cert = harness.self_signed_cert(d)
             server = harness.Server("--tls_cert", cert, "--tls_key", key)
             try:
                 base = "https://127.0.0.1:%d" % server.http_port
