@@ -29,7 +29,9 @@
 #include "bench/random_model.h"
 #include "bench/router_calibration.h"
 #include "bench/runtime_bench_report.h"
+#include "nlohmann/json.hpp"
 #include "runtime/cpu/cpu_backend.h"
+#include "runtime/model/config.h"
 #include "runtime/model/model.h"
 #include "runtime/util/status_macros.h"
 
@@ -44,6 +46,14 @@ ABSL_FLAG(std::string, write_model, "",
 ABSL_FLAG(double, write_model_rate, 0.5,
           "GAU activation rate the --write_model routers are calibrated to.");
 ABSL_FLAG(uint64_t, seed, 1, "Seed of the random weights and token streams.");
+ABSL_FLAG(int64_t, long_context, 0,
+          "Only the long-context run: one sequence prefilled to 1,024 tokens and one to this "
+          "many, then decode steps of both interleaved (batch 1 and 8), on the paper config "
+          "cut to --long_layers layers with every token activating its GAU (full FIFOs); peak "
+          "RSS after each prefill. 0: off.");
+ABSL_FLAG(int, long_layers, 2,
+          "Layers of the --long_context model (the paper's per-layer sizes; fewer layers make "
+          "the long prefill affordable, and a step's cost per layer does not depend on L).");
 ABSL_FLAG(double, contention_threshold, 0.15,
           "Measure a configuration again when other processes took more than this share of "
           "all CPUs while it ran (the table's oth% column).");
@@ -55,6 +65,7 @@ namespace seqboat::bench {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using Json = nlohmann::ordered_json;
 
 // A router bias this large decides every token (logit difference 2e4): rates exactly 0 and 1.
 constexpr float kAlwaysBias = 1.0e4f;
@@ -404,6 +415,155 @@ absl::StatusOr<std::vector<StateRow>> BenchStateBytes(const Model& model) {
   return rows;
 }
 
+// Peak resident set size of this process (VmHWM), bytes.
+int64_t PeakRssBytes() {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+  }
+  return 0;
+}
+
+// Decode at a short and a very long position, side by side: slots prefilled to 1,024 and to
+// `far` tokens (random, every token activating, so each FIFO holds w entries), copied into
+// `batch` slots each, then steps alternating between the two so that both see the same
+// machine. A SeqBoat step's cost must not depend on the position.
+absl::Status BenchLongContext(const BenchSettings& settings, int64_t far, int layers,
+                              const std::string& json_out) {
+  ModelConfig config = PaperEnwik8Config();
+  config.layers = layers;
+  const int V = config.vocab_size, L = config.layers;
+  ASSIGN_OR_RETURN(std::unique_ptr<RandomModel> random_model,
+                   RandomModel::Generate(config, settings.seed));
+  RETURN_IF_ERROR(random_model->Write(settings.model_path, std::vector<float>(L, kAlwaysBias)));
+  ASSIGN_OR_RETURN(std::unique_ptr<Model> model, Model::Load(settings.model_path));
+  const std::vector<int> batches = {1, 8};
+  const int max_batch = 8;
+  CpuBackendOptions options;
+  options.num_slots = 2 + 2 * max_batch;
+  options.num_threads = settings.threads;
+  ASSIGN_OR_RETURN(std::unique_ptr<CpuBackend> backend, CpuBackend::Create(*model, options));
+  const SlotId near_source = 2 * max_batch, far_source = near_source + 1;
+  const int64_t near = 1024;
+  Json json;
+  json["benchmark"] = "seqboat-bench-runtime --long_context";
+  json["date"] = absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::Now(), absl::UTCTimeZone());
+  json["config"] = Json::parse(ModelConfigToJson(config));
+  json["threads"] = settings.threads;
+  const int64_t rss_loaded = PeakRssBytes();
+  // Prefill in chunks of random tokens made as they go: the prompt itself is never held.
+  std::vector<float> logits(V);
+  // Feeds `slot` from position `from` (0 resets it) to `to`; returns the seconds taken.
+  auto prefill = [&](SlotId slot, int64_t from, int64_t to) -> absl::StatusOr<double> {
+    if (from == 0) RETURN_IF_ERROR(backend->ResetSlot(slot));
+    const auto start = Clock::now();
+    const int64_t tokens = to - from;
+    for (int64_t done = 0, chunk_index = from / settings.prefill_chunk; done < tokens;
+         ++chunk_index) {
+      const int64_t n = std::min<int64_t>(settings.prefill_chunk, tokens - done);
+      const std::vector<int32_t> chunk_tokens =
+          RandomTokens(n, V, settings.seed + 7919 * static_cast<uint64_t>(chunk_index) + slot);
+      const SequenceChunk chunk{slot, absl::MakeConstSpan(chunk_tokens), false};
+      ForwardOutputs out;
+      out.logits = absl::MakeSpan(logits);
+      RETURN_IF_ERROR(backend->Forward({&chunk, 1}, out));
+      done += n;
+      if (chunk_index % 256 == 255) {
+        Progress(absl::StrFormat("prefilled %d of %d tokens (%.0f tokens/s)", done, tokens,
+                                 done / Seconds(start)));
+      }
+    }
+    return Seconds(start);
+  };
+  // Both slots to 1,024 first (every page of their FIFOs touched), then one on to `far`: the
+  // peak RSS between the two readings is what the long prefill adds.
+  ASSIGN_OR_RETURN(const double near_s, prefill(near_source, 0, near));
+  ASSIGN_OR_RETURN(const double far_head_s, prefill(far_source, 0, near));
+  const int64_t rss_near = PeakRssBytes();
+  ASSIGN_OR_RETURN(const double far_tail_s, prefill(far_source, near, far));
+  const double far_s = far_head_s + far_tail_s;
+  const int64_t rss_far = PeakRssBytes();
+  Progress(
+      absl::StrFormat("prefilled %d tokens in %.1f s; peak RSS %.1f MB after %d tokens, "
+                      "%.1f MB after %d",
+                      far, far_s, rss_near / 1e6, near, rss_far / 1e6, far));
+  json["prefill"] = {{"near_tokens", near},
+                     {"near_s", near_s},
+                     {"far_tokens", far},
+                     {"far_s", far_s},
+                     {"far_tokens_per_s", far / far_s},
+                     {"peak_rss_loaded_bytes", rss_loaded},
+                     {"peak_rss_after_near_bytes", rss_near},
+                     {"peak_rss_after_far_bytes", rss_far}};
+
+  std::printf(
+      "\nlong context: %d layers (paper sizes, every token activating, w=%d), %d "
+      "threads, %s\n",
+      L, config.window, settings.threads, json["date"].get<std::string>().c_str());
+  std::printf(
+      "prefill to %lld tokens: %.1f s (%.0f tokens/s); peak RSS %.1f MB after %lld "
+      "tokens, %.1f MB after %lld (model loaded: %.1f MB)\n",
+      static_cast<long long>(far), far_s, far / far_s, rss_near / 1e6, static_cast<long long>(near),
+      rss_far / 1e6, static_cast<long long>(far), rss_loaded / 1e6);
+  std::printf("%5s  %12s  %12s  %12s  %12s  %8s  %6s\n", "batch", "pos", "near ms", "pos", "far ms",
+              "far/near", "steps");
+  std::vector<int32_t> fifo_near, fifo_far;
+  for (int batch : batches) {
+    for (int b = 0; b < batch; ++b) {
+      RETURN_IF_ERROR(backend->CopySlot(near_source, b));
+      RETURN_IF_ERROR(backend->CopySlot(far_source, max_batch + b));
+    }
+    SlotStats near_stats, far_stats;
+    RETURN_IF_ERROR(backend->Stats(0, &near_stats));
+    RETURN_IF_ERROR(backend->Stats(max_batch, &far_stats));
+    const int steps = settings.quick ? 20 : 200, warmup = 5;
+    const std::vector<int32_t> step_tokens =
+        RandomTokens(static_cast<int64_t>(2 * batch) * (steps + warmup), V, settings.seed + batch);
+    std::vector<float> step_logits(static_cast<size_t>(batch) * V);
+    std::vector<SequenceChunk> chunks(batch);
+    std::vector<double> near_ms, far_ms;
+    const CpuContention contention;
+    for (int step = 0; step < steps + warmup; ++step) {
+      for (int side = 0; side < 2; ++side) {
+        for (int b = 0; b < batch; ++b) {
+          const size_t token = (static_cast<size_t>(step) * 2 + side) * batch + b;
+          chunks[b] = {side * max_batch + b, absl::MakeConstSpan(step_tokens).subspan(token, 1),
+                       false};
+        }
+        ForwardOutputs out;
+        out.logits = absl::MakeSpan(step_logits);
+        const auto start = Clock::now();
+        RETURN_IF_ERROR(backend->Forward(chunks, out));
+        if (step >= warmup) (side == 0 ? near_ms : far_ms).push_back(1e3 * Seconds(start));
+      }
+    }
+    const double near_median = Percentile(near_ms, 0.5), far_median = Percentile(far_ms, 0.5);
+    std::printf("%5d  %12lld  %12.3f  %12lld  %12.3f  %8.3f  %6d\n", batch,
+                static_cast<long long>(near_stats.tokens), near_median,
+                static_cast<long long>(far_stats.tokens), far_median, far_median / near_median,
+                steps);
+    json["decode"].push_back({{"batch", batch},
+                              {"near_position", near_stats.tokens},
+                              {"far_position", far_stats.tokens},
+                              {"near_fifo_entries", near_stats.fifo_entries},
+                              {"far_fifo_entries", far_stats.fifo_entries},
+                              {"near_median_ms", near_median},
+                              {"far_median_ms", far_median},
+                              {"near_p90_ms", Percentile(near_ms, 0.9)},
+                              {"far_p90_ms", Percentile(far_ms, 0.9)},
+                              {"far_over_near", far_median / near_median},
+                              {"steps", steps},
+                              {"others_share", contention.OthersShare()}});
+  }
+  if (!json_out.empty()) {
+    std::ofstream out(json_out);
+    out << json.dump(2) << "\n";
+    if (!out) return absl::PermissionDeniedError(absl::StrCat(json_out, ": cannot write"));
+    Progress(absl::StrCat("wrote ", json_out));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Run() {
   BenchSettings settings;
   settings.quick = absl::GetFlag(FLAGS_quick);
@@ -450,6 +610,19 @@ absl::Status Run() {
     settings.calibration.max_passes = 6;
   }
   const std::string json_out = absl::GetFlag(FLAGS_json_out);
+
+  if (const int64_t far = absl::GetFlag(FLAGS_long_context); far != 0) {
+    if (far < 2048) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--long_context ", far, ": expected at least 2048 tokens"));
+    }
+    const int layers = absl::GetFlag(FLAGS_long_layers);
+    if (layers < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--long_layers ", layers, ": expected at least 1"));
+    }
+    return BenchLongContext(settings, far, layers, json_out);
+  }
 
   if (const std::string out = absl::GetFlag(FLAGS_write_model); !out.empty()) {
     const double target = absl::GetFlag(FLAGS_write_model_rate);

@@ -98,6 +98,12 @@ Metrics::Metrics(int layers) : registry_(std::make_shared<prometheus::Registry>(
       counter("seqboat_prefix_cache_misses_total", "Requests that found no cached prefix state");
   cache_hit_tokens_ = counter("seqboat_prefix_cache_hit_tokens_total",
                               "Prompt tokens skipped thanks to the prefix cache");
+  cache_full_hits_ = counter("seqboat_prefix_cache_full_hits_total",
+                             "Hits on a request's whole prompt: its first token sampled from kept "
+                             "logits, no forward pass");
+  cache_evictions_ = counter("seqboat_prefix_cache_evictions_total",
+                             "Prefix-state snapshots that gave their slot up (to a request or a "
+                             "snapshot worth more)");
   backend_errors_ = counter("seqboat_backend_errors_total",
                             "Backend forward calls that failed (their requests end with INTERNAL)");
   auto gauge = [&](const char* name, const char* help) {
@@ -154,6 +160,8 @@ void Metrics::OnIteration(const IterationStats& stats) {
   cache_hits_->Increment(static_cast<double>(stats.prefix_cache_hits));
   cache_misses_->Increment(static_cast<double>(stats.prefix_cache_misses));
   cache_hit_tokens_->Increment(static_cast<double>(stats.prefix_cache_hit_tokens));
+  cache_full_hits_->Increment(static_cast<double>(stats.prefix_cache_full_hits));
+  cache_evictions_->Increment(static_cast<double>(stats.prefix_cache_evictions));
   cache_entries_->Set(static_cast<double>(stats.prefix_cache_entries));
   cache_bytes_->Set(static_cast<double>(stats.prefix_cache_bytes));
   SetQueue(stats.running, stats.waiting);

@@ -57,7 +57,8 @@ class Metrics final : public EngineObserver {
   std::vector<std::pair<std::string, prometheus::Counter*>> finished_by_reason_;
   prometheus::Histogram *ttft_, *itl_, *duration_, *queue_time_, *batch_size_, *step_time_;
   prometheus::Counter *prompt_tokens_, *generated_tokens_, *iterations_, *model_tokens_;
-  prometheus::Counter *cache_hits_, *cache_misses_, *cache_hit_tokens_, *backend_errors_;
+  prometheus::Counter *cache_hits_, *cache_misses_, *cache_hit_tokens_, *cache_full_hits_,
+      *cache_evictions_, *backend_errors_;
   prometheus::Gauge *running_, *waiting_, *serving_, *backend_usable_, *slots_, *slots_in_use_,
       *state_bytes_, *state_bytes_per_sequence_, *state_budget_, *cache_entries_, *cache_bytes_,
       *streams_open_;

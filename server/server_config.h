@@ -27,7 +27,7 @@ struct ServerConfig {
   int max_batch = 8;             // request slots
   int max_waiting = 64;          // requests queued beyond the slots
   int64_t prefill_budget = 256;  // prompt tokens per iteration
-  int64_t max_prompt_tokens = 8192;
+  int64_t max_prompt_tokens = int64_t{1} << 20;
   int32_t max_new_tokens_limit = 4096;
   int sampling_threads = 1;
   int64_t prefix_cache_bytes = 256 << 20;  // at most; 0 turns the cache off

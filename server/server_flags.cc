@@ -50,7 +50,7 @@ ABSL_FLAG(
     int64_t, state_memory_mb, 0,
     "Memory for all sequence state (request slots and prefix cache) in MiB; 0 = no limit. The "
     "--max_batch request slots must fit; the prefix cache gets the rest, at most "
-    "--prefix_cache_mb.");
+    "--prefix_cache_mb, and keeps the request slots that no request holds.");
 ABSL_FLAG(int32_t, threads, 0, "CPU backend threads; 0 = every hardware thread.");
 ABSL_FLAG(int32_t, sampling_threads, 0,
           "Threads sampling each iteration's tokens (pays off for large vocabularies and batches); "
@@ -66,10 +66,14 @@ ABSL_FLAG(int32_t, max_waiting, 64,
           "queue, a request needs a free slot).");
 ABSL_FLAG(int64_t, prefill_budget, 256,
           "Prompt tokens per engine iteration over all prefilling requests.");
-ABSL_FLAG(int64_t, max_prompt_tokens, 8192, "Longest prompt in tokens.");
+ABSL_FLAG(int64_t, max_prompt_tokens, int64_t{1} << 20,
+          "Longest prompt in tokens. A state's size does not grow with the context, so the limit "
+          "is only the message: a prompt must also fit --max_request_bytes (and a text prompt "
+          "--max_text_bytes).");
 ABSL_FLAG(int32_t, max_new_tokens_limit, 4096, "Cap on a request's max_new_tokens.");
 ABSL_FLAG(int64_t, prefix_cache_mb, 256,
-          "Memory for prefix-state snapshots in MiB; 0 turns the cache off.");
+          "Memory for prefix-state snapshots beyond the --max_batch request slots, in MiB (the "
+          "cache also keeps the request slots no request holds); 0 turns the cache off.");
 ABSL_FLAG(int64_t, prefix_cache_block, 32,
           "Prefix-cache snapshots are taken at multiples of this many prompt tokens.");
 ABSL_FLAG(bool, prefix_cache_finished, true,
@@ -243,8 +247,9 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
   RETURN_IF_ERROR(AtLeast("max_request_bytes", static_cast<double>(c.max_request_bytes), 0));
   RETURN_IF_ERROR(AtMost("max_request_bytes", c.max_request_bytes, int64_t{1} << 30));
   if (c.max_request_bytes == 0) {
-    // A request holds its text or its token ids (5 bytes each at most) and small fields.
-    c.max_request_bytes = std::max(c.max_text_bytes, 5 * c.max_prompt_tokens) + (64 << 10);
+    // A request holds its text or its token ids and small fields. Packed varint ids below 2^21
+    // (every vocabulary size we know of) take at most 3 bytes each.
+    c.max_request_bytes = std::max(c.max_text_bytes, 3 * c.max_prompt_tokens) + (64 << 10);
   }
   c.max_metadata_bytes = absl::GetFlag(FLAGS_max_metadata_bytes);
   RETURN_IF_ERROR(AtLeast("max_metadata_bytes", static_cast<double>(c.max_metadata_bytes), 1));

@@ -22,6 +22,12 @@ struct Engine::Sequence {
   int64_t snapshot_at = 0;   // > 0: copy the state into the prefix cache after this many
   int32_t last_token = -1;   // the next decode step's input
   std::vector<int32_t> fed;  // the decode steps' inputs so far (after the whole prompt)
+  // Rows of logits_ and activations_ of the last position its state holds, from the latest
+  // iteration it was in; -1 when it was not in the latest batch.
+  int64_t logits_row = -1;
+  int64_t activation_row = -1;
+  // The whole prompt came from the prefix cache: its last position's logits and decisions.
+  std::optional<PrefixCache::LastPosition> cached_last;
   int64_t generated = 0;
   absl::Time submitted_at, admitted_at, first_token_at, last_token_at;
   bool finished = false;
@@ -70,14 +76,12 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Backend* backend, const M
 Engine::Engine(Backend* backend, const ModelConfig& config, const EngineOptions& options,
                EngineObserver* observer)
     : backend_(backend), config_(config), options_(options), observer_(observer) {
-  for (SlotId slot = options.max_running - 1; slot >= 0; --slot) free_slots_.push_back(slot);
-  if (options.prefix_cache_slots > 0) {
-    std::vector<SlotId> cache_slots;
-    for (int i = 0; i < options.prefix_cache_slots; ++i)
-      cache_slots.push_back(options.max_running + i);
-    prefix_cache_ =
-        std::make_unique<PrefixCache>(std::move(cache_slots), options.prefix_cache_block);
-  }
+  // One pool: a slot is free, a sequence's, or a cache entry's. The cache keeps every slot
+  // that requests leave to it and gives slots back when admissions need them.
+  for (SlotId slot = options.max_running + options.prefix_cache_slots - 1; slot >= 0; --slot)
+    free_slots_.push_back(slot);
+  if (options.prefix_cache_slots > 0)
+    prefix_cache_ = std::make_unique<PrefixCache>(options.prefix_cache_block);
   if (options.sampling_threads > 1)
     sampling_pool_ = std::make_unique<ThreadPool>(options.sampling_threads);
   heartbeat_ns_ = absl::ToUnixNanos(absl::Now());
@@ -200,10 +204,10 @@ void Engine::Finish(Sequence& sequence, FinishReason reason, const std::string& 
   for (auto& fork : sequence.forks) Finish(*fork, reason, error);
 }
 
-void Engine::SnapshotFinished(const Sequence& sequence) {
+void Engine::SnapshotFinished(Sequence& sequence) {
   // The slot holds the state after every token the sequence fed: its prompt (or what of it
   // ran) and its decode steps' inputs; the last sampled token was never fed. A fork that never
-  // started (prefilled 0) holds nothing of its own.
+  // started (prefilled 0) holds nothing of its own. The slot itself goes to the cache: no copy.
   if (prefix_cache_ == nullptr || !options_.snapshot_finished || sequence.slot < 0 ||
       sequence.prefilled == 0) {
     return;
@@ -211,14 +215,24 @@ void Engine::SnapshotFinished(const Sequence& sequence) {
   const std::vector<int32_t>& prompt = sequence.params.prompt;
   std::vector<int32_t> tokens(prompt.begin(), prompt.begin() + sequence.prefilled);
   tokens.insert(tokens.end(), sequence.fed.begin(), sequence.fed.end());
-  const SlotId into = prefix_cache_->InsertFinished(tokens);
-  if (into >= 0 && !backend_->CopySlot(sequence.slot, into).ok()) prefix_cache_->Drop(into);
+  if (!prefix_cache_->Insert(tokens, sequence.slot)) return;  // cached already
+  if (sequence.logits_row >= 0) {
+    const int V = config_.vocab_size, L = config_.layers;
+    prefix_cache_->SetLastPosition(
+        sequence.slot, absl::MakeConstSpan(logits_).subspan(sequence.logits_row * V, V),
+        absl::MakeConstSpan(activations_).subspan(sequence.activation_row * L, L));
+  }
+  sequence.slot = -1;  // the cache's now
+}
+
+void Engine::DropSnapshot(SlotId slot) {
+  if (prefix_cache_ != nullptr && prefix_cache_->Drop(slot)) free_slots_.push_back(slot);
 }
 
 void Engine::ReleaseFinished() {
   for (auto& sequence : running_) {
     if (!sequence->finished) continue;
-    free_slots_.push_back(sequence->slot);
+    if (sequence->slot >= 0) free_slots_.push_back(sequence->slot);
     for (auto& fork : sequence->forks) free_slots_.push_back(fork->slot);
   }
   std::erase_if(running_, [](const std::unique_ptr<Sequence>& s) { return s->finished; });
@@ -261,7 +275,7 @@ bool Engine::RunIteration() {
   const IterationPlan plan = Plan();
   Admit(plan, now, &stats);
   BuildBatch(plan, &stats);
-  if (batch_.chunks.empty()) {  // every planned sequence failed its slot operation
+  if (batch_.sequences.empty()) {  // every planned sequence failed its slot operation
     ReleaseFinished();
     return !running_.empty() || !waiting_.empty();
   }
@@ -316,11 +330,11 @@ IterationPlan Engine::Plan() {
 }
 
 void Engine::Admit(const IterationPlan& plan, absl::Time now, IterationStats* stats) {
+  // The plan took these from the back of the free list (and the rest from the cache).
+  free_slots_.resize(free_slots_.size() - plan.free_taken);
   for (const Admission& admission : plan.admissions) {
     std::unique_ptr<Sequence> sequence = std::move(waiting_.front());
     waiting_.pop_front();
-    // The plan took the slots from the back, in order: the sequence's, then its forks'.
-    free_slots_.resize(free_slots_.size() - 1 - admission.fork_slots.size());
     sequence->slot = admission.slot;
     for (size_t k = 0; k < sequence->forks.size(); ++k) {
       sequence->forks[k]->slot = admission.fork_slots[k];
@@ -331,8 +345,15 @@ void Engine::Admit(const IterationPlan& plan, absl::Time now, IterationStats* st
     sequence->snapshot_at = admission.snapshot_at;
     absl::Status start;
     if (admission.restore_from >= 0) {
-      start = backend_->CopySlot(admission.restore_from, admission.slot);
-      if (!start.ok()) prefix_cache_->Drop(admission.restore_from);
+      const PrefixCache::LastPosition* last = prefix_cache_->LastPositionOf(admission.restore_from);
+      if (!prefix_cache_->Holds(admission.restore_from) || (admission.whole_prompt && !last)) {
+        // An earlier admission of this plan failed to copy the same entry, which was dropped.
+        start = absl::InternalError("the cached state this request was to restore was lost");
+      } else {
+        if (admission.whole_prompt) sequence->cached_last = *last;
+        start = backend_->CopySlot(admission.restore_from, admission.slot);
+        if (!start.ok()) DropSnapshot(admission.restore_from);
+      }
       ++stats->prefix_cache_hits;
       stats->prefix_cache_hit_tokens += admission.restored_tokens;
     } else {
@@ -352,13 +373,23 @@ void Engine::BuildBatch(const IterationPlan& plan, IterationStats* stats) {
   batch_.planned.clear();
   batch_.sequences.clear();
   batch_.first_row.clear();
+  batch_.last_token.clear();
   batch_.decode_inputs.clear();
   batch_.decode_inputs.reserve(plan.chunks.size());  // spans point into it
-  int64_t rows = 0;
+  for (auto& sequence : running_) sequence->logits_row = sequence->activation_row = -1;
+  int64_t rows = 0, tokens = 0, cached = 0;
   for (const ScheduledChunk& chunk : plan.chunks) {
     Sequence* sequence = running_[chunk.sequence].get();
     if (sequence->finished) {  // its slot operation failed
-      if (chunk.snapshot_into >= 0) prefix_cache_->Drop(chunk.snapshot_into);
+      if (chunk.snapshot_into >= 0) DropSnapshot(chunk.snapshot_into);
+      continue;
+    }
+    if (chunk.from_cache) {  // after every forwarded chunk (the plan puts them last)
+      batch_.planned.push_back(&chunk);
+      batch_.sequences.push_back(sequence);
+      batch_.first_row.push_back(-1);  // set below, after the forwarded rows
+      batch_.last_token.push_back(cached++);
+      ++stats->prefix_cache_full_hits;
       continue;
     }
     if (chunk.decode) {
@@ -378,6 +409,21 @@ void Engine::BuildBatch(const IterationPlan& plan, IterationStats* stats) {
     batch_.sequences.push_back(sequence);
     batch_.first_row.push_back(rows);
     rows += batch_.chunks.back().all_logits ? batch_.chunks.back().tokens.size() : 1;
+    tokens += static_cast<int64_t>(batch_.chunks.back().tokens.size());
+    batch_.last_token.push_back(tokens - 1);
+  }
+  for (size_t i = batch_.chunks.size(); i < batch_.sequences.size(); ++i) {
+    batch_.first_row[i] = rows + batch_.last_token[i];
+    batch_.last_token[i] += tokens;
+  }
+  batch_.logit_rows = rows + cached;
+  batch_.token_rows = tokens + cached;
+  for (size_t i = 0; i < batch_.sequences.size(); ++i) {
+    const int64_t entry_rows = batch_.forwarded(i) && batch_.chunks[i].all_logits
+                                   ? static_cast<int64_t>(batch_.chunks[i].tokens.size())
+                                   : 1;
+    batch_.sequences[i]->logits_row = batch_.first_row[i] + entry_rows - 1;
+    batch_.sequences[i]->activation_row = batch_.last_token[i];
   }
   stats->sequences = static_cast<int64_t>(batch_.chunks.size());
 }
@@ -385,15 +431,27 @@ void Engine::BuildBatch(const IterationPlan& plan, IterationStats* stats) {
 bool Engine::Forward(IterationStats* stats) {
   const int V = config_.vocab_size, L = config_.layers;
   const int64_t tokens = TotalTokens(batch_.chunks);
+  const int64_t forwarded_rows = LogitRows(batch_.chunks);
   // Reused across iterations: for a large vocabulary a fresh [rows, V] buffer costs more
   // (allocation, zeroing, page faults) than sampling from it.
-  logits_.resize(LogitRows(batch_.chunks) * V);
-  activations_.resize(tokens * L);
-  const absl::Time step_start = absl::Now();
-  const absl::Status status =
-      backend_->Forward(batch_.chunks, {absl::MakeSpan(logits_), absl::MakeSpan(activations_), {}});
-  stats->step_time = absl::Now() - step_start;
+  logits_.resize(batch_.logit_rows * V);
+  activations_.resize(batch_.token_rows * L);
+  absl::Status status;
+  if (!batch_.chunks.empty()) {  // else every entry samples from kept logits
+    const absl::Time step_start = absl::Now();
+    status =
+        backend_->Forward(batch_.chunks, {absl::MakeSpan(logits_).subspan(0, forwarded_rows * V),
+                                          absl::MakeSpan(activations_).subspan(0, tokens * L),
+                                          {}});
+    stats->step_time = absl::Now() - step_start;
+  }
   if (status.ok()) {
+    for (size_t i = batch_.chunks.size(); i < batch_.sequences.size(); ++i) {
+      const PrefixCache::LastPosition& last = *batch_.sequences[i]->cached_last;
+      std::copy(last.logits.begin(), last.logits.end(), logits_.begin() + batch_.first_row[i] * V);
+      std::copy(last.activations.begin(), last.activations.end(),
+                activations_.begin() + batch_.last_token[i] * L);
+    }
     stats->tokens = tokens;
     stats->activated_tokens.assign(L, 0);
     for (int64_t t = 0; t < tokens; ++t) {
@@ -406,8 +464,7 @@ bool Engine::Forward(IterationStats* stats) {
   if (observer_ != nullptr)
     observer_->OnBackendError(status, static_cast<int64_t>(batch_.sequences.size()));
   for (size_t i = 0; i < batch_.sequences.size(); ++i) {
-    if (batch_.planned[i]->snapshot_into >= 0)
-      prefix_cache_->Drop(batch_.planned[i]->snapshot_into);
+    if (batch_.planned[i]->snapshot_into >= 0) DropSnapshot(batch_.planned[i]->snapshot_into);
     Finish(*batch_.sequences[i], FinishReason::kError, std::string(status.message()));
   }
   ReleaseFinished();
@@ -435,7 +492,7 @@ void Engine::Sample() {
   // sampler is its own), then handed out in batch order by Deliver. Scored prompts get their
   // positions' log-probabilities here too.
   const int V = config_.vocab_size;
-  const size_t n = batch_.chunks.size();
+  const size_t n = batch_.sequences.size();
   sampled_.resize(n);
   fork_draws_.resize(n);
   prompt_scores_.resize(n);
@@ -444,7 +501,8 @@ void Engine::Sample() {
       Sequence& sequence = *batch_.sequences[i];
       const ScheduledChunk& chunk = *batch_.planned[i];
       const GenerationParams& params = sequence.params;
-      const int64_t rows = batch_.chunks[i].all_logits ? chunk.end - chunk.begin : 1;
+      const int64_t rows =
+          batch_.forwarded(i) && batch_.chunks[i].all_logits ? chunk.end - chunk.begin : 1;
       const float* first = logits_.data() + batch_.first_row[i] * V;
       prompt_scores_[i].clear();
       if (!chunk.decode && params.prompt_logprobs >= 0) {
@@ -475,8 +533,7 @@ void Engine::Sample() {
       }
     }
   };
-  const int64_t rows = LogitRows(batch_.chunks);
-  if (sampling_pool_ != nullptr && rows * V >= options_.parallel_sampling_min_logits) {
+  if (sampling_pool_ != nullptr && batch_.logit_rows * V >= options_.parallel_sampling_min_logits) {
     sampling_pool_->ParallelFor(n, draw);
   } else {
     draw(0, n);
@@ -484,19 +541,26 @@ void Engine::Sample() {
 }
 
 void Engine::Deliver(IterationStats* stats) {
-  int64_t token_row = 0;
+  const int V = config_.vocab_size, L = config_.layers;
   const absl::Time sampled_at = absl::Now();
   std::vector<std::unique_ptr<Sequence>> forked;  // join running_ after the loop
-  for (size_t i = 0; i < batch_.chunks.size(); ++i) {
+  for (size_t i = 0; i < batch_.sequences.size(); ++i) {
     Sequence& sequence = *batch_.sequences[i];
     const ScheduledChunk& chunk = *batch_.planned[i];
-    const int64_t last_row = token_row + static_cast<int64_t>(batch_.chunks[i].tokens.size()) - 1;
-    token_row = last_row + 1;
+    const int64_t last_row = batch_.last_token[i];
     if (!chunk.decode) {
       sequence.prefilled = chunk.end;
       if (chunk.end == sequence.snapshot_at) {
-        if (chunk.snapshot_into >= 0 && !backend_->CopySlot(chunk.slot, chunk.snapshot_into).ok()) {
-          prefix_cache_->Drop(chunk.snapshot_into);
+        if (chunk.snapshot_into >= 0) {
+          if (backend_->CopySlot(chunk.slot, chunk.snapshot_into).ok()) {
+            // The chunk's last row is the snapshot's last position.
+            prefix_cache_->SetLastPosition(
+                chunk.snapshot_into,
+                absl::MakeConstSpan(logits_).subspan(sequence.logits_row * V, V),
+                absl::MakeConstSpan(activations_).subspan(last_row * L, L));
+          } else {
+            DropSnapshot(chunk.snapshot_into);
+          }
         }
         sequence.snapshot_at = 0;
       }
@@ -514,6 +578,8 @@ void Engine::Deliver(IterationStats* stats) {
       std::unique_ptr<Sequence>& fork = sequence.forks[k];
       fork->prefilled = sequence.prefilled;
       fork->cached = sequence.cached;
+      fork->logits_row = sequence.logits_row;
+      fork->activation_row = sequence.activation_row;
       const absl::Status copied = backend_->CopySlot(chunk.slot, chunk.fork_into[k]);
       if (!copied.ok()) {
         Finish(*fork, FinishReason::kError, std::string(copied.message()));
@@ -566,7 +632,10 @@ void Engine::Report(IterationStats* stats) {
   if (prefix_cache_ != nullptr) {
     stats->prefix_cache_entries = prefix_cache_->entries();
     stats->prefix_cache_bytes =
-        prefix_cache_->entries() * static_cast<int64_t>(backend_->state_bytes_per_slot());
+        prefix_cache_->entries() * static_cast<int64_t>(backend_->state_bytes_per_slot()) +
+        prefix_cache_->last_position_bytes();
+    stats->prefix_cache_evictions = prefix_cache_->evictions() - reported_evictions_;
+    reported_evictions_ = prefix_cache_->evictions();
   }
   if (observer_ != nullptr) observer_->OnIteration(*stats);
 }

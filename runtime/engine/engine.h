@@ -27,9 +27,11 @@ struct EngineOptions {
   int max_running = 8;   // sequences decoding or prefilling at once (<= backend slots)
   int max_waiting = 64;  // queued requests beyond the slots; then Submit answers ResourceExhausted
   int64_t prefill_budget = 256;  // prompt tokens per iteration over all prefilling sequences
-  int64_t max_prompt_tokens = 8192;
+  int64_t max_prompt_tokens = int64_t{1} << 20;
   int32_t max_new_tokens_limit = 4096;
-  // Backend slots beyond max_running that hold prefix-state snapshots (0 = no prefix cache).
+  // Backend slots beyond max_running for the prefix cache (0 = no prefix cache). Slots are one
+  // pool: the cache also keeps the request slots that no request holds, and gives them back
+  // when requests need them, so it holds at least this many entries' worth and at most all.
   int prefix_cache_slots = 0;
   int64_t prefix_cache_block = 32;  // snapshots are taken at multiples of this many tokens
   // A request that ends (but by an error) leaves its state in the prefix cache, keyed by the
@@ -70,6 +72,8 @@ struct IterationStats {
   int64_t prefix_cache_hit_tokens = 0;
   int64_t prefix_cache_entries = 0;
   int64_t prefix_cache_bytes = 0;
+  int64_t prefix_cache_evictions = 0;  // entries this iteration gave their slots up
+  int64_t prefix_cache_full_hits = 0;  // of the hits, whole prompts sampled from kept logits
 };
 
 class EngineObserver {
@@ -119,13 +123,19 @@ class Engine {
 
   Engine(Backend* backend, const ModelConfig& config, const EngineOptions& options,
          EngineObserver* observer);
-  // The chunks one iteration runs, and for each its sequence and its planned chunk.
+  // What one iteration runs: entries, each a sequence and its planned chunk. The first
+  // chunks.size() entries go through the backend; the rest sample from the logits the prefix
+  // cache kept for their whole prompt (their rows are filled from Sequence::cached_last).
   struct Batch {
     std::vector<SequenceChunk> chunks;
     std::vector<const ScheduledChunk*> planned;
     std::vector<Sequence*> sequences;
-    std::vector<int64_t> first_row;      // of each chunk's logits (scored prompts have one a token)
+    std::vector<int64_t> first_row;      // of each entry's logits (scored prompts have one a token)
+    std::vector<int64_t> last_token;     // each entry's row of activations_ for its last token
     std::vector<int32_t> decode_inputs;  // the decode chunks' tokens point here
+    int64_t logit_rows = 0;              // over all entries
+    int64_t token_rows = 0;
+    bool forwarded(size_t i) const { return i < chunks.size(); }
   };
 
   void Loop();
@@ -146,7 +156,8 @@ class Engine {
   void Finish(Sequence& sequence, FinishReason reason, const std::string& error = "");
   // Puts the state a finished sequence leaves into the prefix cache
   // (EngineOptions::snapshot_finished).
-  void SnapshotFinished(const Sequence& sequence);
+  void SnapshotFinished(Sequence& sequence);
+  void DropSnapshot(SlotId slot);  // forgets a cache entry and frees its slot
   void ReleaseFinished();
   void TakeSubmittedLocked();                    // submitted_ -> waiting_; holds mu_
   void LoseBackend(const absl::Status& health);  // ends every request; Submit refuses
@@ -169,6 +180,7 @@ class Engine {
   std::vector<std::unique_ptr<Sequence>> running_;
   std::vector<SlotId> free_slots_;
   std::unique_ptr<PrefixCache> prefix_cache_;            // null when off
+  int64_t reported_evictions_ = 0;                       // the cache's count at the last Report
   std::unique_ptr<ThreadPool> sampling_pool_;            // null when sampling_threads == 1
   Batch batch_;                                          // this iteration's (scratch)
   std::vector<GeneratedToken> sampled_;                  // [batch] this iteration's draws (scratch)

@@ -12,12 +12,14 @@ uint64_t Mix(uint64_t h, uint64_t v) {
   return h ^ (h >> 32);
 }
 
+int64_t Bytes(const PrefixCache::LastPosition& last) {
+  return static_cast<int64_t>(last.logits.size() * sizeof(float) + last.activations.size());
+}
+
 }  // namespace
 
-PrefixCache::PrefixCache(std::vector<SlotId> slots, int64_t block, int64_t max_seen)
-    : all_slots_(std::move(slots)), block_(std::max<int64_t>(block, 1)), max_seen_(max_seen) {
-  free_slots_.assign(all_slots_.rbegin(), all_slots_.rend());
-}
+PrefixCache::PrefixCache(int64_t block, int64_t max_seen)
+    : block_(std::max<int64_t>(block, 1)), max_seen_(max_seen) {}
 
 std::vector<uint64_t> PrefixCache::BoundaryHashes(absl::Span<const int32_t> prompt,
                                                   int64_t limit) const {
@@ -32,20 +34,29 @@ std::vector<uint64_t> PrefixCache::BoundaryHashes(absl::Span<const int32_t> prom
 
 std::optional<PrefixCache::Hit> PrefixCache::Peek(absl::Span<const int32_t> prompt) const {
   if (prompt.empty()) return std::nullopt;
-  std::optional<TokenTrie::Match> match =
-      trie_.LongestPrefix(prompt, static_cast<int64_t>(prompt.size()) - 1);
+  const int64_t length = static_cast<int64_t>(prompt.size());
+  std::optional<TokenTrie::Match> match = trie_.LongestPrefix(prompt, length);
+  if (match.has_value() && match->length == length) {
+    const Entry& whole = entries_.at(static_cast<SlotId>(match->value));
+    if (whole.last.has_value()) return Hit{static_cast<SlotId>(match->value), length, &*whole.last};
+    match = trie_.LongestPrefix(prompt, length - 1);  // its last token must run
+  }
   if (!match.has_value() || match->length == 0) return std::nullopt;
   return Hit{static_cast<SlotId>(match->value), match->length};
 }
 
 std::optional<PrefixCache::Hit> PrefixCache::Lookup(absl::Span<const int32_t> prompt) {
   std::optional<Hit> hit = Peek(prompt);
-  if (hit.has_value()) lru_.splice(lru_.begin(), lru_, by_slot_.at(hit->slot));
+  if (hit.has_value()) Touch(entries_.at(hit->slot));
   return hit;
 }
 
+void PrefixCache::Touch(Entry& entry) {
+  entry.worth = clock_ + static_cast<int64_t>(entry.tokens.size());
+  entry.used = ++uses_;
+}
+
 int64_t PrefixCache::SnapshotPoint(absl::Span<const int32_t> prompt, int64_t after) {
-  if (all_slots_.empty()) return 0;
   const std::vector<uint64_t> hashes =
       BoundaryHashes(prompt, static_cast<int64_t>(prompt.size()) - 1);
   int64_t point = 0;
@@ -60,66 +71,64 @@ int64_t PrefixCache::SnapshotPoint(absl::Span<const int32_t> prompt, int64_t aft
   return point;
 }
 
-SlotId PrefixCache::Insert(absl::Span<const int32_t> prompt, int64_t tokens) {
-  if (all_slots_.empty() || tokens <= 0 || tokens % block_ != 0 ||
-      tokens > static_cast<int64_t>(prompt.size())) {
-    return -1;
-  }
-  // Two requests with the same prompt admitted together both reach the snapshot point: the
-  // second has nothing to add.
-  return Claim(prompt.subspan(0, tokens), /*shared=*/true);
+bool PrefixCache::Contains(absl::Span<const int32_t> tokens) const {
+  return trie_.Find(tokens).has_value();
 }
 
-SlotId PrefixCache::InsertFinished(absl::Span<const int32_t> tokens) {
-  if (all_slots_.empty() || tokens.empty()) return -1;
-  // The end of an earlier request that this one extends (the previous turn of a conversation)
-  // is superseded: its slot goes to the longer state. A shared prefix stays.
-  if (std::optional<TokenTrie::Match> earlier =
-          trie_.LongestPrefix(tokens, static_cast<int64_t>(tokens.size()) - 1)) {
-    if (!by_slot_.at(static_cast<SlotId>(earlier->value))->shared) {
-      Drop(static_cast<SlotId>(earlier->value));
-    }
+bool PrefixCache::Insert(absl::Span<const int32_t> tokens, SlotId slot) {
+  if (tokens.empty() || slot < 0 || entries_.contains(slot) || !trie_.Insert(tokens, slot)) {
+    return false;
   }
-  return Claim(tokens, /*shared=*/false);
-}
-
-SlotId PrefixCache::Claim(absl::Span<const int32_t> tokens, bool shared) {
-  if (std::optional<int64_t> cached = trie_.Find(tokens)) {
-    if (shared) by_slot_.at(static_cast<SlotId>(*cached))->shared = true;  // now known shared
-    return -1;
-  }
-  if (free_slots_.empty()) {
-    // The least recently used entry this one may displace.
-    auto victim = lru_.end();
-    for (auto it = lru_.rbegin(); it != lru_.rend(); ++it) {
-      if (shared || !it->shared) {
-        victim = std::prev(it.base());
-        break;
-      }
-    }
-    if (victim == lru_.end()) return -1;
-    Drop(victim->slot);
-  }
-  const SlotId slot = free_slots_.back();
-  free_slots_.pop_back();
-  Entry entry;
+  Entry& entry = entries_[slot];
   entry.tokens.assign(tokens.begin(), tokens.end());
-  entry.slot = slot;
-  entry.shared = shared;
-  lru_.push_front(std::move(entry));
-  by_slot_[slot] = lru_.begin();
-  trie_.Insert(tokens, slot);
-  return slot;
+  Touch(entry);
+  return true;
 }
 
-void PrefixCache::Drop(SlotId slot) {
-  auto found = by_slot_.find(slot);
-  if (found == by_slot_.end()) return;
-  const std::list<Entry>::iterator entry = found->second;
-  trie_.Erase(entry->tokens);
-  by_slot_.erase(found);
-  free_slots_.push_back(slot);
-  lru_.erase(entry);
+void PrefixCache::SetLastPosition(SlotId slot, absl::Span<const float> logits,
+                                  absl::Span<const uint8_t> activations) {
+  auto found = entries_.find(slot);
+  if (found == entries_.end()) return;
+  std::optional<LastPosition>& last = found->second.last;
+  if (last.has_value()) last_position_bytes_ -= Bytes(*last);
+  last.emplace();
+  last->logits.assign(logits.begin(), logits.end());
+  last->activations.assign(activations.begin(), activations.end());
+  last_position_bytes_ += Bytes(*last);
+}
+
+const PrefixCache::LastPosition* PrefixCache::LastPositionOf(SlotId slot) const {
+  auto found = entries_.find(slot);
+  return found == entries_.end() || !found->second.last.has_value() ? nullptr
+                                                                    : &*found->second.last;
+}
+
+SlotId PrefixCache::Evict(absl::Span<const SlotId> keep, std::optional<int64_t> for_tokens) {
+  const Entry* victim = nullptr;
+  SlotId victim_slot = -1;
+  for (const auto& [slot, entry] : entries_) {
+    if (std::find(keep.begin(), keep.end(), slot) != keep.end()) continue;
+    if (victim == nullptr || entry.worth < victim->worth ||
+        (entry.worth == victim->worth && entry.used < victim->used)) {
+      victim = &entry;
+      victim_slot = slot;
+    }
+  }
+  if (victim == nullptr) return -1;
+  if (for_tokens.has_value() && victim->worth >= clock_ + *for_tokens) return -1;
+  clock_ = std::max(clock_, victim->worth);
+  ++evictions_;
+  Drop(victim_slot);
+  return victim_slot;
+}
+
+bool PrefixCache::Drop(SlotId slot) {
+  auto found = entries_.find(slot);
+  if (found == entries_.end()) return false;
+  trie_.Erase(found->second.tokens);
+  if (found->second.last.has_value()) last_position_bytes_ -= Bytes(*found->second.last);
+  entries_.erase(found);
+  return true;
 }
 
 }  // namespace seqboat

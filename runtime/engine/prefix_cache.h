@@ -1,19 +1,28 @@
-// Exact-token prefix cache: snapshots of a slot's whole state after a prompt prefix, kept in
-// spare backend slots and reused by later prompts that start with the same tokens.
+// Exact-token prefix cache: snapshots of a slot's whole state after a token sequence, reused by
+// later prompts that start with the same tokens.
 //
-// A SeqBoat state is the same size whatever the prefix length, so one snapshot serves a
-// prefix of any length. Snapshots are taken at multiples of `block` tokens: while admitting a
-// prompt, the engine asks SnapshotPoint for the longest block boundary that an earlier prompt
-// also passed through (so that it is shared, not the prompt's own tail) and that is not
-// cached yet, stops the prefill chunk there and copies the slot. Lookups find the longest
-// cached entry that is a prefix of a new prompt (always leaving at least one prompt token
-// to run, whose logits give the first sampled token), in one walk of a token radix tree
-// (token_trie.h), linear in the prompt's length. Bookkeeping only: the engine does the slot
-// copies. Not thread-safe (the engine thread owns it).
+// A SeqBoat state is the same size whatever the sequence length, so one snapshot serves a
+// sequence of any length. Entries come two ways: (1) while admitting a prompt, the engine asks
+// SnapshotPoint for the longest block boundary (a multiple of `block` tokens) that an earlier
+// prompt also passed through (so that it is shared, not the prompt's own tail) and that is not
+// cached yet, stops the prefill chunk there and copies the slot; (2) a request that ends hands
+// its slot over whole (no copy), keyed by exactly the tokens it fed.
+//
+// An entry keeps the logits and GAU decisions of its last position when they are known, so that
+// a prompt equal to it needs no forward pass; otherwise a lookup leaves at least one prompt
+// token to run. Lookups find the longest such entry in one walk of a token radix tree
+// (token_trie.h), linear in the prompt's length.
+//
+// The cache owns no fixed slots: it holds whatever slots it was handed, and gives them back
+// when the engine needs one (Evict). Eviction is GreedyDual-Size: an entry is worth the tokens
+// a hit on it spares (its length) per slot it holds (every entry holds one whole slot, the
+// same bytes), plus the clock at its last use; the entry worth least goes, and the clock rises
+// to its worth. So a long conversation's state outlives a short prompt's of the same age, and
+// recency still wins in the end. Bookkeeping only: the engine does the slot copies. Not
+// thread-safe (the engine thread owns it).
 #pragma once
 
 #include <cstdint>
-#include <list>
 #include <optional>
 #include <vector>
 
@@ -26,14 +35,21 @@ namespace seqboat {
 
 class PrefixCache {
  public:
-  // `slots`: backend slots reserved for snapshots (their number bounds the entries).
-  PrefixCache(std::vector<SlotId> slots, int64_t block, int64_t max_seen = 1 << 16);
+  explicit PrefixCache(int64_t block, int64_t max_seen = 1 << 16);
 
+  // What the model gave at an entry's last position.
+  struct LastPosition {
+    std::vector<float> logits;         // [V]
+    std::vector<uint8_t> activations;  // [L] the GAU decisions of its last token
+  };
   struct Hit {
     SlotId slot = -1;
     int64_t tokens = 0;
+    // Set when the entry is the whole prompt: the first token is sampled from these logits.
+    const LastPosition* last = nullptr;
   };
-  // The longest cached prefix of `prompt` shorter than it; Lookup also marks it recently used.
+  // The longest cached prefix of `prompt`: the whole prompt when its entry has its last
+  // position, else shorter than the prompt. Lookup also marks it used.
   std::optional<Hit> Peek(absl::Span<const int32_t> prompt) const;
   std::optional<Hit> Lookup(absl::Span<const int32_t> prompt);
 
@@ -41,40 +57,49 @@ class PrefixCache {
   // prompt's boundaries as seen.
   int64_t SnapshotPoint(absl::Span<const int32_t> prompt, int64_t after);
 
-  // Claims a slot for the snapshot of prompt[0, tokens), evicting the least recently used
-  // entry when full; the caller copies the state into it. -1 when there are no slots or the
-  // same prefix is already cached.
-  SlotId Insert(absl::Span<const int32_t> prompt, int64_t tokens);
-  // Claims a slot for the state a finished request left: after exactly `tokens`, any length.
-  // It takes a free slot or the least recently used slot of another finished request, never
-  // a shared prefix's (one that two prompts passed through outranks one request's end); the
-  // end of an earlier request that `tokens` extends gives way to it. -1 when no slot can be
-  // had or the same sequence is cached already.
-  SlotId InsertFinished(absl::Span<const int32_t> tokens);
-  // Forgets the entry in `slot` (its copy failed).
-  void Drop(SlotId slot);
+  // Makes `slot` (the caller hands it over) the entry of exactly `tokens` (not empty). false,
+  // and no change, when that sequence is cached already: the slot stays the caller's.
+  bool Insert(absl::Span<const int32_t> tokens, SlotId slot);
+  bool Contains(absl::Span<const int32_t> tokens) const;
+  // Records the last position of the entry in `slot` (no-op when it holds none).
+  void SetLastPosition(SlotId slot, absl::Span<const float> logits,
+                       absl::Span<const uint8_t> activations);
+  // Removes the entry worth least, other than those in `keep`, and returns its slot; -1 when
+  // none may go. With `for_tokens`, only an entry worth less than a new entry of that many
+  // tokens would be (a snapshot that is not worth its slot is not taken).
+  SlotId Evict(absl::Span<const SlotId> keep, std::optional<int64_t> for_tokens = std::nullopt);
+  bool Holds(SlotId slot) const { return entries_.contains(slot); }
+  // The kept last position of the entry in `slot`, or null.
+  const LastPosition* LastPositionOf(SlotId slot) const;
+  // Forgets the entry in `slot` (its copy failed); false when it holds none. The slot is the
+  // caller's again.
+  bool Drop(SlotId slot);
 
-  int64_t entries() const { return static_cast<int64_t>(lru_.size()); }
-  int64_t capacity() const { return static_cast<int64_t>(all_slots_.size()); }
+  int64_t entries() const { return static_cast<int64_t>(entries_.size()); }
+  int64_t evictions() const { return evictions_; }
+  // Bytes of the kept last positions (the states themselves are in the slots).
+  int64_t last_position_bytes() const { return last_position_bytes_; }
   int64_t block() const { return block_; }
 
  private:
   struct Entry {
-    std::vector<int32_t> tokens;  // the exact prefix
-    SlotId slot = -1;
-    bool shared = true;  // a block boundary two prompts passed; false: a request's end
+    std::vector<int32_t> tokens;  // the exact sequence
+    std::optional<LastPosition> last;
+    int64_t worth = 0;  // GreedyDual-Size: the clock at the last use + tokens spared
+    uint64_t used = 0;  // order of the last use: among equal worths the older goes first
   };
-  SlotId Claim(absl::Span<const int32_t> tokens, bool shared);
+  void Touch(Entry& entry);
   // Hashes of prompt[0, k * block) for k = 1.. while k * block <= limit.
   std::vector<uint64_t> BoundaryHashes(absl::Span<const int32_t> prompt, int64_t limit) const;
 
-  const std::vector<SlotId> all_slots_;
   const int64_t block_;
   const int64_t max_seen_;
-  std::vector<SlotId> free_slots_;
-  std::list<Entry> lru_;  // most recently used first
-  absl::flat_hash_map<SlotId, std::list<Entry>::iterator> by_slot_;
+  absl::flat_hash_map<SlotId, Entry> entries_;
   TokenTrie trie_;  // every entry's tokens, valued by its slot
+  int64_t clock_ = 0;
+  uint64_t uses_ = 0;
+  int64_t evictions_ = 0;
+  int64_t last_position_bytes_ = 0;
   // The snapshot rule's memory: boundary hash -> prompts that passed it (a collision can only
   // make a snapshot be taken early; lookups compare tokens, in the trie).
   absl::flat_hash_map<uint64_t, int32_t> seen_;

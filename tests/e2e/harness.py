@@ -177,3 +177,20 @@ def self_signed_cert(directory):
 def fixture_prompt():
     import numpy as np
     return [int(t) for t in np.load(os.path.join(FIXTURES, "enwik8_tiny", "seq0.tokens.npy"))[:24]]
+
+
+def memory_kb(pid):
+    """(VmRSS, VmHWM) of a process in kB: now and at its peak."""
+    values = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0])
+    return values["VmRSS"], values["VmHWM"]
+
+
+def sanitized(pid):
+    """Whether the process runs under a sanitizer (its memory figures then mean little)."""
+    with open("/proc/%d/maps" % pid) as f:
+        return any(name in f.read() for name in ("libasan", "libtsan"))

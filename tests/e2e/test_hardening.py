@@ -28,23 +28,6 @@ def request(n, text="The boat ", **kw):
     return r
 
 
-def memory_kb(pid):
-    """(VmRSS, VmHWM) of a process in kB: now and at its peak."""
-    values = {}
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                values[key] = int(rest.split()[0])
-    return values["VmRSS"], values["VmHWM"]
-
-
-def sanitized(pid):
-    """Whether the process runs under a sanitizer (its memory figures then mean little)."""
-    with open("/proc/%d/maps" % pid) as f:
-        return any(name in f.read() for name in ("libasan", "libtsan"))
-
-
 def codes(server, api="grpc"):
     """seqboat_requests_total of one front-end, by code."""
     out = {}
@@ -244,10 +227,10 @@ class StreamMemoryTest(unittest.TestCase):
         server = harness.Server("--max_batch", "64", "--max_new_tokens_limit", "4096", *flags)
         pairs = []
         try:
-            rss_before, _ = memory_kb(server.proc.pid)
+            rss_before, _ = harness.memory_kb(server.proc.pid)
             pairs = stalled_streams(server, 64, request(4096, **self.LONG))
             wait_for(lambda: ended(pairs) == 64, 60, "the server to end all 64 streams")
-            rss_after, peak = memory_kb(server.proc.pid)
+            rss_after, peak = harness.memory_kb(server.proc.pid)
             print("\n%s: RSS before %.1f MB, peak %.1f MB (+%.1f), after %.1f MB"
                   % (" ".join(flags), rss_before / 1e3, peak / 1e3, (peak - rss_before) / 1e3, rss_after / 1e3))
             wait_for(lambda: server.metric("seqboat_streams_open") == 0, 5, "streams_open to drop to 0")
@@ -256,7 +239,7 @@ class StreamMemoryTest(unittest.TestCase):
             self.assertEqual(server.metric("seqboat_requests_running"), 0)
             check_exact_greedy(self, server)
             # A sanitizer's quarantine keeps freed memory: there the growth is not checked.
-            return 0 if sanitized(server.proc.pid) else peak - rss_before
+            return 0 if harness.sanitized(server.proc.pid) else peak - rss_before
         finally:
             for client, _ in pairs:
                 client.close()
@@ -321,7 +304,8 @@ class StreamMemoryTest(unittest.TestCase):
 class RequestLimitsTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.server = harness.Server()
+        # A prompt limit below the text limit, so that text can exceed it.
+        cls.server = harness.Server("--max_prompt_tokens", "8192")
         cls.stub = cls.server.stub()
         cls.info = cls.stub.GetModelInfo(pb.GetModelInfoRequest())
 
@@ -343,7 +327,7 @@ class RequestLimitsTest(unittest.TestCase):
     def test_oversized_text_is_refused_by_size_before_it_is_read(self):
         limits = self.info.limits
         self.assertEqual(limits.max_text_bytes, 256 << 10)
-        rss_before, _ = memory_kb(self.server.proc.pid)
+        rss_before, _ = harness.memory_kb(self.server.proc.pid)
         four_mb = "x" * (4 << 20)
         results = []
 
@@ -375,10 +359,10 @@ class RequestLimitsTest(unittest.TestCase):
         self.assertEqual(len(tokens), 4)
         tokenized = self.stub.Tokenize(pb.TokenizeRequest(text="y" * limits.max_text_bytes))
         self.assertEqual(len(tokenized.token_ids), limits.max_text_bytes + 1)
-        rss_after, peak = memory_kb(self.server.proc.pid)
+        rss_after, peak = harness.memory_kb(self.server.proc.pid)
         print("\nTokenize/Generate of oversized text: RSS before %.1f MB, peak %.1f MB, after %.1f MB"
               % (rss_before / 1e3, peak / 1e3, rss_after / 1e3))
-        if not sanitized(self.server.proc.pid):
+        if not harness.sanitized(self.server.proc.pid):
             self.assertLess(peak - rss_before, 120 * 1000)  # the probe saw +794 MB for 4 x 4 MB
 
     def test_values_that_would_overflow_the_sampler_are_refused_naming_the_field(self):

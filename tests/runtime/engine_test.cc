@@ -589,9 +589,13 @@ class CacheObserver : public EngineObserver {
     misses += stats.prefix_cache_misses;
     hit_tokens += stats.prefix_cache_hit_tokens;
     entries = stats.prefix_cache_entries;
+    evictions += stats.prefix_cache_evictions;
+    full_hits += stats.prefix_cache_full_hits;
+    forwarded_tokens += stats.tokens;
   }
   std::mutex mu_;
-  int64_t hits = 0, misses = 0, hit_tokens = 0, entries = 0;
+  int64_t hits = 0, misses = 0, hit_tokens = 0, entries = 0, evictions = 0, full_hits = 0,
+          forwarded_tokens = 0;
 };
 
 TEST_F(EngineTest, PrefixCacheReusesSharedPrefixStateAndKeepsTokensExact) {
@@ -636,8 +640,12 @@ TEST_F(EngineTest, PrefixCacheReusesSharedPrefixStateAndKeepsTokensExact) {
   EXPECT_EQ(observer.hits, 2);
   EXPECT_EQ(observer.misses, 2);
   EXPECT_EQ(observer.hit_tokens, 32);
-  // The shared 16 tokens, and the last request's end (ends displace only each other).
-  EXPECT_EQ(observer.entries, 2);
+  // One pool of 4 slots: each request's end stays in the slot it ran in, and the shared 16
+  // tokens took a free one; the fourth request's slot came from the least worth entry (the
+  // first request's end, the oldest of equal worth).
+  EXPECT_EQ(observer.entries, 4);
+  EXPECT_EQ(observer.evictions, 1);
+  EXPECT_EQ(observer.full_hits, 0);
 }
 
 TEST_F(EngineTest, ConversationTurnsRunOnlyTheirNewTokensAndStayExact) {
@@ -680,6 +688,142 @@ TEST_F(EngineTest, ConversationTurnsRunOnlyTheirNewTokensAndStayExact) {
       }
     }
   }
+}
+
+// Runs `params` with forks to the end on `engine`: each fork's tokens, logprobs and
+// activations, and the leader's FinishInfo.
+struct ForkResults {
+  std::vector<std::vector<int32_t>> tokens;
+  std::vector<std::vector<float>> logprobs;
+  std::vector<std::vector<std::vector<uint8_t>>> activations;
+  FinishInfo info;
+};
+ForkResults RunForks(Engine& engine, const GenerationParams& params) {
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
+  std::vector<std::shared_ptr<RequestSink>> as_sinks;
+  for (int k = 0; k < params.n; ++k) {
+    sinks.push_back(std::make_shared<CollectingSink>());
+    as_sinks.push_back(sinks.back());
+  }
+  ForkResults results;
+  EXPECT_TRUE(engine.Submit(params, as_sinks).ok());
+  for (auto& sink : sinks) {
+    const FinishInfo info = sink->Wait();
+    if (results.tokens.empty()) results.info = info;
+    results.tokens.push_back(sink->tokens());
+    results.logprobs.push_back(sink->logprobs());
+    results.activations.push_back(sink->activations());
+  }
+  return results;
+}
+
+TEST_F(EngineTest, ExactRepeatsSampleFromKeptLogitsAndStayExact) {
+  const std::vector<int32_t> prompt(prompt_.begin(), prompt_.begin() + 15);
+  auto make = [&](bool cache, CacheObserver* observer) {
+    auto engine = Engine::Create(backend_.get(), model_->config(),
+                                 {.max_running = 2,
+                                  .max_waiting = 8,
+                                  .prefill_budget = 16,
+                                  .prefix_cache_slots = cache ? 2 : 0,
+                                  .prefix_cache_block = 8},
+                                 observer);
+    EXPECT_TRUE(engine.ok()) << engine.status();
+    return std::move(*engine);
+  };
+  GenerationParams greedy = Greedy(5);
+  greedy.prompt = prompt;
+  greedy.logprobs = true;
+  greedy.return_activations = true;
+  GenerationParams sampled = greedy;
+  sampled.sampling.temperature = 0.9f;
+  sampled.sampling.seed = 77;
+  sampled.n = 2;
+  GenerationParams inside = greedy;  // ends inside the cached sequences: nothing to restore
+  inside.prompt.resize(12);
+  // The same requests without the cache, one after another.
+  std::vector<ForkResults> plain;
+  {
+    std::unique_ptr<Engine> engine = make(false, nullptr);
+    for (const GenerationParams* params : {&greedy, &greedy, &sampled, &inside})
+      plain.push_back(RunForks(*engine, *params));
+  }
+  CacheObserver observer;
+  std::unique_ptr<Engine> engine = make(true, &observer);
+  GenerationParams first = greedy;
+  first.max_new_tokens = 1;  // feeds only the prompt: its end is the prompt, with its logits
+  const ForkResults once = RunForks(*engine, first);
+  EXPECT_EQ(once.tokens[0], GreedyReference(prompt, 1));
+  int64_t forwarded = 0;
+  {
+    std::lock_guard<std::mutex> lock(observer.mu_);
+    forwarded = observer.forwarded_tokens;
+    EXPECT_EQ(observer.full_hits, 0);
+  }
+  const ForkResults repeat = RunForks(*engine, greedy);
+  EXPECT_EQ(repeat.info.cached_prompt_tokens, 15);
+  EXPECT_EQ(repeat.tokens, plain[0].tokens);
+  EXPECT_EQ(repeat.logprobs, plain[0].logprobs);
+  EXPECT_EQ(repeat.activations, plain[0].activations);
+  EXPECT_EQ(repeat.tokens[0], GreedyReference(prompt, 5));
+  {
+    std::lock_guard<std::mutex> lock(observer.mu_);
+    EXPECT_EQ(observer.full_hits, 1);
+    // No token of the prompt ran: only the 4 decode steps after the first token.
+    EXPECT_EQ(observer.forwarded_tokens - forwarded, 4);
+  }
+  // Seeded forks from the kept logits: each equals its fork without the cache.
+  const ForkResults forks = RunForks(*engine, sampled);
+  EXPECT_EQ(forks.info.cached_prompt_tokens, 15);
+  EXPECT_EQ(forks.tokens, plain[2].tokens);
+  EXPECT_EQ(forks.logprobs, plain[2].logprobs);
+  // A prompt that ends inside every cached sequence restores none of them.
+  const ForkResults shorter = RunForks(*engine, inside);
+  EXPECT_EQ(shorter.info.cached_prompt_tokens, 0);
+  EXPECT_EQ(shorter.tokens, plain[3].tokens);
+  engine->Shutdown(absl::Seconds(1));
+  EXPECT_EQ(observer.full_hits, 2);
+}
+
+TEST_F(EngineTest, ASnapshotTakenWhileAnotherRequestDecodesStaysExact) {
+  const std::vector<int32_t> shared(prompt_.begin(), prompt_.begin() + 16);
+  auto with_tail = [&](int from) {
+    std::vector<int32_t> p = shared;
+    p.insert(p.end(), prompt_.begin() + from, prompt_.begin() + from + 5);
+    return p;
+  };
+  CacheObserver observer;
+  auto engine = Engine::Create(backend_.get(), model_->config(),
+                               {.max_running = 2,
+                                .max_waiting = 8,
+                                .prefill_budget = 4,
+                                .prefix_cache_slots = 2,
+                                .prefix_cache_block = 8,
+                                .iteration_delay = absl::Milliseconds(1)},
+                               &observer);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  // A decodes throughout; B marks the shared boundaries seen, C's prefill snapshots 16 tokens
+  // in iterations that also run A's decode step, and D restores that snapshot.
+  const std::vector<int32_t> long_prompt(prompt_.begin() + 20, prompt_.begin() + 30);
+  auto long_sink = std::make_shared<CollectingSink>();
+  GenerationParams long_request = Greedy(300);
+  long_request.prompt = long_prompt;
+  ASSERT_TRUE((*engine)->Submit(long_request, long_sink).ok());
+  ASSERT_TRUE(WaitFor([&] { return !long_sink->tokens().empty(); }));
+  std::vector<FinishInfo> infos;
+  for (int from : {16, 21, 26}) {
+    auto sink = std::make_shared<CollectingSink>();
+    GenerationParams params = Greedy(4);
+    params.prompt = with_tail(from);
+    ASSERT_TRUE((*engine)->Submit(params, sink).ok());
+    infos.push_back(sink->Wait());
+    EXPECT_EQ(sink->tokens(), GreedyReference(params.prompt, 4)) << "tail from " << from;
+  }
+  EXPECT_EQ(long_sink->finishes(), 0) << "the long request was to decode beside every snapshot";
+  EXPECT_EQ(infos[0].cached_prompt_tokens, 0);
+  EXPECT_EQ(infos[1].cached_prompt_tokens, 0);
+  EXPECT_EQ(infos[2].cached_prompt_tokens, 16);
+  long_sink->Wait();
+  EXPECT_EQ(long_sink->tokens(), GreedyReference(long_prompt, 300));
 }
 
 TEST_F(EngineTest, RefusesMoreSlotsThanTheBackendHas) {

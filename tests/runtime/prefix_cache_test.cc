@@ -13,129 +13,140 @@ std::vector<int32_t> Seq(std::initializer_list<int32_t> head, int n_tail, int32_
   return s;
 }
 
+std::vector<int32_t> Prefix(const std::vector<int32_t>& s, size_t n) {
+  return {s.begin(), s.begin() + static_cast<std::ptrdiff_t>(n)};
+}
+
 TEST(PrefixCacheTest, SnapshotsOnlyBoundariesAnEarlierPromptPassed) {
-  PrefixCache cache({10, 11}, /*block=*/4);
+  PrefixCache cache(/*block=*/4);
   const std::vector<int32_t> a = Seq({5, 6, 7, 8, 9, 10}, 6, 100);  // 12 tokens
   const std::vector<int32_t> b = Seq({5, 6, 7, 8, 9, 10}, 7, 200);  // shares 6 tokens with a
   EXPECT_EQ(cache.SnapshotPoint(a, 0), 0);                          // nothing seen before
   EXPECT_EQ(cache.SnapshotPoint(b, 0), 4);  // boundary 4 is shared; 8 is not
   EXPECT_FALSE(cache.Peek(b).has_value());
-  EXPECT_EQ(cache.Insert(b, 4), 10);
+  EXPECT_TRUE(cache.Insert(Prefix(b, 4), 10));
   auto hit = cache.Lookup(a);
   ASSERT_TRUE(hit.has_value());
   EXPECT_EQ(hit->slot, 10);
   EXPECT_EQ(hit->tokens, 4);
+  EXPECT_EQ(hit->last, nullptr);
   // Already cached: no second snapshot of the same boundary.
   EXPECT_EQ(cache.SnapshotPoint(Seq({5, 6, 7, 8, 9, 10}, 3, 300), 4), 0);
 }
 
-TEST(PrefixCacheTest, LookupTakesTheLongestPrefixAndLeavesOneTokenToRun) {
-  PrefixCache cache({0, 1}, 2);
+TEST(PrefixCacheTest, LookupTakesTheLongestPrefixAndLeavesOneTokenToRunWithoutLogits) {
+  PrefixCache cache(2);
   const std::vector<int32_t> p = {1, 2, 3, 4, 5, 6};
-  ASSERT_EQ(cache.Insert(p, 2), 0);  // slots are handed out in the order given
-  ASSERT_EQ(cache.Insert(p, 4), 1);
+  ASSERT_TRUE(cache.Insert(Prefix(p, 2), 0));
+  ASSERT_TRUE(cache.Insert(Prefix(p, 4), 1));
   EXPECT_EQ(cache.Lookup(p)->tokens, 4);
   EXPECT_EQ(cache.Lookup(std::vector<int32_t>{1, 2, 3, 4, 9})->tokens, 4);
-  // A prompt equal to a cached prefix must still run its last token.
+  // A prompt equal to an entry without its last position must still run its last token.
   EXPECT_EQ(cache.Lookup(std::vector<int32_t>{1, 2, 3, 4})->tokens, 2);
   EXPECT_FALSE(cache.Lookup(std::vector<int32_t>{1, 2}).has_value());
+  // A prompt that ends inside an entry cannot use it (a state does not rewind).
+  EXPECT_FALSE(cache.Lookup(std::vector<int32_t>{1}).has_value());
+  EXPECT_EQ(cache.Lookup(std::vector<int32_t>{1, 2, 3})->tokens, 2);
   // Different tokens at the start: no hit.
   EXPECT_FALSE(cache.Lookup(std::vector<int32_t>{1, 3, 3, 4, 5}).has_value());
 }
 
-TEST(PrefixCacheTest, EvictsTheLeastRecentlyUsed) {
-  PrefixCache cache({7, 8}, 1);
-  const std::vector<int32_t> a = {1, 1, 1}, b = {2, 2, 2}, c = {3, 3, 3};
-  EXPECT_EQ(cache.Insert(a, 1), 7);
-  EXPECT_EQ(cache.Insert(b, 1), 8);
-  ASSERT_TRUE(cache.Lookup(a).has_value());  // a is now the most recent
-  EXPECT_EQ(cache.Insert(c, 1), 8);          // b's slot is reused
-  EXPECT_FALSE(cache.Peek(b).has_value());
-  EXPECT_TRUE(cache.Peek(a).has_value());
-  EXPECT_TRUE(cache.Peek(c).has_value());
-  EXPECT_EQ(cache.entries(), 2);
-  cache.Drop(7);
-  EXPECT_FALSE(cache.Peek(a).has_value());
-  EXPECT_EQ(cache.entries(), 1);
-}
-
-TEST(PrefixCacheTest, TheSamePrefixIsCachedOnce) {
-  // Two requests with one prompt admitted in the same iteration both reach the snapshot point.
-  PrefixCache cache({5, 6}, 4);
-  const std::vector<int32_t> p = {1, 2, 3, 4, 5, 6, 7, 8, 9};
-  const std::vector<int32_t> q = {1, 2, 3, 4, 5, 6, 7, 8, 10};
-  EXPECT_EQ(cache.Insert(p, 8), 5);
-  EXPECT_EQ(cache.Insert(q, 8), -1);  // the same 8 tokens
-  EXPECT_EQ(cache.entries(), 1);
-  EXPECT_EQ(cache.Insert(q, 4), 6);  // a different (shorter) prefix is a new entry
-  EXPECT_EQ(cache.entries(), 2);
-}
-
-TEST(PrefixCacheTest, RefusesUnalignedOrEmptySnapshotsAndWorksWithoutSlots) {
-  PrefixCache cache({3}, 4);
-  const std::vector<int32_t> p = {1, 2, 3, 4, 5, 6, 7, 8, 9};
-  EXPECT_EQ(cache.Insert(p, 6), -1);
-  EXPECT_EQ(cache.Insert(p, 0), -1);
-  EXPECT_EQ(cache.Insert(p, 12), -1);
-  PrefixCache none({}, 4);
-  EXPECT_EQ(none.Insert(p, 4), -1);
-  EXPECT_EQ(none.SnapshotPoint(p, 0), 0);
-  EXPECT_FALSE(none.Lookup(p).has_value());
-}
-
-TEST(PrefixCacheTest, FinishedRequestsLeaveEntriesOfAnyLengthThatNeverDisplaceSharedOnes) {
-  PrefixCache cache({0, 1, 2}, 4);
-  const std::vector<int32_t> turn1 = {1, 2, 3, 4, 5, 6, 7};  // 7 tokens: not a block multiple
-  EXPECT_EQ(cache.InsertFinished(turn1), 0);
-  EXPECT_EQ(cache.InsertFinished(turn1), -1);  // once
-  // The next turn extends it: everything but the new tokens is restored.
-  auto hit = cache.Lookup(std::vector<int32_t>{1, 2, 3, 4, 5, 6, 7, 8, 9});
+TEST(PrefixCacheTest, AnEntryWithItsLastPositionServesTheWholePrompt) {
+  PrefixCache cache(4);
+  const std::vector<int32_t> p = {7, 8, 9};
+  ASSERT_TRUE(cache.Insert(p, 3));
+  const std::vector<float> logits = {0.5f, -1.0f, 2.0f};
+  const std::vector<uint8_t> activations = {1, 0};
+  cache.SetLastPosition(3, logits, activations);
+  EXPECT_EQ(cache.last_position_bytes(), 3 * 4 + 2);
+  auto hit = cache.Lookup(p);
   ASSERT_TRUE(hit.has_value());
-  EXPECT_EQ(hit->slot, 0);
-  EXPECT_EQ(hit->tokens, 7);
-  const std::vector<int32_t> shared = {9, 9, 9, 9, 8};
-  EXPECT_EQ(cache.Insert(shared, 4), 1);
-  EXPECT_EQ(cache.InsertFinished(std::vector<int32_t>{5, 5}), 2);
-  // Full: a finished request displaces the least recently used finished one, turn1 ...
-  EXPECT_EQ(cache.InsertFinished(std::vector<int32_t>{6, 6, 6}), 0);
-  EXPECT_FALSE(cache.Peek(turn1).has_value());
-  // ... then {5, 5}, never the shared prefix, however old.
-  EXPECT_EQ(cache.InsertFinished(std::vector<int32_t>{7}), 2);
-  EXPECT_TRUE(cache.Peek(shared).has_value());
-  // A shared snapshot displaces the least recently used entry of any kind (here the shared one).
-  EXPECT_EQ(cache.Insert(std::vector<int32_t>{4, 4, 4, 4, 4}, 4), 1);
-  EXPECT_EQ(cache.entries(), 3);
-  // With only shared entries, a finished request gets no slot.
-  PrefixCache small({0}, 4);
-  EXPECT_EQ(small.Insert(shared, 4), 0);
-  EXPECT_EQ(small.InsertFinished(std::vector<int32_t>{8, 8}), -1);
-  EXPECT_TRUE(small.Peek(shared).has_value());
+  EXPECT_EQ(hit->tokens, 3);
+  ASSERT_NE(hit->last, nullptr);
+  EXPECT_EQ(hit->last->logits, logits);
+  EXPECT_EQ(hit->last->activations, activations);
+  EXPECT_EQ(cache.LastPositionOf(3), hit->last);
+  // A longer prompt restores it and runs the rest.
+  hit = cache.Lookup(std::vector<int32_t>{7, 8, 9, 10});
+  EXPECT_EQ(hit->tokens, 3);
+  EXPECT_EQ(hit->last, nullptr);
+  cache.SetLastPosition(99, logits, activations);  // no such entry: nothing happens
+  EXPECT_EQ(cache.last_position_bytes(), 3 * 4 + 2);
+  EXPECT_TRUE(cache.Drop(3));
+  EXPECT_EQ(cache.last_position_bytes(), 0);
+  EXPECT_FALSE(cache.Drop(3));
 }
 
-TEST(PrefixCacheTest, ALongerEndSupersedesTheEndItExtends) {
-  PrefixCache cache({0, 1}, 4);
-  EXPECT_EQ(cache.InsertFinished(std::vector<int32_t>{1, 2, 3}), 0);
-  EXPECT_EQ(cache.InsertFinished(std::vector<int32_t>{9, 9}), 1);
-  // The next turn of the first conversation takes its previous turn's slot, not {9, 9}'s.
-  EXPECT_EQ(cache.InsertFinished(std::vector<int32_t>{1, 2, 3, 4, 5}), 0);
+TEST(PrefixCacheTest, TheSameSequenceIsCachedOnce) {
+  PrefixCache cache(4);
+  const std::vector<int32_t> p = {1, 2, 3, 4, 5, 6, 7, 8};
+  EXPECT_TRUE(cache.Insert(p, 5));
+  EXPECT_TRUE(cache.Contains(p));
+  EXPECT_FALSE(cache.Insert(p, 6));  // the caller keeps slot 6
+  EXPECT_FALSE(cache.Holds(6));
+  EXPECT_FALSE(cache.Insert(std::vector<int32_t>{9}, 5));  // slot 5 holds an entry
+  EXPECT_FALSE(cache.Insert(std::vector<int32_t>{}, 7));   // nothing to key it by
+  EXPECT_EQ(cache.entries(), 1);
+  EXPECT_TRUE(cache.Insert(Prefix(p, 4), 6));  // a different (shorter) sequence
   EXPECT_EQ(cache.entries(), 2);
-  EXPECT_EQ(cache.Lookup(std::vector<int32_t>{1, 2, 3, 4, 5, 6})->tokens, 5);
-  EXPECT_EQ(cache.Lookup(std::vector<int32_t>{9, 9, 9})->tokens, 2);
-  // A shared prefix is not superseded.
-  PrefixCache shared({0, 1}, 2);
-  EXPECT_EQ(shared.Insert(std::vector<int32_t>{1, 2, 3}, 2), 0);
-  EXPECT_EQ(shared.InsertFinished(std::vector<int32_t>{1, 2, 3, 4}), 1);
-  EXPECT_EQ(shared.entries(), 2);
 }
 
-TEST(PrefixCacheTest, AFinishedEntryThatTurnsOutSharedIsKeptAsShared) {
-  PrefixCache cache({0, 1}, 2);
-  const std::vector<int32_t> p = {1, 2, 3, 4, 5};
-  EXPECT_EQ(cache.InsertFinished(std::vector<int32_t>{1, 2, 3, 4}), 0);
-  EXPECT_EQ(cache.Insert(p, 4), -1);  // already there: now marked shared
-  EXPECT_EQ(cache.InsertFinished(std::vector<int32_t>{7, 7}), 1);
-  EXPECT_EQ(cache.InsertFinished(std::vector<int32_t>{8, 8}), 1);  // displaces {7, 7}, not p's
-  EXPECT_EQ(cache.Lookup(p)->tokens, 4);
+TEST(PrefixCacheTest, EvictsTheEntrySparingFewestTokensThenTheLeastRecent) {
+  PrefixCache cache(1);
+  const std::vector<int32_t> longer = {1, 1, 1, 1, 1, 1}, short_a = {2, 2}, short_b = {3, 3};
+  ASSERT_TRUE(cache.Insert(longer, 0));
+  ASSERT_TRUE(cache.Insert(short_a, 1));
+  ASSERT_TRUE(cache.Insert(short_b, 2));
+  // Worth: longer 6, short_a 2, short_b 2 (the clock is 0): short_a is older than short_b.
+  EXPECT_EQ(cache.Evict({}), 1);
+  EXPECT_EQ(cache.evictions(), 1);
+  EXPECT_FALSE(cache.Peek(std::vector<int32_t>{2, 2, 2}).has_value());
+  // The clock rose to 2: a use now makes short_b worth 4, still below longer's 6.
+  ASSERT_TRUE(cache.Lookup(std::vector<int32_t>{3, 3, 3}).has_value());
+  EXPECT_EQ(cache.Evict({}), 2);
+  // Kept slots are passed over; with nothing else left, nothing goes.
+  EXPECT_EQ(cache.Evict({0}), -1);
+  EXPECT_EQ(cache.Evict({}), 0);
+  EXPECT_EQ(cache.Evict({}), -1);
+  EXPECT_EQ(cache.entries(), 0);
+  EXPECT_EQ(cache.evictions(), 3);
+}
+
+TEST(PrefixCacheTest, RecencyWinsOverLengthInTheEnd) {
+  // GreedyDual-Size: each eviction raises the clock to the victim's worth, so an old long entry
+  // that is never used again goes once newer entries have outgrown it.
+  PrefixCache cache(1);
+  ASSERT_TRUE(cache.Insert(std::vector<int32_t>(10, 1), 0));  // worth 10
+  for (int32_t round = 0; round < 3; ++round) {
+    // Worth clock + 3: 3, 6, 9 below the old entry's 10, so the new one goes; the clock rises.
+    ASSERT_TRUE(cache.Insert(std::vector<int32_t>(3, 2 + round), 1));
+    EXPECT_EQ(cache.Evict({}), 1) << round;
+  }
+  ASSERT_TRUE(cache.Insert(std::vector<int32_t>(3, 9), 1));  // worth 9 + 3 = 12
+  EXPECT_EQ(cache.Evict({}), 0);
+}
+
+TEST(PrefixCacheTest, ASnapshotDisplacesOnlyAnEntryWorthLess) {
+  PrefixCache cache(4);
+  ASSERT_TRUE(cache.Insert(std::vector<int32_t>(8, 1), 0));  // worth 8
+  EXPECT_EQ(cache.Evict({}, /*for_tokens=*/8), -1);          // not worth more
+  EXPECT_EQ(cache.Evict({}, /*for_tokens=*/4), -1);
+  EXPECT_EQ(cache.Evict({}, /*for_tokens=*/12), 0);
+  EXPECT_EQ(cache.entries(), 0);
+}
+
+TEST(PrefixCacheTest, EntriesOfAnyLengthAndNestedOnesStay) {
+  // A request's end (7 tokens, not a block multiple) and the next turn that extends it: both
+  // stay, so a retried turn (a prompt branching after the first) still restores the first.
+  PrefixCache cache(4);
+  const std::vector<int32_t> turn1 = {1, 2, 3, 4, 5, 6, 7};
+  const std::vector<int32_t> turn2 = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+  ASSERT_TRUE(cache.Insert(turn1, 0));
+  ASSERT_TRUE(cache.Insert(turn2, 1));
+  EXPECT_EQ(cache.Lookup(std::vector<int32_t>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11})->slot, 1);
+  EXPECT_EQ(cache.Lookup(std::vector<int32_t>{1, 2, 3, 4, 5, 6, 7, 42})->slot, 0);
+  EXPECT_TRUE(cache.Drop(1));
+  EXPECT_EQ(cache.Lookup(turn2)->slot, 0);
 }
 
 }  // namespace
