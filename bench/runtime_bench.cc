@@ -51,6 +51,10 @@ ABSL_FLAG(int64_t, long_context, 0,
           "many, then decode steps of both interleaved (batch 1 and 8), on the paper config "
           "cut to --long_layers layers with every token activating its GAU (full FIFOs); peak "
           "RSS after each prefill. 0: off.");
+ABSL_FLAG(int64_t, prefill_after, 0,
+          "Only the prefill-onto-history run: a 201-token prefill (a conversation turn's new "
+          "tokens) timed from an empty state and from one that already ran this many tokens, "
+          "interleaved, on the paper-size model at --write_model_rate activation. 0: off.");
 ABSL_FLAG(int, long_layers, 2,
           "Layers of the --long_context model (the paper's per-layer sizes; fewer layers make "
           "the long prefill affordable, and a step's cost per layer does not depend on L).");
@@ -564,6 +568,69 @@ absl::Status BenchLongContext(const BenchSettings& settings, int64_t far, int la
   return absl::OkStatus();
 }
 
+// What a conversation turn's new tokens cost by where they start: a prefill of `turn` tokens
+// from an empty state and from one that ran `history` tokens (the GAU's FIFOs filled by
+// then), the two timed alternately from saved copies so that both see the same machine.
+absl::Status BenchPrefillAfterHistory(const BenchSettings& settings, int64_t history, double rate) {
+  const int64_t turn = 201;
+  const ModelConfig config = PaperEnwik8Config();
+  const int V = config.vocab_size, L = config.layers;
+  ASSIGN_OR_RETURN(std::unique_ptr<RandomModel> random_model,
+                   RandomModel::Generate(config, settings.seed));
+  ASSIGN_OR_RETURN(
+      RouterCalibration calibration,
+      CalibrateRouterBiases(*random_model, settings.model_path, rate, settings.calibration));
+  RETURN_IF_ERROR(random_model->Write(settings.model_path, calibration.layer_biases));
+  ASSIGN_OR_RETURN(std::unique_ptr<Model> model, Model::Load(settings.model_path));
+  CpuBackendOptions options;
+  options.num_slots = 3;
+  options.num_threads = settings.threads;
+  ASSIGN_OR_RETURN(std::unique_ptr<CpuBackend> backend, CpuBackend::Create(*model, options));
+  const SlotId work = 0, empty = 1, after = 2;
+  std::vector<float> logits(V);
+  auto feed = [&](SlotId slot, absl::Span<const int32_t> tokens) -> absl::Status {
+    for (size_t begin = 0; begin < tokens.size(); begin += settings.prefill_chunk) {
+      const size_t n = std::min<size_t>(settings.prefill_chunk, tokens.size() - begin);
+      const SequenceChunk chunk{slot, tokens.subspan(begin, n), false};
+      ForwardOutputs out;
+      out.logits = absl::MakeSpan(logits);
+      RETURN_IF_ERROR(backend->Forward({&chunk, 1}, out));
+    }
+    return absl::OkStatus();
+  };
+  RETURN_IF_ERROR(backend->ResetSlot(empty));
+  RETURN_IF_ERROR(backend->ResetSlot(after));
+  RETURN_IF_ERROR(feed(after, RandomTokens(history, V, settings.seed + 5)));
+  SlotStats stats;
+  RETURN_IF_ERROR(backend->Stats(after, &stats));
+  double fifo = 0;
+  for (int32_t entries : stats.fifo_entries) fifo += entries;
+  const std::vector<int32_t> new_tokens = RandomTokens(turn, V, settings.seed + 6);
+  std::vector<double> from_empty_ms, after_ms;
+  const int reps = settings.quick ? 2 : 7;
+  for (int rep = 0; rep < reps; ++rep) {
+    for (SlotId source : {empty, after}) {
+      RETURN_IF_ERROR(backend->CopySlot(source, work));
+      const auto start = Clock::now();
+      RETURN_IF_ERROR(feed(work, new_tokens));
+      (source == empty ? from_empty_ms : after_ms).push_back(1e3 * Seconds(start));
+    }
+  }
+  const double empty_median = Percentile(from_empty_ms, 0.5),
+               after_median = Percentile(after_ms, 0.5);
+  std::printf(
+      "\nprefill of %lld new tokens, paper-size model, probe activation %.1f%%, %d "
+      "threads, %s\n",
+      static_cast<long long>(turn), 100 * calibration.probe_rate, settings.threads,
+      absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::Now(), absl::UTCTimeZone()).c_str());
+  std::printf(
+      "from an empty state: %.1f ms; after %lld tokens (FIFOs %.0f of %d entries on "
+      "average): %.1f ms; ratio %.3f (medians of %d, interleaved)\n",
+      empty_median, static_cast<long long>(history), fifo / L, config.window, after_median,
+      after_median / empty_median, reps);
+  return absl::OkStatus();
+}
+
 absl::Status Run() {
   BenchSettings settings;
   settings.quick = absl::GetFlag(FLAGS_quick);
@@ -611,6 +678,13 @@ absl::Status Run() {
   }
   const std::string json_out = absl::GetFlag(FLAGS_json_out);
 
+  if (const int64_t history = absl::GetFlag(FLAGS_prefill_after); history != 0) {
+    if (history < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--prefill_after ", history, ": expected a positive token count"));
+    }
+    return BenchPrefillAfterHistory(settings, history, absl::GetFlag(FLAGS_write_model_rate));
+  }
   if (const int64_t far = absl::GetFlag(FLAGS_long_context); far != 0) {
     if (far < 2048) {
       return absl::InvalidArgumentError(

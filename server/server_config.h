@@ -32,8 +32,9 @@ struct ServerConfig {
   int sampling_threads = 1;
   int64_t prefix_cache_bytes = 256 << 20;  // at most; 0 turns the cache off
   int64_t prefix_cache_block = 32;
-  bool prefix_cache_finished = true;  // requests leave their end state in the cache
-  int64_t state_memory_bytes = 0;     // 0 = no limit
+  bool prefix_cache_finished = true;       // requests leave their end state in the cache
+  bool prefix_cache_branch_points = true;  // snapshots where a prompt leaves a cached sequence
+  int64_t state_memory_bytes = 0;          // 0 = no limit
 
   // The front-ends.
   std::string listen = "127.0.0.1:50051";

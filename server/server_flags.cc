@@ -76,6 +76,9 @@ ABSL_FLAG(int64_t, prefix_cache_mb, 256,
           "cache also keeps the request slots no request holds); 0 turns the cache off.");
 ABSL_FLAG(int64_t, prefix_cache_block, 32,
           "Prefix-cache snapshots are taken at multiples of this many prompt tokens.");
+ABSL_FLAG(bool, prefix_cache_branch_points, true,
+          "Also snapshot where a prompt leaves (or ends on) a cached sequence, so that a shared "
+          "prefix is cached to its last token, not to its last --prefix_cache_block boundary.");
 ABSL_FLAG(bool, prefix_cache_finished, true,
           "A request that ends (but by an error) leaves its state in the prefix cache, so that "
           "the next turn of a conversation runs only its new tokens.");
@@ -205,6 +208,7 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
   }
   c.prefix_cache_block = absl::GetFlag(FLAGS_prefix_cache_block);
   c.prefix_cache_finished = absl::GetFlag(FLAGS_prefix_cache_finished);
+  c.prefix_cache_branch_points = absl::GetFlag(FLAGS_prefix_cache_branch_points);
   RETURN_IF_ERROR(AtLeast("prefix_cache_block", static_cast<double>(c.prefix_cache_block), 1));
 
   c.listen = absl::GetFlag(FLAGS_listen);

@@ -161,6 +161,7 @@ EngineOptions MakeEngineOptions(const ServerConfig& config, const SlotPlan& slot
   options.prefix_cache_slots = slots.cache_slots;
   options.prefix_cache_block = config.prefix_cache_block;
   options.snapshot_finished = config.prefix_cache_finished;
+  options.snapshot_branch_points = config.prefix_cache_branch_points;
   options.iteration_delay = config.debug_step_delay;
   options.sampling_threads = config.sampling_threads;
   return options;

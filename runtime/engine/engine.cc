@@ -81,7 +81,8 @@ Engine::Engine(Backend* backend, const ModelConfig& config, const EngineOptions&
   for (SlotId slot = options.max_running + options.prefix_cache_slots - 1; slot >= 0; --slot)
     free_slots_.push_back(slot);
   if (options.prefix_cache_slots > 0)
-    prefix_cache_ = std::make_unique<PrefixCache>(options.prefix_cache_block);
+    prefix_cache_ =
+        std::make_unique<PrefixCache>(options.prefix_cache_block, options.snapshot_branch_points);
   if (options.sampling_threads > 1)
     sampling_pool_ = std::make_unique<ThreadPool>(options.sampling_threads);
   heartbeat_ns_ = absl::ToUnixNanos(absl::Now());

@@ -38,6 +38,9 @@ struct EngineOptions {
   // tokens it fed: a prompt that extends them (the next turn of a conversation) runs only
   // its new tokens.
   bool snapshot_finished = true;
+  // Snapshots also where a prompt leaves (or ends on) a cached sequence: exactly where a shared
+  // prefix ends, not only at block boundaries (PrefixCache::SnapshotPoint).
+  bool snapshot_branch_points = true;
   absl::Duration iteration_delay =
       absl::ZeroDuration();  // testing: a pause after every iteration (a slow device)
   // Threads that sample the batch's tokens (each sequence's sampler is independent); worth

@@ -18,8 +18,8 @@ int64_t Bytes(const PrefixCache::LastPosition& last) {
 
 }  // namespace
 
-PrefixCache::PrefixCache(int64_t block, int64_t max_seen)
-    : block_(std::max<int64_t>(block, 1)), max_seen_(max_seen) {}
+PrefixCache::PrefixCache(int64_t block, bool branch_points, int64_t max_seen)
+    : block_(std::max<int64_t>(block, 1)), branch_points_(branch_points), max_seen_(max_seen) {}
 
 std::vector<uint64_t> PrefixCache::BoundaryHashes(absl::Span<const int32_t> prompt,
                                                   int64_t limit) const {
@@ -51,20 +51,32 @@ std::optional<PrefixCache::Hit> PrefixCache::Lookup(absl::Span<const int32_t> pr
   return hit;
 }
 
+void PrefixCache::MarkUsed(SlotId slot) {
+  auto found = entries_.find(slot);
+  if (found != entries_.end()) Touch(found->second);
+}
+
 void PrefixCache::Touch(Entry& entry) {
   entry.worth = clock_ + static_cast<int64_t>(entry.tokens.size());
   entry.used = ++uses_;
 }
 
 int64_t PrefixCache::SnapshotPoint(absl::Span<const int32_t> prompt, int64_t after) {
-  const std::vector<uint64_t> hashes =
-      BoundaryHashes(prompt, static_cast<int64_t>(prompt.size()) - 1);
+  const int64_t length = static_cast<int64_t>(prompt.size());
+  const std::vector<uint64_t> hashes = BoundaryHashes(prompt, length - 1);
   int64_t point = 0;
   for (int64_t k = static_cast<int64_t>(hashes.size()); k >= 1 && k * block_ > after; --k) {
     auto seen = seen_.find(hashes[k - 1]);
     if (seen == seen_.end()) continue;
     if (!trie_.Find(prompt.subspan(0, k * block_)).has_value()) point = k * block_;
     break;  // the longest shared boundary is the one worth having
+  }
+  if (branch_points_) {
+    // The tokens this prompt shares with a cached sequence: exactly a shared prefix's length.
+    const int64_t shared = trie_.CommonPrefix(prompt);
+    if (shared > point && shared - after >= block_ && !trie_.Find(prompt.subspan(0, shared))) {
+      point = shared;
+    }
   }
   if (static_cast<int64_t>(seen_.size() + hashes.size()) > max_seen_) seen_.clear();
   for (uint64_t h : hashes) ++seen_[h];

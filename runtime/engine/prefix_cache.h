@@ -3,10 +3,9 @@
 //
 // A SeqBoat state is the same size whatever the sequence length, so one snapshot serves a
 // sequence of any length. Entries come two ways: (1) while admitting a prompt, the engine asks
-// SnapshotPoint for the longest block boundary (a multiple of `block` tokens) that an earlier
-// prompt also passed through (so that it is shared, not the prompt's own tail) and that is not
-// cached yet, stops the prefill chunk there and copies the slot; (2) a request that ends hands
-// its slot over whole (no copy), keyed by exactly the tokens it fed.
+// SnapshotPoint where a prefix shared with other sequences ends (so that it is shared, not the
+// prompt's own tail), stops the prefill chunk there and copies the slot; (2) a request that
+// ends hands its slot over whole (no copy), keyed by exactly the tokens it fed.
 //
 // An entry keeps the logits and GAU decisions of its last position when they are known, so that
 // a prompt equal to it needs no forward pass; otherwise a lookup leaves at least one prompt
@@ -35,7 +34,8 @@ namespace seqboat {
 
 class PrefixCache {
  public:
-  explicit PrefixCache(int64_t block, int64_t max_seen = 1 << 16);
+  // `branch_points`: also snapshot where a prompt leaves (or ends on) a cached sequence.
+  explicit PrefixCache(int64_t block, bool branch_points = true, int64_t max_seen = 1 << 16);
 
   // What the model gave at an entry's last position.
   struct LastPosition {
@@ -52,9 +52,16 @@ class PrefixCache {
   // position, else shorter than the prompt. Lookup also marks it used.
   std::optional<Hit> Peek(absl::Span<const int32_t> prompt) const;
   std::optional<Hit> Lookup(absl::Span<const int32_t> prompt);
+  // Marks the entry in `slot` used (a Peek's hit that is taken).
+  void MarkUsed(SlotId slot);
 
-  // A block boundary in (after, prompt.size()) worth a snapshot, or 0. Then records the
-  // prompt's boundaries as seen.
+  // Where a snapshot of `prompt` is worth taking, in (after, prompt.size()], or 0; then records
+  // the prompt's block boundaries as seen. The later of: the longest block boundary an earlier
+  // prompt also passed (a hash per boundary remembers prompts long gone from the cache), and,
+  // with branch points, where the prompt leaves the path of a cached sequence, or the prompt's
+  // end when it ends on one (a repeat of a prompt whose request ran on: an exact repeat next
+  // time runs nothing). A point must spare at least a block of tokens beyond `after` and not
+  // be cached already.
   int64_t SnapshotPoint(absl::Span<const int32_t> prompt, int64_t after);
 
   // Makes `slot` (the caller hands it over) the entry of exactly `tokens` (not empty). false,
@@ -93,6 +100,7 @@ class PrefixCache {
   std::vector<uint64_t> BoundaryHashes(absl::Span<const int32_t> prompt, int64_t limit) const;
 
   const int64_t block_;
+  const bool branch_points_;
   const int64_t max_seen_;
   absl::flat_hash_map<SlotId, Entry> entries_;
   TokenTrie trie_;  // every entry's tokens, valued by its slot

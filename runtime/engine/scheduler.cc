@@ -43,7 +43,7 @@ IterationPlan PlanIteration(absl::Span<const WaitingRequest> waiting,
     room -= request.forks;
     Admission admission;
     if (hit.has_value()) {
-      cache->Lookup(request.prompt);  // marks it used
+      cache->MarkUsed(hit->slot);
       pin(hit->slot);
       admission.restore_from = hit->slot;
       admission.restored_tokens = hit->tokens;

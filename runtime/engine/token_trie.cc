@@ -115,6 +115,21 @@ bool TokenTrie::Erase(absl::Span<const int32_t> tokens) {
   return true;
 }
 
+int64_t TokenTrie::CommonPrefix(absl::Span<const int32_t> tokens) const {
+  const Node* node = root_.get();
+  size_t depth = 0;
+  while (depth < tokens.size()) {
+    auto it = node->children.find(tokens[depth]);
+    if (it == node->children.end()) break;
+    const Node* child = it->second.get();
+    const size_t m = Common(child->edge, tokens.subspan(depth));
+    depth += m;
+    if (m < child->edge.size()) break;  // the tokens leave the path inside this edge
+    node = child;
+  }
+  return static_cast<int64_t>(depth);
+}
+
 std::optional<TokenTrie::Match> TokenTrie::LongestPrefix(absl::Span<const int32_t> tokens,
                                                          int64_t max_length) const {
   std::optional<Match> best;

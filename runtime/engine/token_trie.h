@@ -33,6 +33,8 @@ class TokenTrie {
   bool Erase(absl::Span<const int32_t> tokens);
   // The value of exactly `tokens`, if it is an entry.
   std::optional<int64_t> Find(absl::Span<const int32_t> tokens) const;
+  // How many of `tokens`' first tokens some entry also starts with (a path of the tree).
+  int64_t CommonPrefix(absl::Span<const int32_t> tokens) const;
   // The longest entry that is a prefix of `tokens` and at most `max_length` long.
   std::optional<Match> LongestPrefix(absl::Span<const int32_t> tokens, int64_t max_length) const;
 

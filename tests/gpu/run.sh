@@ -45,7 +45,7 @@ if [[ $prebuilt -eq 0 ]]; then
   cmake --build build-cuda -j"$(nproc)" >"$out/build.log" 2>&1 || { tail -50 "$out/build.log"; exit 1; }
 fi
 
-tests=(cuda_kernels_test cuda_backend_api_test cuda_backend_test cuda_device_loss_test)
+tests=(cuda_kernels_test cuda_backend_api_test cuda_backend_test cuda_prefix_cache_test cuda_device_loss_test)
 # cuda_device_loss_test faults the device on purpose: not under memcheck.
 sanitized=(cuda_kernels_test cuda_backend_api_test cuda_backend_test)
 status=0

@@ -610,42 +610,50 @@ TEST_F(EngineTest, PrefixCacheReusesSharedPrefixStateAndKeepsTokensExact) {
   const std::vector<std::vector<int32_t>> prompts = {with_tail(20, 30), with_tail(30, 40),
                                                      with_tail(22, 31), with_tail(25, 39)};
   for (size_t i = 1; i < prompts.size(); ++i) ASSERT_NE(prompts[i][20], prompts[0][20]);
-  CacheObserver observer;
-  // Two request slots and two snapshot slots; a small prefill budget makes chunks cross the
-  // block boundaries (8, 16) that snapshots must stop at.
-  auto engine = Engine::Create(backend_.get(), model_->config(),
-                               {.max_running = 2,
-                                .max_waiting = 8,
-                                .prefill_budget = 5,
-                                .prefix_cache_slots = 2,
-                                .prefix_cache_block = 8},
-                               &observer);
-  ASSERT_TRUE(engine.ok()) << engine.status();
-  std::vector<FinishInfo> infos;
-  for (const auto& prompt : prompts) {
-    auto sink = std::make_shared<CollectingSink>();
-    GenerationParams params = Greedy(12);
-    params.prompt = prompt;
-    ASSERT_TRUE((*engine)->Submit(params, sink).ok());
-    infos.push_back(sink->Wait());
-    EXPECT_EQ(sink->tokens(), GreedyReference(prompt, 12)) << "prompt " << infos.size() - 1;
+  // With branch points the shared 20 tokens are cached to their end; without, to their last
+  // block boundary (16).
+  for (bool branch_points : {true, false}) {
+    SCOPED_TRACE(branch_points ? "branch points" : "block boundaries only");
+    const int64_t shared_cached = branch_points ? 20 : 16;
+    CacheObserver observer;
+    // Two request slots and two snapshot slots; a small prefill budget makes chunks cross the
+    // block boundaries (8, 16) that snapshots must stop at.
+    auto engine = Engine::Create(backend_.get(), model_->config(),
+                                 {.max_running = 2,
+                                  .max_waiting = 8,
+                                  .prefill_budget = 5,
+                                  .prefix_cache_slots = 2,
+                                  .prefix_cache_block = 8,
+                                  .snapshot_branch_points = branch_points},
+                                 &observer);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    std::vector<FinishInfo> infos;
+    for (const auto& prompt : prompts) {
+      auto sink = std::make_shared<CollectingSink>();
+      GenerationParams params = Greedy(12);
+      params.prompt = prompt;
+      ASSERT_TRUE((*engine)->Submit(params, sink).ok());
+      infos.push_back(sink->Wait());
+      EXPECT_EQ(sink->tokens(), GreedyReference(prompt, 12)) << "prompt " << infos.size() - 1;
+    }
+    // The first prompt only marks its boundaries as seen (and leaves its end); the second shares
+    // 20 tokens with it and snapshots there (or at 16, two blocks); the third and fourth restore
+    // that snapshot.
+    EXPECT_EQ(infos[0].cached_prompt_tokens, 0);
+    EXPECT_EQ(infos[1].cached_prompt_tokens, 0);
+    EXPECT_EQ(infos[2].cached_prompt_tokens, shared_cached);
+    EXPECT_EQ(infos[3].cached_prompt_tokens, shared_cached);
+    (*engine)->Shutdown(absl::Seconds(1));
+    EXPECT_EQ(observer.hits, 2);
+    EXPECT_EQ(observer.misses, 2);
+    EXPECT_EQ(observer.hit_tokens, 2 * shared_cached);
+    // One pool of 4 slots: each request's end stays in the slot it ran in, and the shared 16
+    // tokens took a free one; the fourth request's slot came from the least worth entry (the
+    // first request's end, the oldest of equal worth).
+    EXPECT_EQ(observer.entries, 4);
+    EXPECT_EQ(observer.evictions, 1);
+    EXPECT_EQ(observer.full_hits, 0);
   }
-  // The first prompt only marks its boundaries as seen; the second shares 16 tokens
-  // (two blocks) with it and snapshots there; the third and fourth restore that snapshot.
-  EXPECT_EQ(infos[0].cached_prompt_tokens, 0);
-  EXPECT_EQ(infos[1].cached_prompt_tokens, 0);
-  EXPECT_EQ(infos[2].cached_prompt_tokens, 16);
-  EXPECT_EQ(infos[3].cached_prompt_tokens, 16);
-  (*engine)->Shutdown(absl::Seconds(1));
-  EXPECT_EQ(observer.hits, 2);
-  EXPECT_EQ(observer.misses, 2);
-  EXPECT_EQ(observer.hit_tokens, 32);
-  // One pool of 4 slots: each request's end stays in the slot it ran in, and the shared 16
-  // tokens took a free one; the fourth request's slot came from the least worth entry (the
-  // first request's end, the oldest of equal worth).
-  EXPECT_EQ(observer.entries, 4);
-  EXPECT_EQ(observer.evictions, 1);
-  EXPECT_EQ(observer.full_hits, 0);
 }
 
 TEST_F(EngineTest, ConversationTurnsRunOnlyTheirNewTokensAndStayExact) {

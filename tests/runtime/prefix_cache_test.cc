@@ -149,5 +149,36 @@ TEST(PrefixCacheTest, EntriesOfAnyLengthAndNestedOnesStay) {
   EXPECT_EQ(cache.Lookup(turn2)->slot, 0);
 }
 
+TEST(PrefixCacheTest, SnapshotsWhereAPromptLeavesOrEndsOnACachedSequence) {
+  PrefixCache cache(/*block=*/4);
+  // A request's end: a 6-token system prompt, its question and answer.
+  const std::vector<int32_t> system = {1, 2, 3, 4, 5, 6};
+  std::vector<int32_t> first = system, second = system, retry = Seq({1, 2, 3, 4, 5, 6}, 3, 50);
+  first.insert(first.end(), {50, 51, 52, 60, 61});
+  second.insert(second.end(), {70, 71, 72});
+  ASSERT_TRUE(cache.Insert(first, 0));
+  // The next prompt leaves that sequence after the system prompt: exactly there, not at the
+  // block boundary 4 (never seen by a hash) or 0.
+  EXPECT_EQ(cache.SnapshotPoint(second, 0), 6);
+  // A prompt that ends on the cached sequence (the first question asked again): at its end,
+  // so that the next repeat needs no forward pass.
+  EXPECT_EQ(cache.SnapshotPoint(retry, 0), 9);
+  // Not when it spares less than a block beyond what is restored, nor what is cached.
+  PrefixCache near(/*block=*/4);
+  ASSERT_TRUE(near.Insert(first, 0));
+  EXPECT_EQ(near.SnapshotPoint(second, 3), 0);
+  PrefixCache cached(/*block=*/4);
+  ASSERT_TRUE(cached.Insert(first, 0));
+  ASSERT_TRUE(cached.Insert(system, 1));
+  EXPECT_EQ(cached.SnapshotPoint(second, 0), 0);
+  // Unrelated prompts share nothing worth a snapshot.
+  EXPECT_EQ(cached.SnapshotPoint(std::vector<int32_t>{1, 9, 9, 9, 9, 9, 9}, 0), 0);
+  // Off: only block boundaries an earlier prompt passed.
+  PrefixCache blocks(/*block=*/4, /*branch_points=*/false);
+  ASSERT_TRUE(blocks.Insert(first, 0));
+  EXPECT_EQ(blocks.SnapshotPoint(second, 0), 0);  // no boundary seen yet; records 4 and 8
+  EXPECT_EQ(blocks.SnapshotPoint(retry, 0), 4);   // shares boundary 4 with `second`, not 8
+}
+
 }  // namespace
 }  // namespace seqboat

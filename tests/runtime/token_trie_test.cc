@@ -99,6 +99,12 @@ TEST(TokenTrieTest, AgreesWithABruteForceModel) {
           ASSERT_EQ(got->length, expected->length) << step;
           ASSERT_EQ(got->value, expected->value) << step;
         }
+        int64_t common = 0;  // the longest start of t that some entry also starts with
+        for (const auto& [entry, value] : model) {
+          const auto mismatch = std::mismatch(entry.begin(), entry.end(), t.begin(), t.end());
+          common = std::max<int64_t>(common, mismatch.first - entry.begin());
+        }
+        ASSERT_EQ(trie.CommonPrefix(t), common) << step;
         const auto found = trie.Find(t);
         ASSERT_EQ(found.has_value(), model.count(t) == 1);
         if (found) {
