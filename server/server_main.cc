@@ -1,16 +1,18 @@
 // seqboat-server: loads a model file, starts the engine on a backend, serves the
 // seqboat.v1.SeqBoat gRPC API with health and reflection, and exports Prometheus metrics.
+#include <fcntl.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
-#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <memory>
@@ -245,16 +247,44 @@ std::unique_ptr<grpc::Server> StartGrpc(const ServerConfig& config, SeqBoatServi
 
 std::string Host(const std::string& address) { return address.substr(0, address.rfind(':')); }
 
-// Blocks until SIGTERM or SIGINT (masked in main before any thread started) and names it.
-const char* AwaitSignal() {
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  int signal_number = 0;
-  sigwait(&signals, &signal_number);
-  return strsignal(signal_number);
+// SIGTERM and SIGINT, whichever thread takes them, write their number to this pipe (the
+// handler does nothing else, so it is async-signal-safe); Serve reads it. A 0 byte wakes the
+// reader at exit.
+int stop_signal_pipe[2] = {-1, -1};
+
+void OnStopSignal(int signal_number) {
+  const int saved = errno;
+  const char byte = static_cast<char>(signal_number);
+  [[maybe_unused]] const ssize_t written = write(stop_signal_pipe[1], &byte, 1);
+  errno = saved;
 }
+
+// Installs OnStopSignal for SIGTERM and SIGINT (after absl's failure handler, which would
+// otherwise take SIGTERM for a crash).
+bool InstallStopSignals() {
+  // The write end never blocks: a handler must not wait (a full pipe drops the byte).
+  if (pipe2(stop_signal_pipe, O_CLOEXEC) != 0 ||
+      fcntl(stop_signal_pipe[1], F_SETFL, O_NONBLOCK) != 0) {
+    return false;
+  }
+  struct sigaction action = {};
+  action.sa_handler = OnStopSignal;
+  action.sa_flags = SA_RESTART;
+  sigemptyset(&action.sa_mask);
+  return sigaction(SIGTERM, &action, nullptr) == 0 && sigaction(SIGINT, &action, nullptr) == 0;
+}
+
+// Blocks until a stop signal (or the 0 byte of WakeSignalReader); returns its number, 0 for the
+// wake-up.
+int AwaitSignal() {
+  char byte = 0;
+  while (read(stop_signal_pipe[0], &byte, 1) != 1) {
+    if (errno != EINTR) return 0;
+  }
+  return static_cast<unsigned char>(byte);
+}
+
+void WakeSignalReader() { OnStopSignal(0); }
 
 // The model, its tokenizer, and a backend with every state slot, ready to serve.
 struct Loaded {
@@ -453,9 +483,20 @@ int Serve(const ServerConfig& config) {
   std::thread watchdog =
       WatchHealth(**engine, config.heartbeat_timeout, set_serving, &metrics, &draining);
 
-  const char* signal_name = AwaitSignal();
-  fprintf(stderr, "seqboat-server: %s: draining (grace %.1f s)\n", signal_name,
+  const int first_signal = AwaitSignal();
+  fprintf(stderr, "seqboat-server: %s: draining (grace %.1f s)\n", strsignal(first_signal),
           absl::ToDoubleSeconds(config.shutdown_grace));
+  // A second signal (Ctrl-C twice, a supervisor that forwards it again) ends the drain now:
+  // what still runs ends CANCELLED, each stream with its final message, and the process exits.
+  std::atomic<bool> hurried{false};
+  std::thread second_signal([&] {
+    const int again = AwaitSignal();
+    if (again == 0) return;  // the drain ended by itself
+    fprintf(stderr, "seqboat-server: %s again: ending the remaining requests now\n",
+            strsignal(again));
+    hurried = true;
+    (*engine)->EndDrain();
+  });
   draining.Notify();
   watchdog.join();
   set_serving(false);
@@ -468,13 +509,16 @@ int Serve(const ServerConfig& config) {
   const absl::Time drain_start = absl::Now();
   (*engine)->Shutdown(config.shutdown_grace);
   const absl::Time streams_deadline =
-      std::max(drain_start + config.shutdown_grace, absl::Now() + kFinalMessageTime);
+      hurried ? absl::Now() + kFinalMessageTime
+              : std::max(drain_start + config.shutdown_grace, absl::Now() + kFinalMessageTime);
   server->Shutdown(absl::ToChronoTime(streams_deadline));
   if (http != nullptr) {
     http->WaitIdle(streams_deadline);
     http.reset();  // ends what is left: requests cancelled, connections closed
   }
   metrics.SetQueue(0, 0);
+  WakeSignalReader();
+  second_signal.join();
   fprintf(stderr, "seqboat-server: stopped\n");
   return 0;
 }
@@ -483,17 +527,16 @@ int Serve(const ServerConfig& config) {
 }  // namespace seqboat::server
 
 int main(int argc, char** argv) {
-  // SIGTERM/SIGINT are taken by sigwait in Serve: block them before any thread exists.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   // A crash (SIGSEGV, SIGABRT, ...) prints a symbolized stack trace to stderr before the
-  // process dies, so that a failure in production or CI names where it happened. SIGTERM
-  // stays blocked above and is still taken by sigwait.
+  // process dies, so that a failure in production or CI names where it happened. SIGTERM and
+  // SIGINT are not crashes: their own handler replaces absl's for them (a drain, and a second
+  // one ends it).
   absl::InitializeSymbolizer(argv[0]);
   absl::InstallFailureSignalHandler(absl::FailureSignalHandlerOptions());
+  if (!seqboat::server::InstallStopSignals()) {
+    perror("seqboat-server: cannot install the SIGTERM/SIGINT handler");
+    return 1;
+  }
 
   absl::SetProgramUsageMessage(
       "Serves a SeqBoat model over gRPC (seqboat.v1.SeqBoat) with Prometheus metrics.\n"

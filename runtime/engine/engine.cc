@@ -165,6 +165,15 @@ void Engine::Shutdown(absl::Duration grace) {
   thread_.join();
 }
 
+void Engine::EndDrain() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    accepting_ = false;
+    drain_deadline_ = std::min(drain_deadline_, absl::Now());
+  }
+  wake_.notify_one();
+}
+
 void Engine::Loop() {
   for (;;) {
     heartbeat_ns_ = absl::ToUnixNanos(absl::Now());

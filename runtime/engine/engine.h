@@ -112,6 +112,10 @@ class Engine {
   // Stops accepting; lets running and waiting requests finish within `grace`, then
   // finishes the rest as cancelled; returns when the engine thread has exited.
   void Shutdown(absl::Duration grace);
+  // Ends a drain now, from any thread: what still runs or waits finishes as cancelled at the
+  // next iteration (a second stop signal). Submit must already be refused (Shutdown began, or
+  // the front-ends stopped accepting).
+  void EndDrain();
 
   absl::Time last_heartbeat() const;  // the loop's last iteration (or idle wake-up)
   // OK unless a failed Forward left the backend unusable (Backend::CheckHealth). From then on

@@ -140,6 +140,37 @@ class LoadTest(unittest.TestCase):
         server.proc.wait(10)
         self.assertEqual(server.proc.returncode, 0, server.stderr())
 
+    def test_a_second_signal_ends_the_drain_at_once(self):
+        # A 30 s grace that a second signal cuts short: the stream gets its final message
+        # (CANCELLED), the process exits 0 without a crash report.
+        server = harness.Server("--debug_step_delay_ms", "10", "--shutdown_grace_s", "30")
+        stub = server.stub()
+        result = {}
+
+        def run():
+            try:
+                _, tokens, finish, _ = harness.collect(stub.Generate(long_request(300), timeout=30))
+                result["end"] = (finish.reason, len(tokens), time.time())
+            except grpc.RpcError as e:
+                result["end"] = (e.code(), 0, time.time())
+
+        stream = threading.Thread(target=run)
+        stream.start()
+        time.sleep(0.3)
+        server.proc.send_signal(signal.SIGTERM)
+        time.sleep(1.0)
+        again = time.time()
+        server.proc.send_signal(signal.SIGINT)  # Ctrl-C after a supervisor's SIGTERM
+        stream.join(10)
+        server.proc.wait(10)
+        self.assertEqual(result["end"][0], pb.FINISH_REASON_CANCELLED, result)
+        self.assertGreater(result["end"][1], 0)
+        self.assertLess(result["end"][1], 300)
+        self.assertLess(result["end"][2] - again, 2.0)
+        self.assertEqual(server.proc.returncode, 0, server.stderr())
+        self.assertIn("again: ending the remaining requests now", server.stderr())
+        self.assertNotIn("*** ", server.stderr())  # absl's crash report
+
     def test_silent_engine_reports_not_serving(self):
         # Each iteration is followed by a 2.5 s pause: the heartbeat goes stale (1 s timeout)
         # while a request runs, and health must say so; idle again, it must recover.

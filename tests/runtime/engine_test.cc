@@ -107,8 +107,8 @@ class EngineTest : public ::testing::Test {
     prompt_ = testing::LoadExpected("enwik8_tiny", 2, "exact").tokens;
   }
 
-  std::unique_ptr<Engine> MakeEngine(EngineOptions options) {
-    auto engine = Engine::Create(backend_.get(), model_->config(), options, nullptr);
+  std::unique_ptr<Engine> MakeEngine(EngineOptions options, EngineObserver* observer = nullptr) {
+    auto engine = Engine::Create(backend_.get(), model_->config(), options, observer);
     EXPECT_TRUE(engine.ok()) << engine.status();
     return std::move(*engine);
   }
@@ -580,6 +580,27 @@ TEST_F(EngineTest, ShutdownLetsShortRequestsFinishAndCancelsTheRest) {
   EXPECT_EQ(engine->Submit(Greedy(3), quick).status().code(), absl::StatusCode::kUnavailable);
 }
 
+TEST_F(EngineTest, EndDrainCancelsWhatStillRunsDuringALongGrace) {
+  auto engine = MakeEngine(
+      {.max_running = 1, .max_waiting = 8, .prefill_budget = 8, .max_new_tokens_limit = kEndless});
+  auto running = std::make_shared<CollectingSink>();
+  auto waiting = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(engine->Submit(Greedy(kEndless), running).ok());
+  ASSERT_TRUE(engine->Submit(Greedy(kEndless), waiting).ok());
+  ASSERT_TRUE(WaitFor([&] { return !running->tokens().empty(); }));
+  // Shutdown waits out its grace on this thread; a second signal ends it from another.
+  std::thread hurry([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    engine->EndDrain();
+  });
+  const absl::Time start = absl::Now();
+  engine->Shutdown(absl::Hours(1));
+  hurry.join();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+  EXPECT_EQ(running->Wait().reason, FinishReason::kCancelled);
+  EXPECT_EQ(waiting->Wait().reason, FinishReason::kCancelled);
+}
+
 // Counts what the engine reports about the prefix cache.
 class CacheObserver : public EngineObserver {
  public:
@@ -728,15 +749,12 @@ ForkResults RunForks(Engine& engine, const GenerationParams& params) {
 TEST_F(EngineTest, ExactRepeatsSampleFromKeptLogitsAndStayExact) {
   const std::vector<int32_t> prompt(prompt_.begin(), prompt_.begin() + 15);
   auto make = [&](bool cache, CacheObserver* observer) {
-    auto engine = Engine::Create(backend_.get(), model_->config(),
-                                 {.max_running = 2,
-                                  .max_waiting = 8,
-                                  .prefill_budget = 16,
-                                  .prefix_cache_slots = cache ? 2 : 0,
-                                  .prefix_cache_block = 8},
-                                 observer);
-    EXPECT_TRUE(engine.ok()) << engine.status();
-    return std::move(*engine);
+    return MakeEngine({.max_running = 2,
+                       .max_waiting = 8,
+                       .prefill_budget = 16,
+                       .prefix_cache_slots = cache ? 2 : 0,
+                       .prefix_cache_block = 8},
+                      observer);
   };
   GenerationParams greedy = Greedy(5);
   greedy.prompt = prompt;
@@ -799,30 +817,26 @@ TEST_F(EngineTest, ASnapshotTakenWhileAnotherRequestDecodesStaysExact) {
     p.insert(p.end(), prompt_.begin() + from, prompt_.begin() + from + 5);
     return p;
   };
-  CacheObserver observer;
-  auto engine = Engine::Create(backend_.get(), model_->config(),
-                               {.max_running = 2,
-                                .max_waiting = 8,
-                                .prefill_budget = 4,
-                                .prefix_cache_slots = 2,
-                                .prefix_cache_block = 8,
-                                .iteration_delay = absl::Milliseconds(1)},
-                               &observer);
-  ASSERT_TRUE(engine.ok()) << engine.status();
+  std::unique_ptr<Engine> engine = MakeEngine({.max_running = 2,
+                                               .max_waiting = 8,
+                                               .prefill_budget = 4,
+                                               .prefix_cache_slots = 2,
+                                               .prefix_cache_block = 8,
+                                               .iteration_delay = absl::Milliseconds(1)});
   // A decodes throughout; B marks the shared boundaries seen, C's prefill snapshots 16 tokens
   // in iterations that also run A's decode step, and D restores that snapshot.
   const std::vector<int32_t> long_prompt(prompt_.begin() + 20, prompt_.begin() + 30);
   auto long_sink = std::make_shared<CollectingSink>();
   GenerationParams long_request = Greedy(300);
   long_request.prompt = long_prompt;
-  ASSERT_TRUE((*engine)->Submit(long_request, long_sink).ok());
+  ASSERT_TRUE(engine->Submit(long_request, long_sink).ok());
   ASSERT_TRUE(WaitFor([&] { return !long_sink->tokens().empty(); }));
   std::vector<FinishInfo> infos;
   for (int from : {16, 21, 26}) {
     auto sink = std::make_shared<CollectingSink>();
     GenerationParams params = Greedy(4);
     params.prompt = with_tail(from);
-    ASSERT_TRUE((*engine)->Submit(params, sink).ok());
+    ASSERT_TRUE(engine->Submit(params, sink).ok());
     infos.push_back(sink->Wait());
     EXPECT_EQ(sink->tokens(), GreedyReference(params.prompt, 4)) << "tail from " << from;
   }
