@@ -11,7 +11,7 @@ DEB_PACKAGES := build-essential cmake ninja-build pkg-config git \
 REFERENCE_PACKAGES := python3-torch python3-numpy
 
 .PHONY: deps deps-reference build build-cuda test-gpu test test-asan test-tsan fixtures bench clean serve \
-        format format-check tidy
+        format format-check tidy fuzz-long
 
 # Idempotent: installs only what is missing (needs root, as on CI and the dev machines).
 deps:
@@ -75,6 +75,12 @@ test-tsan:
 # Regenerates tests/fixtures from the PyTorch reference (Debian's python3-torch).
 fixtures: deps-reference
 	/usr/bin/python3 tests/reference/make_fixtures.py --out tests/fixtures
+
+# Each libFuzzer target for FUZZ_RUNS executions from the committed seeds (outside CI: hours
+# on 2 cores); the corpus it grows and any reproducer stay in build-fuzz-long/.
+FUZZ_RUNS ?= 10000000
+fuzz-long: deps
+	SEQBOAT_FUZZ_RUNS=$(FUZZ_RUNS) tests/converter/run_fuzzers.sh $(CURDIR) $(CURDIR)/build-fuzz-long 0
 
 bench:
 	cmake --preset release

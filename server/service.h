@@ -19,6 +19,7 @@
 #include "runtime/model/config.h"
 #include "runtime/model/tokenizer.h"
 #include "seqboat/v1/seqboat.grpc.pb.h"
+#include "server/generate_request.h"
 #include "server/metrics.h"
 #include "server/request_builder.h"
 #include "server/stream_capacity.h"
@@ -73,14 +74,6 @@ class SeqBoatService final : public SeqBoatRawService {
   absl::Notification stop_watchdog_;
   std::thread watchdog_;  // ends streams whose client stopped reading
 };
-
-// The gRPC request through the request builder; InvalidArgument naming the field by its path
-// in the request. Exposed for tests; `seed` is used when the request sets none.
-absl::Status BuildGenerationParams(const seqboat::v1::GenerateRequest& request,
-                                   const Tokenizer& tokenizer, const ModelConfig& config,
-                                   const ServiceLimits& limits, uint64_t seed,
-                                   GenerationParams* params,
-                                   std::vector<std::string>* stop_sequences);
 
 // Parses `bytes` as `message`; InvalidArgument naming the field when a string field holds
 // invalid UTF-8 (protobuf refuses those), or saying the bytes are not such a message.

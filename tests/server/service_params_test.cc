@@ -29,7 +29,7 @@ class ServiceParamsTest : public ::testing::Test {
                      std::vector<std::string>* stops = nullptr) {
     GenerationParams local_params;
     std::vector<std::string> local_stops;
-    return BuildGenerationParams(request, *tokenizer_, *config_, limits_, /*seed=*/77,
+    return BuildGenerationParams(request, *tokenizer_, *config_, limits_.rules, /*seed=*/77,
                                  params ? params : &local_params, stops ? stops : &local_stops);
   }
 
