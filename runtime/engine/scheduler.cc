@@ -83,9 +83,13 @@ IterationPlan PlanIteration(absl::Span<const WaitingRequest> waiting,
     if (cache != nullptr && s.snapshot_at > s.prefilled && s.snapshot_at - s.prefilled <= budget) {
       const absl::Span<const int32_t> prefix = s.prompt.subspan(0, s.snapshot_at);
       if (!cache->Contains(prefix)) {
-        snapshot_into =
-            next_free > 0 ? free_slots[--next_free] : cache->Evict(pinned, s.snapshot_at);
-        if (snapshot_into >= 0 && !cache->Insert(prefix, snapshot_into)) snapshot_into = -1;
+        const bool free = next_free > 0;
+        snapshot_into = free ? free_slots[--next_free] : cache->Evict(pinned, s.snapshot_at);
+        // Insert refuses only what Contains ruled out; a free slot would go back if it did.
+        if (snapshot_into >= 0 && !cache->Insert(prefix, snapshot_into)) {
+          if (free) ++next_free;
+          snapshot_into = -1;
+        }
         if (snapshot_into >= 0) pin(snapshot_into);
       }
     }
