@@ -226,13 +226,15 @@ void Engine::SnapshotFinished(Sequence& sequence) {
   std::vector<int32_t> tokens(prompt.begin(), prompt.begin() + sequence.prefilled);
   tokens.insert(tokens.end(), sequence.fed.begin(), sequence.fed.end());
   if (!prefix_cache_->Insert(tokens, sequence.slot)) return;  // cached already
-  if (sequence.logits_row >= 0) {
-    const int V = config_.vocab_size, L = config_.layers;
-    prefix_cache_->SetLastPosition(
-        sequence.slot, absl::MakeConstSpan(logits_).subspan(sequence.logits_row * V, V),
-        absl::MakeConstSpan(activations_).subspan(sequence.activation_row * L, L));
-  }
+  if (sequence.logits_row >= 0) KeepLastPosition(sequence.slot, sequence);
   sequence.slot = -1;  // the cache's now
+}
+
+void Engine::KeepLastPosition(SlotId entry, const Sequence& sequence) {
+  const int V = config_.vocab_size, L = config_.layers;
+  prefix_cache_->SetLastPosition(
+      entry, absl::MakeConstSpan(logits_).subspan(sequence.logits_row * V, V),
+      absl::MakeConstSpan(activations_).subspan(sequence.activation_row * L, L));
 }
 
 void Engine::DropSnapshot(SlotId slot) {
@@ -551,7 +553,6 @@ void Engine::Sample() {
 }
 
 void Engine::Deliver(IterationStats* stats) {
-  const int V = config_.vocab_size, L = config_.layers;
   const absl::Time sampled_at = absl::Now();
   std::vector<std::unique_ptr<Sequence>> forked;  // join running_ after the loop
   for (size_t i = 0; i < batch_.sequences.size(); ++i) {
@@ -564,10 +565,7 @@ void Engine::Deliver(IterationStats* stats) {
         if (chunk.snapshot_into >= 0) {
           if (backend_->CopySlot(chunk.slot, chunk.snapshot_into).ok()) {
             // The chunk's last row is the snapshot's last position.
-            prefix_cache_->SetLastPosition(
-                chunk.snapshot_into,
-                absl::MakeConstSpan(logits_).subspan(sequence.logits_row * V, V),
-                absl::MakeConstSpan(activations_).subspan(last_row * L, L));
+            KeepLastPosition(chunk.snapshot_into, sequence);
           } else {
             DropSnapshot(chunk.snapshot_into);
           }

@@ -165,6 +165,9 @@ class Engine {
   // (EngineOptions::snapshot_finished).
   void SnapshotFinished(Sequence& sequence);
   void DropSnapshot(SlotId slot);  // forgets a cache entry and frees its slot
+  // Gives the cache entry in `entry` the logits and decisions of `sequence`'s last position
+  // (its rows of this iteration's logits_ and activations_).
+  void KeepLastPosition(SlotId entry, const Sequence& sequence);
   void ReleaseFinished();
   void TakeSubmittedLocked();                    // submitted_ -> waiting_; holds mu_
   void LoseBackend(const absl::Status& health);  // ends every request; Submit refuses
