@@ -6,12 +6,14 @@ JOBS ?= $(shell nproc)
 DEB_PACKAGES := build-essential cmake ninja-build pkg-config git \
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev \
   prometheus-cpp-dev libmicrohttpd-dev libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev nlohmann-json3-dev libssl-dev \
-  clang-14 libclang-rt-14-dev clang-format-14 clang-tidy-14 prometheus python3-grpcio python3-h2 python3-yaml python3-numpy python3-requests curl libcurl4-openssl-dev openssl
+  clang-14 libclang-rt-14-dev clang-format-14 clang-tidy-14 prometheus python3-grpcio python3-h2 python3-yaml python3-numpy python3-requests curl libcurl4-openssl-dev openssl nginx
+# For the images and their tests: podman (with runc) and debootstrap for the Debian base.
+CONTAINER_PACKAGES := podman runc debootstrap
 # Only for regenerating fixtures (tests/reference); the tests themselves need no Python.
 REFERENCE_PACKAGES := python3-torch python3-numpy
 
-.PHONY: deps deps-reference build build-cuda test-gpu test test-asan test-tsan fixtures bench clean serve \
-        format format-check tidy fuzz-long
+.PHONY: deps deps-reference deps-container build build-cuda test-gpu test test-asan test-tsan fixtures \
+        bench clean serve format format-check tidy fuzz-long image test-container soak
 
 # Idempotent: installs only what is missing (needs root, as on CI and the dev machines).
 deps:
@@ -32,6 +34,9 @@ install-openai-sdk:
 deps-reference:
 	@$(MAKE) --no-print-directory install-packages PACKAGES="$(REFERENCE_PACKAGES)"
 
+deps-container:
+	@$(MAKE) --no-print-directory install-packages PACKAGES="$(CONTAINER_PACKAGES)"
+
 install-packages:
 	@missing=$$(for p in $(PACKAGES); do \
 	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed$$' || echo $$p; done); \
@@ -45,8 +50,23 @@ build: deps
 	cmake --preset default
 	cmake --build --preset default -j $(JOBS)
 
+# Every test but the container ones (make test-container); the soak runs its 60-second version.
 test: build
-	ctest --preset default -j $(JOBS)
+	ctest --preset default -j $(JOBS) -LE container
+
+# The CPU image (localhost/seqboat-server:cpu), built with podman on a Debian 12 base that
+# deploy/podman/image.sh debootstraps here: no Docker engine or registry needed.
+image: deps-container
+	deploy/podman/image.sh
+
+# The image as a container and as the pod of deploy/k8s/deployment-cpu.yaml (podman kube play).
+test-container: image build
+	ctest --preset default -L container --output-on-failure
+
+# The soak test for SOAK_S seconds (10 minutes; make test runs it for 60).
+SOAK_S ?= 600
+soak: build
+	SEQBOAT_SOAK_S=$(SOAK_S) ctest --preset default -L soak --output-on-failure
 
 # Converts the bundled demo model and serves it on 127.0.0.1:50051 (Ctrl-C stops it).
 serve: build
@@ -65,12 +85,12 @@ test-gpu: build-cuda
 test-asan:
 	cmake --preset asan
 	cmake --build --preset asan -j $(JOBS)
-	ctest --preset asan -j $(JOBS) -LE fuzz
+	ctest --preset asan -j $(JOBS) -LE 'fuzz|soak|container'
 
 test-tsan:
 	cmake --preset tsan
 	cmake --build --preset tsan -j $(JOBS)
-	ctest --preset tsan -j $(JOBS) -LE fuzz
+	ctest --preset tsan -j $(JOBS) -LE 'fuzz|soak|container'
 
 # Regenerates tests/fixtures from the PyTorch reference (Debian's python3-torch).
 fixtures: deps-reference

@@ -1,6 +1,6 @@
 // seqboat-cli: the command-line client of seqboat-server (gRPC; bench also over HTTP).
 //   seqboat-cli generate "PROMPT" [--max_new_tokens N --temperature T ... --json]
-//   seqboat-cli info | tokenize "TEXT" | bench --concurrency N --requests N ...
+//   seqboat-cli info | tokenize "TEXT" | health [SERVICE] | bench --concurrency N --requests N ...
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
@@ -28,11 +28,25 @@
 #include "client/cli_lib.h"
 #include "client/http_stream.h"
 #include "google/protobuf/util/json_util.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "nlohmann/json.hpp"
 #include "seqboat/v1/seqboat.grpc.pb.h"
 
 // Connection.
-ABSL_FLAG(std::string, server, "127.0.0.1:50051", "Server address HOST:PORT.");
+ABSL_FLAG(std::string, server, "127.0.0.1:50051",
+          "Server address HOST:PORT, or a gRPC target naming several replicas: "
+          "ipv4:HOST:PORT,HOST:PORT,... or dns:///NAME:PORT (a headless Service).");
+ABSL_FLAG(std::string, lb_policy, "round_robin",
+          "How calls spread over the addresses --server resolves to: round_robin (each call to "
+          "the next ready one) or pick_first (one connection).");
+ABSL_FLAG(bool, health_check, true,
+          "round_robin over an ipv4:, ipv6: or dns: target: watch each address's gRPC health "
+          "(service seqboat.v1.SeqBoat) and send no call to one that reports NOT_SERVING, as a "
+          "draining server does. Never for a plain HOST:PORT, which may be a proxy (whose health "
+          "would be that of one replica behind it).");
+ABSL_FLAG(int32_t, max_attempts, 1,
+          "Tries of a call that fails UNAVAILABLE before any output (a replica that went away or "
+          "refused it while draining), each to the next address; 1 = no retry, at most 5.");
 ABSL_FLAG(std::string, api_key, "", "Sent as 'authorization: Bearer KEY'.");
 ABSL_FLAG(std::string, tls_ca, "", "PEM root certificate: connect with TLS (else plaintext).");
 ABSL_FLAG(std::string, tls_server_name, "",
@@ -129,7 +143,36 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> Connect() {
       arguments.SetSslTargetNameOverride(name);
     }
   }
-  return grpc::CreateCustomChannel(absl::GetFlag(FLAGS_server), credentials, arguments);
+  // The service config: the balancing policy, health checking and the retry policy.
+  const std::string policy = absl::GetFlag(FLAGS_lb_policy);
+  if (policy != "round_robin" && policy != "pick_first")
+    return absl::InvalidArgumentError(
+        absl::StrCat("--lb_policy: '", policy, "'; expected round_robin or pick_first"));
+  const int attempts = absl::GetFlag(FLAGS_max_attempts);
+  // gRPC caps a retry policy at 5 attempts.
+  if (attempts < 1 || attempts > 5)
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max_attempts: ", attempts, "; expected 1 to 5"));
+  nlohmann::json config = {{"loadBalancingConfig", {{{policy, nlohmann::json::object()}}}}};
+  const std::string target = absl::GetFlag(FLAGS_server);
+  const bool balanced_here = absl::StartsWith(target, "ipv4:") ||
+                             absl::StartsWith(target, "ipv6:") || absl::StartsWith(target, "dns:");
+  if (policy == "round_robin" && balanced_here && absl::GetFlag(FLAGS_health_check)) {
+    config["healthCheckConfig"] = {{"serviceName", v1::SeqBoat::service_full_name()}};
+  }
+  if (attempts > 1) {
+    // A streaming call is retried only until its first response message arrives, so a
+    // generation is never repeated after output reached the client.
+    config["methodConfig"] = {{{"name", {{{"service", v1::SeqBoat::service_full_name()}}}},
+                               {"retryPolicy",
+                                {{"maxAttempts", attempts},
+                                 {"initialBackoff", "0.05s"},
+                                 {"maxBackoff", "1s"},
+                                 {"backoffMultiplier", 2},
+                                 {"retryableStatusCodes", {"UNAVAILABLE"}}}}}};
+  }
+  arguments.SetServiceConfigJSON(config.dump());
+  return grpc::CreateCustomChannel(target, credentials, arguments);
 }
 
 void Prepare(grpc::ClientContext* context) {
@@ -272,6 +315,24 @@ int Tokenize(v1::SeqBoat::Stub& stub, const std::vector<char*>& args) {
     printf("%6d  %s\n", response.token_ids(i), nlohmann::json(response.pieces(i)).dump().c_str());
   }
   return 0;
+}
+
+// ---- health -----------------------------------------------------------------------------
+// The probe a kubelet makes (grpc.health.v1.Health/Check), for an exec probe or a script:
+// prints the status and exits 0 when it is SERVING.
+int Health(const std::shared_ptr<grpc::Channel>& channel, const std::vector<char*>& args) {
+  if (args.size() > 1) return Fail(kUsageError, "health: expected at most one SERVICE argument");
+  grpc::health::v1::HealthCheckRequest request;
+  if (!args.empty()) request.set_service(args[0]);
+  grpc::ClientContext context;
+  Prepare(&context);
+  grpc::health::v1::HealthCheckResponse response;
+  grpc::Status status =
+      grpc::health::v1::Health::NewStub(channel)->Check(&context, request, &response);
+  if (!status.ok()) return CallFailed(status);
+  printf("%s\n",
+         grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status()).c_str());
+  return response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : kCallError;
 }
 
 // ---- bench ------------------------------------------------------------------------------
@@ -585,11 +646,14 @@ constexpr char kUsage[] =
     "              [--return_activations] [--json] [--tokens 2,17,9]\n"
     "  seqboat-cli info [--json]\n"
     "  seqboat-cli tokenize \"TEXT\" [--json]\n"
+    "  seqboat-cli health [SERVICE]   (exit 0 when SERVING: an exec probe)\n"
     "  seqboat-cli bench [--concurrency N] [--requests N | --duration_s S] [--prompt_tokens N]\n"
     "              [--output_tokens N] [--shared_prefix_ratio R] [--json_out FILE]\n"
     "              [--api grpc|http] [--http_server HOST:PORT] [--turns N --turn_tokens M] [--n "
     "N]\n"
-    "Every command: [--server HOST:PORT] [--api_key KEY] [--tls_ca FILE] [--timeout_s S]";
+    "Every command: [--server HOST:PORT | ipv4:HOST:PORT,... | dns:///NAME:PORT]\n"
+    "              [--lb_policy round_robin|pick_first] [--health_check] [--max_attempts N]\n"
+    "              [--api_key KEY] [--tls_ca FILE] [--timeout_s S]";
 
 int Main(int argc, char** argv) {
   absl::SetProgramUsageMessage(kUsage);
@@ -603,9 +667,11 @@ int Main(int argc, char** argv) {
   if (command == "generate") return Generate(*stub, args);
   if (command == "info" && args.empty()) return Info(*stub);
   if (command == "tokenize") return Tokenize(*stub, args);
+  if (command == "health") return Health(*channel, args);
   if (command == "bench" && args.empty()) return Bench(*channel);
-  return Fail(kUsageError, absl::StrCat("unknown command or extra arguments: '", command,
-                                        "'; expected generate, info, tokenize or bench\n", kUsage));
+  return Fail(kUsageError,
+              absl::StrCat("unknown command or extra arguments: '", command,
+                           "'; expected generate, info, tokenize, health or bench\n", kUsage));
 }
 
 }  // namespace

@@ -55,6 +55,7 @@ struct ServerConfig {
 
   // The process.
   absl::Duration shutdown_grace = absl::Seconds(30);
+  absl::Duration drain_delay = absl::ZeroDuration();
   absl::Duration heartbeat_timeout = absl::Seconds(10);
 
   // Testing.

@@ -108,6 +108,9 @@ ABSL_FLAG(std::string, api_keys_file, "",
           "Bearer KEY'.");
 ABSL_FLAG(double, shutdown_grace_s, 30,
           "On SIGTERM/SIGINT, seconds in-flight streams get to finish.");
+ABSL_FLAG(double, drain_delay_s, 0,
+          "On SIGTERM/SIGINT, seconds health reports NOT_SERVING while new calls are still "
+          "served, before the drain (the time balancers take to stop sending here).");
 ABSL_FLAG(double, heartbeat_timeout_s, 10,
           "Health turns NOT_SERVING when the engine loop is silent this long.");
 ABSL_FLAG(int32_t, debug_step_delay_ms, 0,
@@ -267,6 +270,8 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
 
   RETURN_IF_ERROR(AtLeast("shutdown_grace_s", absl::GetFlag(FLAGS_shutdown_grace_s), 0));
   c.shutdown_grace = absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_s));
+  RETURN_IF_ERROR(AtLeast("drain_delay_s", absl::GetFlag(FLAGS_drain_delay_s), 0));
+  c.drain_delay = absl::Seconds(absl::GetFlag(FLAGS_drain_delay_s));
   RETURN_IF_ERROR(Positive("heartbeat_timeout_s", absl::GetFlag(FLAGS_heartbeat_timeout_s)));
   c.heartbeat_timeout = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_timeout_s));
 

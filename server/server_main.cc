@@ -484,39 +484,64 @@ int Serve(const ServerConfig& config) {
       WatchHealth(**engine, config.heartbeat_timeout, set_serving, &metrics, &draining);
 
   const int first_signal = AwaitSignal();
-  fprintf(stderr, "seqboat-server: %s: draining (grace %.1f s)\n", strsignal(first_signal),
+  fprintf(stderr, "seqboat-server: %s: draining (NOT_SERVING for %.1f s first, grace %.1f s)\n",
+          strsignal(first_signal), absl::ToDoubleSeconds(config.drain_delay),
           absl::ToDoubleSeconds(config.shutdown_grace));
+  // The last messages of a drain cut short get this long to be read; gRPC cancels the streams
+  // of clients that do not read them.
+  constexpr absl::Duration kFinalMessageTime = absl::Milliseconds(500);
   // A second signal (Ctrl-C twice, a supervisor that forwards it again) ends the drain now:
   // what still runs ends CANCELLED, each stream with its final message, and the process exits.
-  std::atomic<bool> hurried{false};
+  absl::Notification hurried;
   std::thread second_signal([&] {
     const int again = AwaitSignal();
     if (again == 0) return;  // the drain ended by itself
     fprintf(stderr, "seqboat-server: %s again: ending the remaining requests now\n",
             strsignal(again));
-    hurried = true;
+    service.ShortenWriteTimeout(kFinalMessageTime);
+    hurried.Notify();
     (*engine)->EndDrain();
   });
   draining.Notify();
   watchdog.join();
+  // Readiness turns first, while calls are still taken for --drain_delay_s: the time a
+  // Kubernetes readiness probe, a health-checking client or a balancer takes to send no more.
   set_serving(false);
+  hurried.WaitForNotificationWithTimeout(config.drain_delay);
   service.StopAccepting();
   if (http != nullptr) http->StopAccepting();
-  // The engine ends what is still running when the grace period is over (reason CANCELLED).
-  // Streams then get what is left of the grace period to be read, and at least
-  // kFinalMessageTime for their last message; gRPC cancels those whose client is not reading.
-  constexpr absl::Duration kFinalMessageTime = absl::Milliseconds(500);
-  const absl::Time drain_start = absl::Now();
+  // The gRPC server stops listening and sends GOAWAY now, so that new calls go elsewhere (a
+  // proxy's next connection is refused and tries another replica; a client retries on its
+  // other addresses). It waits for the open streams: the engine ends what still runs when the
+  // grace period is over (reason CANCELLED), and each stream then gets kFinalMessageTime for
+  // its last message.
+  const absl::Time streams_deadline = absl::Now() + config.shutdown_grace + kFinalMessageTime;
+  absl::Notification grpc_done;
+  std::thread grpc_shutdown([&] {
+    server->Shutdown(absl::ToChronoTime(streams_deadline));
+    grpc_done.Notify();
+  });
   (*engine)->Shutdown(config.shutdown_grace);
-  const absl::Time streams_deadline =
-      hurried ? absl::Now() + kFinalMessageTime
-              : std::max(drain_start + config.shutdown_grace, absl::Now() + kFinalMessageTime);
-  server->Shutdown(absl::ToChronoTime(streams_deadline));
   if (http != nullptr) {
-    http->WaitIdle(streams_deadline);
+    http->WaitIdle(hurried.HasBeenNotified() ? absl::Now() + kFinalMessageTime : streams_deadline);
     http.reset();  // ends what is left: requests cancelled, connections closed
   }
+  // gRPC's shutdown also waits for calls that never end by themselves: a balancing client's
+  // health watch stays open as long as its connection does. Once no Generate stream is open,
+  // the last statuses get kFinalMessageTime, and what is still open then is not waited for.
+  while (!grpc_done.WaitForNotificationWithTimeout(absl::Milliseconds(20)) &&
+         service.open_streams() > 0 && absl::Now() < streams_deadline) {
+  }
   metrics.SetQueue(0, 0);
+  if (!grpc_done.WaitForNotificationWithTimeout(kFinalMessageTime)) {
+    fprintf(stderr,
+            "seqboat-server: stopped (calls other than Generate, such as health watches, "
+            "cut)\n");
+    fflush(stderr);
+    fflush(stdout);
+    std::_Exit(0);  // the gRPC server cannot be destroyed while its shutdown waits
+  }
+  grpc_shutdown.join();
   WakeSignalReader();
   second_signal.join();
   fprintf(stderr, "seqboat-server: stopped\n");

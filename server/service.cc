@@ -46,6 +46,8 @@ struct SeqBoatService::Shared {
   StreamCapacity* capacity;
   std::mutex streams_mu;
   absl::flat_hash_map<GenerateCall*, int> streams;
+  // limits.stream_write_timeout, or less once the drain is cut short (ShortenWriteTimeout).
+  std::atomic<int64_t> write_timeout_ns{0};
 
   uint64_t DrawSeed() {
     std::lock_guard<std::mutex> lock(seed_mu);
@@ -226,6 +228,10 @@ class GenerateCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   }
 
   void OnDone() override {
+    if (count_when_done_ && shared_->metrics != nullptr) {
+      std::lock_guard<std::mutex> lock(mu_);
+      shared_->metrics->RecordRequest(client_cancelled_ ? "CANCELLED" : "INVALID_ARGUMENT");
+    }
     shared_->ForgetStream(this);  // if it never reached Finish through Execute
     Unref();
   }
@@ -285,6 +291,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   bool want_logprobs_ = false;
   bool want_activations_ = false;
   uint64_t seed_ = 0;
+  bool count_when_done_ = false;  // a call without a request message: counted in OnDone
 
   std::mutex mu_;
   std::shared_ptr<RequestHandle> handle_;
@@ -321,6 +328,16 @@ void GenerateCall::Start(const grpc::ByteBuffer& bytes, bool accepting) {
   grpc::Status auth = Authorize(shared.api_keys, *context_);
   if (!auth.ok()) return Reject(auth);
   if (!accepting) return Reject(grpc::Status(grpc::UNAVAILABLE, "the server is shutting down"));
+  // No request message: the client cancelled or went away before sending it (then gRPC
+  // starts the call all the same), or it half-closed without one.
+  // It is counted when gRPC is done with it: CANCELLED if the client's cancellation arrived
+  // meanwhile (OnCancel), else INVALID_ARGUMENT.
+  if (!bytes.Valid()) {
+    if (context_->IsCancelled()) return Reject(grpc::Status(grpc::CANCELLED, "cancelled"));
+    count_when_done_ = true;
+    return Finish(
+        grpc::Status(grpc::INVALID_ARGUMENT, "no request message: expected one GenerateRequest"));
+  }
   v1::GenerateRequest request;
   if (absl::Status parsed = ParseRequest(bytes, &request); !parsed.ok())
     return Reject(ToGrpc(parsed));
@@ -453,7 +470,7 @@ void GenerateCall::CheckWriteTimeout(absl::Time now) {
     std::lock_guard<std::mutex> lock(mu_);
     if (!write_in_flight_ || finish_called_ || cancel_requested_) return;
     waited = now - write_started_;
-    if (waited < shared_->limits.stream_write_timeout) return;
+    if (waited < absl::Nanoseconds(shared_->write_timeout_ns.load())) return;
     aborted = !abort_status_.ok();
     cancel_requested_ = true;
   }
@@ -637,6 +654,7 @@ SeqBoatService::SeqBoatService(Engine* engine, const Tokenizer* tokenizer,
   shared_->config = config;
   shared_->info = std::move(info);
   shared_->limits = limits;
+  shared_->write_timeout_ns = absl::ToInt64Nanoseconds(limits.stream_write_timeout);
   shared_->api_keys = std::move(api_keys);
   shared_->metrics = metrics;
   InstallProtobufLogHandler();
@@ -658,6 +676,13 @@ SeqBoatService::SeqBoatService(Engine* engine, const Tokenizer* tokenizer,
       }
     }
   });
+}
+
+void SeqBoatService::ShortenWriteTimeout(absl::Duration timeout) {
+  const int64_t ns = absl::ToInt64Nanoseconds(timeout);
+  int64_t now = shared_->write_timeout_ns.load();
+  while (ns < now && !shared_->write_timeout_ns.compare_exchange_weak(now, ns)) {
+  }
 }
 
 int64_t SeqBoatService::open_streams() const { return shared_->capacity->open(); }

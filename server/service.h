@@ -62,6 +62,9 @@ class SeqBoatService final : public SeqBoatRawService {
 
   // From now on Generate answers UNAVAILABLE (the server drains).
   void StopAccepting() { accepting_.store(false); }
+  // From now on a stream whose client has read nothing for `timeout` is cancelled, if that is
+  // sooner than the write timeout (a drain cut short: the last messages get this long).
+  void ShortenWriteTimeout(absl::Duration timeout);
   // Generate streams (in choices) open now, of the capacity shared with the HTTP API.
   int64_t open_streams() const;
 

@@ -52,6 +52,11 @@ class ConfigTest(unittest.TestCase):
             self.assertEqual(annotations["prometheus.io/port"], "9464")
             if "gpu" in os.path.basename(path):
                 self.assertEqual(container["resources"]["limits"]["nvidia.com/gpu"], 1)
+            # The kubelet's SIGKILL comes after the drain: the NOT_SERVING delay, then the grace.
+            args = container["args"]
+            flag = lambda name: float(args[args.index(name) + 1]) if name in args else 0.0
+            self.assertGreater(deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"],
+                               flag("--drain_delay_s") + flag("--shutdown_grace_s") + 1, path)
         service = kinds["Service"][0][1]
         self.assertEqual(service["spec"]["clusterIP"], "None")
         with open(os.path.join(DEPLOY, "k8s", "kustomization.yaml")) as f:

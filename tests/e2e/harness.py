@@ -19,7 +19,10 @@ PROTO_DIR = os.environ.get("SEQBOAT_PROTO_DIR", os.path.join(HERE, "..", "..", "
 TINY = os.path.join(FIXTURES, "enwik8_tiny", "model.safetensors")
 
 _stub_dir = tempfile.mkdtemp(prefix="seqboat_e2e_stubs_")
-for proto_path, proto in ((PROTO_DIR, "seqboat/v1/seqboat.proto"), (HERE, "health.proto"),
+# The health proto from its own folder, so that its module is health_pb2 (a grpc/ package would
+# hide grpcio's).
+for proto_path, proto in ((PROTO_DIR, "seqboat/v1/seqboat.proto"),
+                          (os.path.join(PROTO_DIR, "grpc", "health", "v1"), "health.proto"),
                           (HERE, "reflection.proto")):
     subprocess.run(["protoc", "--proto_path=" + proto_path, "--python_out=" + _stub_dir, "--grpc_out=" + _stub_dir,
                     "--plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin", proto], check=True)
@@ -111,10 +114,11 @@ class Server:
                 return float(line.split()[-1])
         raise KeyError(key)
 
-    def stop(self, timeout=30):
+    def stop(self, timeout=30, killed=False):
+        """`killed`: the test ended the process itself (no report that it had ended)."""
         if self.stderr_text is not None:  # stopped before
             return self.exit_code
-        if self.proc.poll() is not None:
+        if self.proc.poll() is not None and not killed:
             # Already ended: unless a test signalled it, it crashed; show why (the stack trace).
             sys.stderr.write("seqboat-server on port %s had already ended (exit code %s) when stop() was called; its stderr:\n%s\n"
                              % (self.port, self.proc.returncode, self.stderr()[-20000:]))

@@ -96,6 +96,8 @@ class AuthTest(unittest.TestCase):
             (["--model", harness.TINY, "--max_metadata_bytes", "0"], "--max_metadata_bytes"),
             (["--model", harness.TINY, "--stream_buffer_kb", "0"], "--stream_buffer_kb"),
             (["--model", harness.TINY, "--stream_write_timeout_s", "0"], "--stream_write_timeout_s"),
+            (["--model", harness.TINY, "--drain_delay_s", "-1"], "--drain_delay_s"),
+            (["--model", harness.TINY, "--drain_delay_s", "nan"], "--drain_delay_s"),
             (["--model", harness.TINY, "--metrics_api_keys_file", "/nonexistent.keys"], "--metrics_api_keys_file"),
             (["--model", harness.TINY, "--metrics_listen", "nohost"], "--metrics_listen"),
             (["--model", harness.TINY, "--metrics_listen", "127.0.0.1:99999"], "--metrics_listen"),

@@ -55,6 +55,26 @@ class GenerateTest(unittest.TestCase):
         self.assertEqual(cli_tokens, py_tokens)
         self.check_greedy(self.prompt, cli_tokens)
 
+    def test_cli_health_and_targets(self):
+        cli = harness.binary("seqboat-cli")
+        run = lambda *args: subprocess.run([cli] + list(args), capture_output=True, text=True, timeout=30)
+        for service in ([], ["seqboat.v1.SeqBoat"]):
+            r = run("--server", self.server.address, "health", *service)
+            self.assertEqual((r.returncode, r.stdout), (0, "SERVING\n"), r.stderr)
+        r = run("--server", self.server.address, "health", "no.such.Service")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("NOT_FOUND", r.stderr)
+        # Several addresses, one of them down: round-robin calls go to the ready one.
+        r = run("--server", "ipv4:127.0.0.1:1,%s" % self.server.address, "info")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = run("--server", "dns:///localhost:%d" % self.server.port, "--max_attempts", "3", "health")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        for args, named in ((["--lb_policy", "random"], "--lb_policy"), (["--max_attempts", "0"], "--max_attempts"),
+                            (["--max_attempts", "6"], "--max_attempts")):
+            r = run("--server", self.server.address, *args, "info")
+            self.assertEqual(r.returncode, 2, (args, r.stderr))
+            self.assertIn(named, r.stderr)
+
     def test_text_prompt_is_tokenized_after_the_start_token(self):
         tokenized = self.stub.Tokenize(pb.TokenizeRequest(text="The boat "))
         self.assertEqual(tokenized.token_ids[0], 2)

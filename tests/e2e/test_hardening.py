@@ -471,6 +471,42 @@ class StatusCodeTest(unittest.TestCase):
         finally:
             self.assertEqual(server.stop(), 0, server.stderr())
 
+    def test_a_call_ended_before_its_request_message_is_cancelled_not_invalid(self):
+        # gRPC starts a call whose client cancelled or left before sending its message, with no
+        # message: that is CANCELLED; only a call that ends its side without one is INVALID.
+        import h2.errors
+        server = harness.Server()
+        try:
+            def headers_only(client, end_stream):
+                stream = client.conn.get_next_available_stream_id()
+                client.conn.send_headers(stream, [(":method", "POST"), (":scheme", "http"), (":path", GENERATE),
+                                                  (":authority", client.authority),
+                                                  ("content-type", "application/grpc"), ("te", "trailers")],
+                                         end_stream=end_stream)
+                client.flush()
+                return stream
+
+            client = raw_h2.RawGrpcClient(server.port, window=65535)
+            stream = headers_only(client, False)
+            time.sleep(0.2)
+            client.conn.reset_stream(stream, h2.errors.ErrorCodes.CANCEL)
+            client.flush()
+            client.close()
+            client = raw_h2.RawGrpcClient(server.port, window=65535)
+            headers_only(client, False)
+            time.sleep(0.2)
+            client.close()  # gone before its message
+            wait_for(lambda: codes(server).get("CANCELLED") == 2, 5, "2 CANCELLED")
+            client = raw_h2.RawGrpcClient(server.port, window=65535)
+            stream = headers_only(client, True)
+            client.pump(0.5)
+            self.assertEqual(client.status(stream), (3, "no request message: expected one GenerateRequest"))
+            client.close()
+            wait_for(lambda: codes(server).get("INVALID_ARGUMENT") == 1, 5, "1 INVALID_ARGUMENT")
+            self.assertEqual(codes(server).get("CANCELLED"), 2)
+        finally:
+            self.assertEqual(server.stop(), 0, server.stderr())
+
 
 class ShutdownTest(unittest.TestCase):
     def test_sigterm_with_stalled_streams_exits_within_the_grace_period(self):

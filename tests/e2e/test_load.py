@@ -2,6 +2,7 @@
 waiting queue, and a drain on SIGTERM. Also run against the AddressSanitizer build."""
 import random
 import signal
+import subprocess
 import threading
 import time
 import unittest
@@ -137,6 +138,37 @@ class LoadTest(unittest.TestCase):
         self.assertEqual(results["long"][0], pb.FINISH_REASON_CANCELLED)
         self.assertLess(results["long"][2] - signalled, 2 + 2)
         self.assertGreater(results["long"][1], 0)
+        server.proc.wait(10)
+        self.assertEqual(server.proc.returncode, 0, server.stderr())
+
+    def test_drain_delay_turns_readiness_first(self):
+        # SIGTERM with --drain_delay_s: health says NOT_SERVING at once, calls are still served
+        # for the delay (balancers stop sending meanwhile), then the port closes.
+        server = harness.Server("--drain_delay_s", "2", "--shutdown_grace_s", "2")
+        stub = server.stub()
+        health = health_pb2_grpc.HealthStub(server.channel())
+        server.proc.send_signal(signal.SIGTERM)
+        signalled = time.time()
+        time.sleep(0.3)
+        for service in ("", "seqboat.v1.SeqBoat"):
+            self.assertEqual(health.Check(health_pb2.HealthCheckRequest(service=service)).status,
+                             health_pb2.HealthCheckResponse.NOT_SERVING)
+        _, tokens, finish, _ = harness.collect(stub.Generate(long_request(20), timeout=5))
+        self.assertEqual((finish.reason, len(tokens)), (pb.FINISH_REASON_LENGTH, 20))
+        self.assertLess(time.time() - signalled, 2)
+        time.sleep(max(0, signalled + 2.5 - time.time()))
+        # The port is closed: a new client's connection is refused.
+        cli = subprocess.run([harness.binary("seqboat-cli"), "--server", server.address, "info"],
+                             capture_output=True, text=True, timeout=30)
+        self.assertEqual(cli.returncode, 1)
+        self.assertIn("UNAVAILABLE", cli.stderr)
+        self.assertIn("Connection refused", cli.stderr)
+        # This Python channel still holds its connection, and grpcio reads nothing while it has
+        # no call, so it has not seen the GOAWAY: a new call there reaches the shutting-down
+        # server, which ends it CANCELLED (or refuses it UNAVAILABLE).
+        with self.assertRaises(grpc.RpcError) as ctx:
+            list(stub.Generate(long_request(3), timeout=5))
+        self.assertIn(ctx.exception.code(), (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED))
         server.proc.wait(10)
         self.assertEqual(server.proc.returncode, 0, server.stderr())
 
