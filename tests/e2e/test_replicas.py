@@ -2,7 +2,7 @@
 `seqboat-cli bench`: gRPC client-side round-robin over their addresses (what a headless
 Service gives a client), and nginx as an L7 gRPC proxy (grpc_pass). On each path: a replica
 killed with SIGKILL mid-load, a rolling restart with SIGTERM, and the per-replica request
-counts from each server's /metrics."""
+counts from each server's /metrics. SEQBOAT_NGINX_LOG=1 prints nginx's error log."""
 import json
 import os
 import shutil
@@ -174,15 +174,19 @@ class ReplicasTest(unittest.TestCase):
         self.assertGreater(codes["OK"], 100, codes)
         return self.check_share(before, self.counts(), label + ", rolling restart")
 
-    def test_client_side_round_robin(self):
-        target = "ipv4:" + ",".join("127.0.0.1:%d" % r.port for r in self.replicas)
+    def every_check(self, target, label, broken):
+        """The spread over the replicas, a replica killed, a rolling restart, through `target`."""
         before = self.counts()
         report = Bench(target, 0, "--requests", "90").result(timeout=60)
         self.assertEqual(report["requests_by_code"], {"OK": 90})
-        self.check_share(before, self.counts(), "round_robin")
+        self.check_share(before, self.counts(), label)
+        self.replica_loss(target, label, broken)
+        self.rolling_restart(target, label)
+
+    def test_client_side_round_robin(self):
         # The client sees the connection break: UNAVAILABLE.
-        self.replica_loss(target, "round_robin", "UNAVAILABLE")
-        self.rolling_restart(target, "round_robin")
+        self.every_check("ipv4:" + ",".join("127.0.0.1:%d" % r.port for r in self.replicas), "round_robin",
+                         "UNAVAILABLE")
 
     def test_nginx_grpc_proxy(self):
         if not os.path.exists(NGINX):
@@ -200,16 +204,10 @@ class ReplicasTest(unittest.TestCase):
                     if s.connect_ex(("127.0.0.1", port)) == 0:
                         break
                 time.sleep(0.1)
-            target = "127.0.0.1:%d" % port
-            before = self.counts()
-            report = Bench(target, 0, "--requests", "90").result(timeout=60)
-            self.assertEqual(report["requests_by_code"], {"OK": 90})
-            self.check_share(before, self.counts(), "nginx")
             # nginx ends a stream whose upstream broke after its headers with RST_STREAM
             # INTERNAL_ERROR, which gRPC reads as INTERNAL (before the headers it would try
             # the next replica).
-            self.replica_loss(target, "nginx", "INTERNAL")
-            self.rolling_restart(target, "nginx")
+            self.every_check("127.0.0.1:%d" % port, "nginx", "INTERNAL")
         finally:
             nginx.send_signal(signal.SIGQUIT)  # graceful stop
             try:

@@ -779,13 +779,21 @@ TEST_F(EngineTest, ExactRepeatsSampleFromKeptLogitsAndStayExact) {
   first.max_new_tokens = 1;  // feeds only the prompt: its end is the prompt, with its logits
   const ForkResults once = RunForks(*engine, first);
   EXPECT_EQ(once.tokens[0], GreedyReference(prompt, 1));
-  int64_t forwarded = 0;
+  // An iteration's stats reach the observer after its tokens reach the sinks: wait for them.
+  auto forwarded_so_far = [&] {
+    std::lock_guard<std::mutex> lock(observer.mu_);
+    return observer.forwarded_tokens;
+  };
+  ASSERT_TRUE(WaitFor([&] { return forwarded_so_far() >= 15; }));  // the prompt ran once
+  const int64_t forwarded = forwarded_so_far();
+  EXPECT_EQ(forwarded, 15);
   {
     std::lock_guard<std::mutex> lock(observer.mu_);
-    forwarded = observer.forwarded_tokens;
     EXPECT_EQ(observer.full_hits, 0);
   }
   const ForkResults repeat = RunForks(*engine, greedy);
+  // Stats come in iteration order: a prompt run again would show before the last decode step.
+  ASSERT_TRUE(WaitFor([&] { return forwarded_so_far() - forwarded >= 4; }));
   EXPECT_EQ(repeat.info.cached_prompt_tokens, 15);
   EXPECT_EQ(repeat.tokens, plain[0].tokens);
   EXPECT_EQ(repeat.logprobs, plain[0].logprobs);
