@@ -18,6 +18,7 @@ namespace seqboat::server {
 struct MetricsHttpServer::Context {
   std::shared_ptr<prometheus::Registry> registry;
   std::vector<std::string> api_keys;
+  std::function<void()> before_scrape;
 };
 
 namespace {
@@ -71,6 +72,7 @@ MHD_Result HandleRequest(void* cls, MHD_Connection* connection, const char* url,
                    "text/plain; charset=utf-8", {{MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer"}});
   }
   // HEAD gets the same headers; MHD leaves the body out.
+  if (context.before_scrape) context.before_scrape();
   const std::string text = prometheus::TextSerializer().Serialize(context.registry->Collect());
   return Respond(connection, MHD_HTTP_OK, text, "text/plain; version=0.0.4; charset=utf-8");
 }
@@ -83,8 +85,8 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   std::unique_ptr<MetricsHttpServer> server(new MetricsHttpServer());
   absl::StatusOr<int> fd = ListenTcp(listen, &server->port_);
   if (!fd.ok()) return fd.status();
-  server->context_ =
-      std::make_unique<Context>(Context{std::move(registry), std::move(options.api_keys)});
+  server->context_ = std::make_unique<Context>(
+      Context{std::move(registry), std::move(options.api_keys), std::move(options.before_scrape)});
   // With a socket of ours MHD opens none; it closes this one when it stops.
   server->daemon_ = MHD_start_daemon(
       MHD_USE_AUTO_INTERNAL_THREAD, 0, nullptr, nullptr, &HandleRequest, server->context_.get(),

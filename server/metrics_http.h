@@ -3,6 +3,7 @@
 // connection slot (bounded overall and per client address) rather than a worker thread.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -22,6 +23,9 @@ struct MetricsHttpOptions {
   int max_connections = 256;             // open connections overall
   int max_connections_per_address = 16;  // from one client IP address
   int idle_timeout_s = 10;  // a connection that sends or reads nothing this long is closed
+  // Runs before each scrape is serialized (on the endpoint's thread): refreshes what is read
+  // on demand, such as the process_* series.
+  std::function<void()> before_scrape;
 };
 
 class MetricsHttpServer {

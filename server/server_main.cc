@@ -39,6 +39,7 @@
 #include "server/http_api.h"
 #include "server/metrics.h"
 #include "server/metrics_http.h"
+#include "server/process_metrics.h"
 #include "server/server_config.h"
 #include "server/service.h"
 #include "server/stream_capacity.h"
@@ -406,10 +407,12 @@ int Serve(const ServerConfig& config) {
       slots.request_slots, static_cast<int64_t>(slots.state_bytes),
       static_cast<int64_t>(slots.state_bytes) * (slots.request_slots + slots.cache_slots),
       config.state_memory_bytes);
+  ProcessMetrics process_metrics(*metrics.registry());
   std::unique_ptr<MetricsHttpServer> metrics_server;
   if (!config.metrics_listen.empty()) {
     MetricsHttpOptions metrics_options;
     metrics_options.api_keys = config.metrics_api_keys;
+    metrics_options.before_scrape = [&process_metrics] { process_metrics.Update(); };
     absl::StatusOr<std::unique_ptr<MetricsHttpServer>> started = MetricsHttpServer::Start(
         config.metrics_listen, metrics.registry(), std::move(metrics_options));
     if (!started.ok())

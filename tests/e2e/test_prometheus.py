@@ -25,6 +25,7 @@ def free_port():
 class PrometheusTest(unittest.TestCase):
     def test_real_prometheus_scrapes_our_metrics(self):
         self.assertTrue(os.path.exists(PROMETHEUS), "Debian's prometheus package is not installed")
+        t_launch = time.time()
         server = harness.Server()
         work = tempfile.mkdtemp(prefix="seqboat_prometheus_")
         prom = None
@@ -64,6 +65,20 @@ class PrometheusTest(unittest.TestCase):
             self.assertEqual(query("seqboat_time_to_first_token_seconds_count"), [3.0])
             self.assertEqual(query("seqboat_engine_serving"), [1.0])
             self.assertEqual(len(query("seqboat_gau_activation_ratio")), harness.model_config()["layers"])
+            # The process series describe the server's own process.
+            [start] = query("process_start_time_seconds")
+            self.assertLessEqual(abs(start - t_launch), 5, "started at %s, launched at %s" % (start, t_launch))
+            [resident] = query("process_resident_memory_bytes")
+            rss_kb = harness.memory_kb(server.proc.pid)[0]
+            self.assertLess(abs(resident / 1024 - rss_kb), 0.25 * rss_kb, (resident, rss_kb))
+            [fds] = query("process_open_fds")
+            # Connections may open or close between the scrape and this look.
+            self.assertLessEqual(abs(fds - len(os.listdir("/proc/%d/fd" % server.proc.pid))), 4)
+            self.assertGreater(query("process_cpu_seconds_total")[0], 0)
+            if not harness.sanitized(server.proc.pid):
+                [heap] = query("seqboat_heap_in_use_bytes")
+                self.assertGreater(heap, 1 << 20)  # threads, tables and buffers: megabytes
+                self.assertLess(heap, resident)
         finally:
             if prom is not None:
                 prom.terminate()

@@ -43,7 +43,11 @@ CUT_TOKENS = 1000000
 # warm-up, so that RSS growth after it is not the cache filling up (the default 256 MiB holds
 # 4096 entries of the tiny model: a minute of this load).
 PREFIX_CACHE_MB = 4
-CALL_TIMEOUT_S = 60  # every call that is not a deadline call: far beyond any wait in this load
+CALL_TIMEOUT_S = 60  # every call that is not a deadline or slow call: far beyond any wait in this load
+# A slow reader sleeps up to 50 ms after each of its up to 500 messages: 25 s of its own, on a
+# machine whose cores the server and 256 client threads share. It gets that on top.
+SLOW_MOST_TOKENS, SLOW_MOST_SLEEP_S = 500, 0.05
+SLOW_TIMEOUT_S = CALL_TIMEOUT_S + SLOW_MOST_TOKENS * SLOW_MOST_SLEEP_S
 MAX_CHILDREN = 4  # killed child processes alive at once
 RSS_TOLERANCE = 0.05
 GAUGES = ("seqboat_requests_running", "seqboat_requests_waiting", "seqboat_state_slots_in_use",
@@ -203,6 +207,7 @@ class Soak(unittest.TestCase):
         self.worker_errors = []
         self.monitor_problems = []
         self.rss = []       # (seconds since the load began, VmRSS kB)
+        self.heap = []      # (seconds, seqboat_heap_in_use_bytes, seqboat_heap_free_bytes)
         self.gauge_max = collections.Counter()
         self.cache_entries = []  # (seconds, seqboat_prefix_cache_entries)
         self.streams_open = []   # seqboat_streams_open each second of the load
@@ -271,13 +276,13 @@ class Soak(unittest.TestCase):
         self.stop.set()
         t_stop = self.t_stop = time.monotonic()
         self.at_stop = scrape(server) if server.proc.poll() is None else {}
-        # The longest call is bounded by CALL_TIMEOUT_S; every worker ends after its current one.
+        # The longest call is bounded by SLOW_TIMEOUT_S; every worker ends after its current one.
         for w in workers:
-            w.join(max(0.0, t_stop + CALL_TIMEOUT_S + 15 - time.monotonic()))
+            w.join(max(0.0, t_stop + SLOW_TIMEOUT_S + 15 - time.monotonic()))
         alive = sum(w.is_alive() for w in workers)
         if alive:
             problems.append("%d workers still in a call %d s after the load stopped"
-                            % (alive, CALL_TIMEOUT_S + 15))
+                            % (alive, SLOW_TIMEOUT_S + 15))
         t_end = time.monotonic()
         monitor_done.set()
         monitor.join(10)
@@ -319,6 +324,7 @@ class Soak(unittest.TestCase):
         for g in GAUGES:
             self.gauge_max[g] = max(self.gauge_max[g], samples[g])
         self.cache_entries.append((t, samples["seqboat_prefix_cache_entries"]))
+        self.heap.append((t, samples["seqboat_heap_in_use_bytes"], samples["seqboat_heap_free_bytes"]))
         if t <= DURATION_S:
             self.streams_open.append(samples["seqboat_streams_open"])
         if samples["seqboat_engine_serving"] != 1:
@@ -328,8 +334,10 @@ class Soak(unittest.TestCase):
             if samples[g] > MAX_BATCH:
                 self.monitor_problems.append("t=%.0f s: %s is %s > --max_batch %d" % (t, g, samples[g], MAX_BATCH))
         if len(self.rss) % 10 == 0:  # progress, for the long runs
-            print("soak: t=%3.0f s  calls %6d  RSS %.1f MB  running %d  waiting %d  streams open %d" % (
-                t, len(self.calls), self.rss[-1][1] / 1024, samples["seqboat_requests_running"],
+            print("soak: t=%3.0f s  calls %6d  RSS %.1f MB  heap %.1f+%.1f MB  running %d  waiting %d  "
+                  "streams open %d" % (
+                t, len(self.calls), self.rss[-1][1] / 1024, self.heap[-1][1] / 2**20, self.heap[-1][2] / 2**20,
+                samples["seqboat_requests_running"],
                 samples["seqboat_requests_waiting"], samples["seqboat_streams_open"]), flush=True)
 
     def worker(self, i, stub):
@@ -462,17 +470,17 @@ class Soak(unittest.TestCase):
         # default: a whole 4096-token answer with 20 logprobs is about 1.5 MB) and it reads far
         # more often than --stream_write_timeout_s (30 s), so the server must serve it to the end.
         # Messages carry one token each while the connection's flow-control window has room, so
-        # such a call can take n x 50 ms: 25 s, well within CALL_TIMEOUT_S. With 20 logprobs the
-        # window fills and the server holds (and coalesces) what the client has not read.
-        n, logprobs = rng.randint(200, 500), rng.choice((0, 5, 20))
+        # such a call can take n x 50 ms of sleep (SLOW_TIMEOUT_S allows for it). With 20 logprobs
+        # the window fills and the server holds (and coalesces) what the client has not read.
+        n, logprobs = rng.randint(200, SLOW_MOST_TOKENS), rng.choice((0, 5, 20))
 
         def each(m):
             if len(m.logprobs) != (len(m.token_ids) if logprobs else 0):
                 call.problem("%d logprobs for %d tokens" % (len(m.logprobs), len(m.token_ids)))
-            time.sleep(rng.uniform(0.005, 0.05))
+            time.sleep(rng.uniform(0.005, SLOW_MOST_SLEEP_S))
 
         self.read(call, stub.Generate(self.request(call, n, rng.choice(PROMPTS), logprobs=logprobs),
-                                      timeout=CALL_TIMEOUT_S), each)
+                                      timeout=SLOW_TIMEOUT_S), each)
         self.expect(call, "OK")
         if call.code == "OK":
             self.check_end(call, n, True)
@@ -627,6 +635,12 @@ class Soak(unittest.TestCase):
         summary.update(rss_warmup_mb=round(kb_warm / 1024, 1), rss_warmup_t=round(t_warm, 1),
                        rss_end_mb=round(kb_end / 1024, 1), rss_end_t=round(t_end, 1),
                        rss_change_pct=round(100 * change, 2))
+        # What malloc holds allocated and free over the same span: the reading of a change in
+        # RSS (allocated bytes that grow are a leak; free bytes that grow, fragmentation).
+        heap = [(t, used, free) for t, used, free in self.heap if WARMUP_S <= t <= DURATION_S]
+        if len(heap) >= 2:
+            summary.update(heap_in_use_mb=[round(heap[0][1] / 2**20, 1), round(heap[-1][1] / 2**20, 1)],
+                           heap_free_mb=[round(heap[0][2] / 2**20, 1), round(heap[-1][2] / 2**20, 1)])
         if abs(change) > RSS_TOLERANCE:
             problems.append("RSS %.1f MB at the end of the warm-up (t=%.0f s), %.1f MB at the end of the "
                             "load (t=%.0f s): %+.1f%%, more than %.0f%%" % (
@@ -684,6 +698,9 @@ class Soak(unittest.TestCase):
             lines.append("RSS: %.1f MB at the warm-up's end (t=%.0f s), %.1f MB at the load's end (t=%.0f s), "
                          "%+.2f%%; max %.1f MB" % (s["rss_warmup_mb"], s["rss_warmup_t"], s["rss_end_mb"],
                                                    s["rss_end_t"], s["rss_change_pct"], s["rss_max_mb"]))
+            if "heap_in_use_mb" in s:
+                lines.append("heap (malloc) over the same span: in use %.1f -> %.1f MB, free %.1f -> %.1f MB"
+                             % tuple(s["heap_in_use_mb"] + s["heap_free_mb"]))
         else:
             lines.append("RSS: %s; max %s MB" % (s.get("rss"), s.get("rss_max_mb")))
         if "server_codes" in s:
