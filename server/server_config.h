@@ -57,6 +57,7 @@ struct ServerConfig {
   absl::Duration shutdown_grace = absl::Seconds(30);
   absl::Duration drain_delay = absl::ZeroDuration();
   absl::Duration heartbeat_timeout = absl::Seconds(10);
+  absl::Duration heap_trim_interval = absl::Seconds(10);  // zero: never
 
   // Testing.
   absl::Duration debug_step_delay = absl::ZeroDuration();

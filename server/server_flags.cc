@@ -111,6 +111,9 @@ ABSL_FLAG(double, shutdown_grace_s, 30,
 ABSL_FLAG(double, drain_delay_s, 0,
           "On SIGTERM/SIGINT, seconds health reports NOT_SERVING while new calls are still "
           "served, before the drain (the time balancers take to stop sending here).");
+ABSL_FLAG(double, heap_trim_interval_s, 10,
+          "Every this many seconds, free C heap pages go back to the OS (malloc_trim), so that "
+          "resident memory follows what is in use; 0 = never.");
 ABSL_FLAG(double, heartbeat_timeout_s, 10,
           "Health turns NOT_SERVING when the engine loop is silent this long.");
 ABSL_FLAG(int32_t, debug_step_delay_ms, 0,
@@ -272,6 +275,8 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
   c.shutdown_grace = absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_s));
   RETURN_IF_ERROR(AtLeast("drain_delay_s", absl::GetFlag(FLAGS_drain_delay_s), 0));
   c.drain_delay = absl::Seconds(absl::GetFlag(FLAGS_drain_delay_s));
+  RETURN_IF_ERROR(AtLeast("heap_trim_interval_s", absl::GetFlag(FLAGS_heap_trim_interval_s), 0));
+  c.heap_trim_interval = absl::Seconds(absl::GetFlag(FLAGS_heap_trim_interval_s));
   RETURN_IF_ERROR(Positive("heartbeat_timeout_s", absl::GetFlag(FLAGS_heartbeat_timeout_s)));
   c.heartbeat_timeout = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_timeout_s));
 

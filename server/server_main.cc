@@ -4,6 +4,7 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <malloc.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -341,13 +342,22 @@ absl::StatusOr<Loaded> Load(const ServerConfig& config) {
 }
 
 // Until `stop` is notified: health follows the engine's heartbeat and the backend's
-// usability, and the queue gauges follow the engine.
+// usability, the queue gauges follow the engine, and every `heap_trim_interval` (unless zero)
+// the free pages malloc holds go back to the OS. Under a steady load malloc's free lists grow
+// across its per-thread arenas (the soak measured in-use bytes flat, free bytes +50%, resident
+// memory following the free bytes); trimming keeps resident memory near what is in use.
 std::thread WatchHealth(const Engine& engine, absl::Duration heartbeat_timeout,
-                        std::function<void(bool)> set_serving, Metrics* metrics,
-                        absl::Notification* stop) {
-  return std::thread([&engine, heartbeat_timeout, set_serving, metrics, stop] {
+                        absl::Duration heap_trim_interval, std::function<void(bool)> set_serving,
+                        Metrics* metrics, absl::Notification* stop) {
+  return std::thread([&engine, heartbeat_timeout, heap_trim_interval, set_serving, metrics, stop] {
     bool serving = true;
+    absl::Time last_trim = absl::Now();
     while (!stop->WaitForNotificationWithTimeout(absl::Milliseconds(100))) {
+      if (heap_trim_interval > absl::ZeroDuration() &&
+          absl::Now() - last_trim >= heap_trim_interval) {
+        malloc_trim(0);
+        last_trim = absl::Now();
+      }
       const bool fresh = absl::Now() - engine.last_heartbeat() < heartbeat_timeout;
       const bool usable = engine.backend_status().ok();
       if ((fresh && usable) != serving) {
@@ -483,8 +493,8 @@ int Serve(const ServerConfig& config) {
   fflush(stdout);
 
   absl::Notification draining;
-  std::thread watchdog =
-      WatchHealth(**engine, config.heartbeat_timeout, set_serving, &metrics, &draining);
+  std::thread watchdog = WatchHealth(**engine, config.heartbeat_timeout, config.heap_trim_interval,
+                                     set_serving, &metrics, &draining);
 
   const int first_signal = AwaitSignal();
   fprintf(stderr, "seqboat-server: %s: draining (NOT_SERVING for %.1f s first, grace %.1f s)\n",

@@ -38,8 +38,9 @@ def podman(*args, check=True, timeout=120):
 def why_not_runnable():
     if shutil.which("podman") is None:
         return "podman is not installed (make image installs it)"
-    if podman("info", check=False).returncode != 0:
-        return "podman cannot run here: " + podman("info", check=False).stderr.strip()[-300:]
+    info = podman("info", check=False)
+    if info.returncode != 0:
+        return "podman cannot run here: " + info.stderr.strip()[-300:]
     if podman("image", "exists", IMAGE, check=False).returncode != 0:
         return "the image %s is not built (make image)" % IMAGE
     return None

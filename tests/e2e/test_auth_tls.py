@@ -97,6 +97,7 @@ class AuthTest(unittest.TestCase):
             (["--model", harness.TINY, "--stream_buffer_kb", "0"], "--stream_buffer_kb"),
             (["--model", harness.TINY, "--stream_write_timeout_s", "0"], "--stream_write_timeout_s"),
             (["--model", harness.TINY, "--drain_delay_s", "-1"], "--drain_delay_s"),
+            (["--model", harness.TINY, "--heap_trim_interval_s", "-1"], "--heap_trim_interval_s"),
             (["--model", harness.TINY, "--drain_delay_s", "nan"], "--drain_delay_s"),
             (["--model", harness.TINY, "--metrics_api_keys_file", "/nonexistent.keys"], "--metrics_api_keys_file"),
             (["--model", harness.TINY, "--metrics_listen", "nohost"], "--metrics_listen"),
