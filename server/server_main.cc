@@ -344,8 +344,8 @@ absl::StatusOr<Loaded> Load(const ServerConfig& config) {
 // Until `stop` is notified: health follows the engine's heartbeat and the backend's
 // usability, the queue gauges follow the engine, and every `heap_trim_interval` (unless zero)
 // the free pages malloc holds go back to the OS. Under a steady load malloc's free lists grow
-// across its per-thread arenas (the soak measured in-use bytes flat, free bytes +50%, resident
-// memory following the free bytes); trimming keeps resident memory near what is in use.
+// across its per-thread arenas (in the soak: about 10 MB in use throughout, free 3 -> 8 MB,
+// RSS rising with it); trimming keeps resident memory near what is in use.
 std::thread WatchHealth(const Engine& engine, absl::Duration heartbeat_timeout,
                         absl::Duration heap_trim_interval, std::function<void(bool)> set_serving,
                         Metrics* metrics, absl::Notification* stop) {
