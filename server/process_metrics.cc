@@ -27,34 +27,31 @@ int64_t CountOpenFds() {
   return n - 1;  // the directory stream's own descriptor
 }
 
+}  // namespace
+
 // Field 22 of /proc/self/stat (starttime, clock ticks after boot) plus btime of /proc/stat.
-double StartTimeSeconds() {
+double ProcessStartTimeSeconds() {
   std::ifstream stat("/proc/self/stat");
   std::string line;
   if (!std::getline(stat, line)) return -1;
   const size_t paren = line.rfind(')');  // the command name may hold spaces and parentheses
   if (paren == std::string::npos) return -1;
-  std::istringstream fields(line.substr(paren + 2));
+  std::istringstream fields(line.substr(paren + 2));  // from field 3 on
   std::string field;
-  for (int i = 3; i <= 22 && fields >> field; ++i) {
-    if (i != 22) continue;
-    std::ifstream system("/proc/stat");
-    std::string key;
-    long long boot = -1;
-    while (system >> key) {
-      if (key == "btime") {
-        system >> boot;
-        break;
-      }
-    }
-    const long ticks = sysconf(_SC_CLK_TCK);
-    if (boot < 0 || ticks <= 0) return -1;
-    return static_cast<double>(boot) + std::stod(field) / static_cast<double>(ticks);
+  for (int i = 3; i <= 22; ++i) {
+    if (!(fields >> field)) return -1;
   }
-  return -1;
+  std::ifstream system("/proc/stat");
+  std::string key;
+  long long boot = -1;
+  while (system >> key && key != "btime") {
+    // skip to the boot time
+  }
+  system >> boot;
+  const long ticks = sysconf(_SC_CLK_TCK);
+  if (boot < 0 || ticks <= 0) return -1;
+  return static_cast<double>(boot) + std::stod(field) / static_cast<double>(ticks);
 }
-
-}  // namespace
 
 ProcessSample SampleProcess() {
   ProcessSample s;
@@ -77,7 +74,6 @@ ProcessSample SampleProcess() {
     s.cpu_seconds = static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
                     static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) * 1e-6;
   }
-  s.start_time_seconds = StartTimeSeconds();
   const struct mallinfo2 heap = mallinfo2();
   s.heap_in_use_bytes = static_cast<int64_t>(heap.uordblks + heap.hblkhd);
   s.heap_free_bytes = static_cast<int64_t>(heap.fordblks);
@@ -104,6 +100,8 @@ ProcessMetrics::ProcessMetrics(prometheus::Registry& registry) {
               .Help("Total user and system CPU time spent in seconds")
               .Register(registry)
               .Add({});
+  const double start = ProcessStartTimeSeconds();  // fixed for the process's life: read once
+  if (start >= 0) start_time_->Set(start);
   Update();
 }
 
@@ -117,7 +115,6 @@ void ProcessMetrics::Update() {
   set(virtual_, static_cast<double>(s.virtual_bytes));
   set(open_fds_, static_cast<double>(s.open_fds));
   set(max_fds_, static_cast<double>(s.max_fds));
-  set(start_time_, s.start_time_seconds);
   set(heap_in_use_, static_cast<double>(s.heap_in_use_bytes));
   set(heap_free_, static_cast<double>(s.heap_free_bytes));
   if (s.cpu_seconds > cpu_seen_) {

@@ -24,11 +24,12 @@ struct ProcessSample {
   int64_t open_fds = -1;  // entries of /proc/self/fd
   int64_t max_fds = -1;   // RLIMIT_NOFILE soft limit
   double cpu_seconds = -1;
-  double start_time_seconds = -1;  // since the Unix epoch
   int64_t heap_in_use_bytes = -1;  // mallinfo2: allocated chunks and mmapped blocks
   int64_t heap_free_bytes = -1;    // free chunks malloc holds (resident or not)
 };
 ProcessSample SampleProcess();
+// When this process started, in seconds since the Unix epoch; -1 if /proc cannot tell.
+double ProcessStartTimeSeconds();
 
 class ProcessMetrics {
  public:
