@@ -15,6 +15,8 @@ byte-identical files. Every run also checks itself (assertions, not tests of the
   (iii) for the `exact` horizon the first T = truncation_length positions equal `trained`;
   plus a float32 run of the same reference that must reproduce every decision exactly and
   the logits closely, so the fixtures are reachable by an fp32 runtime.
+The models of BIASED_MODELS also get `exact` fixtures at three router activation-bias
+settings (see choose_biases), each checked by (i), the margins and the float32 run.
 """
 
 from __future__ import annotations
@@ -30,6 +32,12 @@ import struct
 import sys
 from argparse import Namespace
 from collections import OrderedDict, deque
+
+# OpenBLAS chooses its kernels by CPU (and one thread takes other paths than several); they
+# round differently in the last bits, which shows in the manifest's float64 figures. Pin
+# both (before numpy and torch load it) so that any x86-64 machine writes the same bytes.
+os.environ["OPENBLAS_CORETYPE"] = "Haswell"
+os.environ["OPENBLAS_NUM_THREADS"] = "2"
 
 import numpy as np
 import torch
@@ -53,6 +61,10 @@ RATE_SEARCH = (0.3, 0.5)  # where the router threshold is placed
 ROUTER_SPREAD = 2.5  # std of the router logit difference, in units of the temperature
 RECURRENT_TOL = 1e-9
 FP32_LOGIT_TOL = 2e-5  # float32 forward vs float64 (the C++ parity tolerance is 1e-4)
+BIASED_MODELS = ("enwik8_tiny", "laplace_rms_word")  # get activation-bias fixtures
+BIAS_HORIZON = "exact"
+BIAS_MAGNITUDES = (0.5, 1.0, 1.5, 2.0, 3.0)  # candidate |bias|, tried in this order
+BIAS_RATE_SHIFT = 0.10  # the least move of the activation rate a bias setting must cause
 
 torch.set_num_threads(1)  # deterministic BLAS summation order
 
@@ -474,12 +486,14 @@ def np_norm(params, prefix, kind, x, affine=True):
 
 class RecurrentDecoder:
     """One token at a time, state per layer: EMA state (D x N), FIFO of (k, v, t), and for
-    the `trained` horizon a ring of the last T normalised inputs."""
+    the `trained` horizon a ring of the last T normalised inputs. act_bias: None or one
+    router activation bias per layer (added to router logit 0 before the temperature)."""
 
-    def __init__(self, params, cfg: SeqBoatConfig, horizon):
+    def __init__(self, params, cfg: SeqBoatConfig, horizon, act_bias=None):
         self.p = params
         self.cfg = cfg
         self.horizon = horizon
+        self.act_bias = [0.0] * cfg.layers if act_bias is None else [float(b) for b in act_bias]
         self.truncated = horizon == "trained" and cfg.truncation_length > 0
         D, N = cfg.embed_dim, cfg.n_dim
         self.ema = [np.zeros((D, N)) for _ in range(cfg.layers)]
@@ -519,6 +533,7 @@ class RecurrentDecoder:
             mx = np_silu(m)
             o = P[pre + "hx_proj.weight"] @ mx + P[pre + "hx_proj.bias"]
             g, hx = o[:2], o[2:]
+            g = np.array([g[0] + self.act_bias[l], g[1]])
             tau = math.exp(float(P[pre + "q_router.temp"][0]))
             e = np.exp((g - g.max()) / tau)
             pr = e / e.sum()
@@ -585,10 +600,10 @@ class RecurrentDecoder:
         return out @ x, decisions, confidences, margins
 
 
-def recurrent_forward(model, tokens, horizon):
+def recurrent_forward(model, tokens, horizon, act_bias=None):
     params = {k[len("decoder."):]: v.detach().double().numpy().copy()
               for k, v in model.state_dict().items()}
-    dec = RecurrentDecoder(params, model.cfg, horizon)
+    dec = RecurrentDecoder(params, model.cfg, horizon, act_bias)
     rows = [dec.step(int(tok)) for tok in tokens]
     return {
         "logits": np.stack([r[0] for r in rows]),
@@ -744,6 +759,28 @@ def run_all(model, seqs):
     return [{h: model(s, h) for h in HORIZONS} for s in seqs]
 
 
+def agreement(model, tokens, horizon, par, act_bias=None):
+    """Self-check (i) and the fp32 reachability check of the parallel run `par`. Returns
+    (what failed or None, recurrent vs parallel max diff, float32 vs float64 max diff)."""
+    # (i) the two formulations agree
+    rec = recurrent_forward(model, tokens, horizon, act_bias)
+    if not np.array_equal(par["activations"].numpy(), rec["activations"]):
+        return "decisions differ between parallel and recurrent", None, None
+    d1 = float(np.abs(par["logits"].numpy() - rec["logits"]).max())
+    d2 = float(np.abs(par["confidences"].numpy() - rec["confidences"]).max())
+    if d1 > RECURRENT_TOL or d2 > RECURRENT_TOL:
+        return "recurrent vs parallel logits %g confidences %g" % (d1, d2), None, None
+    # fp32 reachability: same decisions, close logits
+    p32 = model(tokens, horizon, dtype=torch.float32, act_bias=act_bias)
+    if not torch.equal(p32["activations"], par["activations"]):
+        return "float32 decisions differ", None, None
+    d3 = float((p32["logits"].double() - par["logits"]).abs().max())
+    if d3 > FP32_LOGIT_TOL:
+        return "float32 logits off by %g" % d3, None, None
+    d4 = float((p32["confidences"].double() - par["confidences"]).abs().max())
+    return None, max(d1, d2), max(d3, d4)
+
+
 def check_model(built, results, forced=None):
     """Self-checks (i)-(iii) plus the fp32 reachability check; returns statistics."""
     model, cfg, seqs, name = built["model"], built["cfg"], built["seqs"], built["name"]
@@ -753,24 +790,10 @@ def check_model(built, results, forced=None):
     worst_fp32 = 0.0
     for k, s in enumerate(seqs):
         for h in HORIZONS:
-            par = results[k][h]
-            rec = recurrent_forward(model, s, h)
-            # (i) the two formulations agree
-            assert np.array_equal(par["activations"].numpy(), rec["activations"]), \
-                "%s seq%d %s: decisions differ between parallel and recurrent" % (name, k, h)
-            d1 = float(np.abs(par["logits"].numpy() - rec["logits"]).max())
-            d2 = float(np.abs(par["confidences"].numpy() - rec["confidences"]).max())
-            assert d1 <= RECURRENT_TOL and d2 <= RECURRENT_TOL, \
-                "%s seq%d %s: recurrent vs parallel logits %g confidences %g" % (name, k, h, d1, d2)
-            worst_rec = max(worst_rec, d1, d2)
-            # fp32 reachability: same decisions, close logits
-            p32 = model(s, h, dtype=torch.float32)
-            assert torch.equal(p32["activations"], par["activations"]), \
-                "%s seq%d %s: float32 decisions differ" % (name, k, h)
-            d3 = float((p32["logits"].double() - par["logits"]).abs().max())
-            assert d3 <= FP32_LOGIT_TOL, "%s seq%d %s: float32 logits off by %g" % (name, k, h, d3)
-            worst_fp32 = max(worst_fp32, d3,
-                             float((p32["confidences"].double() - par["confidences"]).abs().max()))
+            problem, d_rec, d_fp32 = agreement(model, s, h, results[k][h])
+            assert problem is None, "%s seq%d %s: %s" % (name, k, h, problem)
+            worst_rec = max(worst_rec, d_rec)
+            worst_fp32 = max(worst_fp32, d_fp32)
         # (iii) exact == trained on the first T positions
         T = cfg.truncation_length
         n = min(T, len(s)) if T > 0 else len(s)
@@ -833,6 +856,70 @@ def model_ok(built, results):
             if (margins[l] > DECISIVE).mean() < DECISIVE_SHARE:
                 return False
     return True
+
+
+def layer_rates(runs):
+    """Activation rate per layer over the runs (one per sequence) of a model."""
+    return np.concatenate([r["activations"].numpy() for r in runs], 1).mean(1)
+
+
+def try_biases(built, biases, base_rates):
+    """Runs the activation-bias setting `biases` (one per layer) on every sequence and checks
+    it like the unbiased fixtures. Returns (runs, figures), or None when the setting does not
+    qualify: every margin > MIN_MARGIN_TARGET, no layer at 0% or 100%, the rate moved by
+    BIAS_RATE_SHIFT against the bias's sign (a scalar: the mean over layers; a per-layer
+    list: each layer it biases), and the recurrent and float32 checks pass."""
+    model, seqs = built["model"], built["seqs"]
+    runs = [model(s, BIAS_HORIZON, act_bias=biases) for s in seqs]
+    rates = layer_rates(runs)
+    min_margin = min(float(r["margins"].min()) for r in runs)
+    if min_margin <= MIN_MARGIN_TARGET or not all(0.0 < r < 1.0 for r in rates):
+        return None
+    if len(set(biases)) == 1:
+        moves = [(biases[0], rates.mean() - base_rates.mean())]
+    else:
+        moves = [(b, r - r0) for b, r, r0 in zip(biases, rates, base_rates) if b != 0.0]
+    if any(-math.copysign(1.0, b) * move < BIAS_RATE_SHIFT for b, move in moves):
+        return None
+    worst_rec = worst_fp32 = 0.0
+    for s, par in zip(seqs, runs):
+        problem, d_rec, d_fp32 = agreement(model, s, BIAS_HORIZON, par, biases)
+        if problem is not None:
+            return None
+        worst_rec, worst_fp32 = max(worst_rec, d_rec), max(worst_fp32, d_fp32)
+    return runs, OrderedDict([("rates", rates), ("min_margin", min_margin),
+                              ("rec", worst_rec), ("fp32", worst_fp32)])
+
+
+def choose_biases(built, results):
+    """The three activation-bias settings of a model, index j: 0 a negative scalar (more
+    activations), 1 a positive one (fewer), 2 a per-layer list (-s, 0, +s, -s, ...), each
+    with the first magnitude s of BIAS_MAGNITUDES that try_biases accepts.
+    Returns [(biases, runs, figures)] in j order."""
+    L = built["cfg"].layers
+    base_rates = layer_rates([r[BIAS_HORIZON] for r in results])
+    patterns = ([-1.0] * L, [1.0] * L, [(-1.0, 0.0, 1.0)[l % 3] for l in range(L)])
+    chosen = []
+    for j, pattern in enumerate(patterns):
+        for s in BIAS_MAGNITUDES:
+            biases = [s * f for f in pattern]
+            tried = try_biases(built, biases, base_rates)
+            if tried is not None:
+                chosen.append((biases,) + tried)
+                break
+        else:
+            raise RuntimeError("%s: no acceptable activation bias %d" % (built["name"], j))
+    return chosen
+
+
+def write_biased(out_dir, folder, chosen):
+    d = os.path.join(out_dir, folder)
+    for j, (_, runs, _) in enumerate(chosen):
+        for k, r in enumerate(runs):
+            stem = os.path.join(d, "seq%d.%s.bias%d." % (k, BIAS_HORIZON, j))
+            np.save(stem + "logits.npy", r["logits"].numpy().astype(np.float32))
+            np.save(stem + "activations.npy", r["activations"].numpy().astype(np.uint8))
+            np.save(stem + "confidences.npy", r["confidences"].numpy().astype(np.float32))
 
 
 def write_model(out_dir, folder, built, results):
@@ -963,7 +1050,11 @@ def main():
     manifest["files_per_sequence"] = ["seq{k}.tokens.npy (int32 [T])",
                                       "seq{k}.{horizon}.logits.npy (float32 [T, V])",
                                       "seq{k}.{horizon}.activations.npy (uint8 [L, T])",
-                                      "seq{k}.{horizon}.confidences.npy (float32 [L, T])"]
+                                      "seq{k}.{horizon}.confidences.npy (float32 [L, T])",
+                                      "seq{k}.exact.bias{j}.logits.npy (float32 [T, V]), "
+                                      "only for models with activation_biases; j indexes them",
+                                      "seq{k}.exact.bias{j}.activations.npy (uint8 [L, T])",
+                                      "seq{k}.exact.bias{j}.confidences.npy (float32 [L, T])"]
     manifest["models"] = []
     dict_models = []
 
@@ -996,6 +1087,16 @@ def main():
             raise RuntimeError("%s: no acceptable initialisation in 20 attempts" % name)
         stats = check_model(built, results)
         write_model(out_dir, name, built, results)
+        if name in BIASED_MODELS:
+            chosen = choose_biases(built, results)
+            write_biased(out_dir, name, chosen)
+            stats["activation_biases"] = [biases for biases, _, _ in chosen]
+            stats["biased_activation_rate"] = [[round(float(r), 4) for r in fig["rates"]]
+                                               for _, _, fig in chosen]
+            for j, (biases, _, fig) in enumerate(chosen):
+                print("%-22s bias%d %s rates %s min|p1-p0| %.3g  rec %.1e  fp32 %.1e" %
+                      (name, j, biases, stats["biased_activation_rate"][j], fig["min_margin"],
+                       fig["rec"], fig["fp32"]))
         record(name, built, stats, attempt=attempt)
         dict_models.append((name, built))
 
@@ -1014,10 +1115,11 @@ def main():
         json.dump(tokenizer_cases(dict_models), f, ensure_ascii=False, indent=1)
         f.write("\n")
 
-    total = 0
-    for root, _, files in os.walk(out_dir):
-        for fn in files:
-            total += os.path.getsize(os.path.join(root, fn))
+    total = os.path.getsize(os.path.join(out_dir, "tokenizer_cases.json"))
+    for entry in list(MODELS) + list(FORCED):  # what this script writes, not e.g. converter/
+        for root, _, files in os.walk(os.path.join(out_dir, entry)):
+            for fn in files:
+                total += os.path.getsize(os.path.join(root, fn))
     manifest["fixture_bytes_without_manifest"] = total
     with open(os.path.join(out_dir, "manifest.json"), "w", encoding="utf-8") as f:
         json.dump(manifest, f, ensure_ascii=False, indent=1)

@@ -13,8 +13,9 @@ nothing with the recurrent decoder of the C++ runtime:
   j = 0 .. len-1 for the `exact` horizon and j = 0 .. T-1 (T = truncation_length) for the
   `trained` horizon; it is applied as a dense lower-triangular Toeplitz matrix product,
   then m = conv + omega * u.
-* Router for every token: (p0, p1) = softmax(g / exp(temp)); activated iff p1 > p0
-  (ties are not activated); confidence = max(p0, p1).
+* Router for every token: (p0, p1) = softmax([g0 + b, g1] / exp(temp)) with the layer's
+  activation bias b (0 unless given; positive b means fewer activations); activated iff
+  p1 > p0 (ties are not activated); confidence = max(p0, p1), from these probabilities.
 * GAU for the activated tokens only, as one masked attention over the compressed
   sequence of activated tokens: activated token i (i-th activated token of the layer)
   attends to compressed indices j with i - w <= j <= i (itself and the at most w most
@@ -35,7 +36,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, asdict
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -272,7 +273,8 @@ class SeqBoatUnit(nn.Module):
             raise ValueError("attention_activation %r not supported" % kind)
         return wgt * allowed.to(scores.dtype)
 
-    def forward(self, x: torch.Tensor, horizon: str, fifo_capacity: Optional[int] = None):
+    def forward(self, x: torch.Tensor, horizon: str, fifo_capacity: Optional[int] = None,
+                act_bias: float = 0.0):
         cfg = self.cfg
         length = x.shape[0]
         dt = x.dtype
@@ -291,7 +293,8 @@ class SeqBoatUnit(nn.Module):
         g = o[:, :2]
         hx = o[:, 2:]
         tau = torch.exp(self.q_router.temp.to(dt))
-        probs = torch.softmax(g / tau, dim=-1)
+        biased = torch.stack([g[:, 0] + act_bias, g[:, 1]], dim=1)  # bias on "not activated"
+        probs = torch.softmax(biased / tau, dim=-1)
         p0, p1 = probs[:, 0], probs[:, 1]
         active = p1 > p0
         conf = torch.maximum(p0, p1)
@@ -402,12 +405,17 @@ class SeqBoatLM(nn.Module):
 
     @torch.no_grad()
     def forward(self, tokens, horizon: str = "exact", dtype=torch.float64,
-                fifo_capacity: Optional[int] = None) -> Dict[str, torch.Tensor]:
-        """tokens: 1-D integer sequence (position 0 first). Returns
-        logits [T, V], activations [L, T] (bool), confidences [L, T], router_logits [L, T, 2]
-        and margins [L, T] (|p1 - p0|), all in `dtype` (float64 by default)."""
+                fifo_capacity: Optional[int] = None,
+                act_bias: Optional[Sequence[float]] = None) -> Dict[str, torch.Tensor]:
+        """tokens: 1-D integer sequence (position 0 first). act_bias: None (all 0) or one
+        router activation bias per layer, added to router logit 0 before the temperature.
+        Returns logits [T, V], activations [L, T] (bool), confidences [L, T], router_logits
+        [L, T, 2] (without the activation bias) and margins [L, T] (|p1 - p0|, with it), all
+        in `dtype` (float64 by default)."""
         cfg = self.cfg
         dec = self.decoder
+        biases = [0.0] * cfg.layers if act_bias is None else [float(b) for b in act_bias]
+        assert len(biases) == cfg.layers, "act_bias needs one value per layer"
         tokens = torch.as_tensor(tokens, dtype=torch.long)
         assert tokens.dim() == 1 and tokens.numel() > 0
         x = dec.embed_tokens.weight.to(dtype)[tokens]
@@ -416,8 +424,8 @@ class SeqBoatLM(nn.Module):
         if dec.embed_norm is not None:
             x = dec.embed_norm(x)
         acts, confs, glog, margins = [], [], [], []
-        for layer in dec.layers:
-            x, active, conf, g, margin = layer.slag_layer(x, horizon, fifo_capacity)
+        for layer, bias in zip(dec.layers, biases):
+            x, active, conf, g, margin = layer.slag_layer(x, horizon, fifo_capacity, bias)
             if layer.nffn is not None:
                 x = layer.nffn(x)
             acts.append(active)
