@@ -248,8 +248,9 @@ class StreamMemoryTest(unittest.TestCase):
     def test_a_capped_buffer_ends_never_reading_streams_with_resource_exhausted(self):
         # 64 streams of at most 64 KiB each (about 130 tokens), at most a few times that in
         # memory. The streams end once the write timeout cancels them: a client that stopped
-        # reading never takes the last write.
-        growth_kb = self.run_stalled(["--stream_buffer_kb", "64", "--stream_write_timeout_s", "4"],
+        # reading never takes the last write. The timeout leaves time to fill every buffer
+        # first (130 steps at batch 64 took over 4 s under ASan on a busy 2-core machine).
+        growth_kb = self.run_stalled(["--stream_buffer_kb", "64", "--stream_write_timeout_s", "12"],
                                      "RESOURCE_EXHAUSTED")
         self.assertLess(growth_kb, 64 * 64 * 8)
 
