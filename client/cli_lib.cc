@@ -43,6 +43,20 @@ absl::StatusOr<std::vector<int32_t>> ParseIdList(absl::string_view text, absl::s
   return ids;
 }
 
+absl::StatusOr<std::vector<float>> ParseNumberList(absl::string_view text, absl::string_view flag) {
+  std::vector<float> values;
+  if (absl::StripAsciiWhitespace(text).empty()) return values;
+  for (absl::string_view part : absl::StrSplit(text, ',')) {
+    float value;
+    if (!absl::SimpleAtof(absl::StripAsciiWhitespace(part), &value)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--", flag, ": '", part, "' is not a number; expected numbers like 1.5,0,-2"));
+    }
+    values.push_back(value);
+  }
+  return values;
+}
+
 absl::StatusOr<std::vector<std::string>> ParseStringList(absl::string_view text,
                                                          absl::string_view flag) {
   std::vector<std::string> out;

@@ -21,6 +21,8 @@ LatencySummary Summarize(std::vector<double> samples);
 
 // "2,17,9" -> {2, 17, 9}; `flag` names the flag in errors.
 absl::StatusOr<std::vector<int32_t>> ParseIdList(absl::string_view text, absl::string_view flag);
+// "1.5,0,-2" -> numbers (empty text: none); an error names `flag`.
+absl::StatusOr<std::vector<float>> ParseNumberList(absl::string_view text, absl::string_view flag);
 
 // Comma-separated strings where "\," is a literal comma and "\\" a backslash.
 absl::StatusOr<std::vector<std::string>> ParseStringList(absl::string_view text,

@@ -74,6 +74,11 @@ ABSL_FLAG(bool, ignore_eos, false, "Keep generating past </s>.");
 ABSL_FLAG(int32_t, logprobs, 0, "Alternatives reported per token (--json shows them).");
 ABSL_FLAG(bool, return_activations, false,
           "Per token, which layers ran the GAU (--json shows them).");
+ABSL_FLAG(std::optional<float>, activation_bias, std::nullopt,
+          "Router activation bias for every layer: > 0 runs attention for fewer tokens, < 0 for "
+          "more (server default when absent).");
+ABSL_FLAG(std::string, layer_activation_bias, "",
+          "One activation bias per layer, comma-separated (overrides --activation_bias).");
 ABSL_FLAG(std::string, request_id, "", "Request id echoed by the server.");
 // bench.
 ABSL_FLAG(int32_t, concurrency, 1, "bench: requests in flight at once.");
@@ -213,6 +218,12 @@ absl::Status FillRequest(const std::string& prompt, v1::GenerateRequest* request
   stopping->set_ignore_eos(absl::GetFlag(FLAGS_ignore_eos));
   request->set_logprobs(absl::GetFlag(FLAGS_logprobs));
   request->set_return_activations(absl::GetFlag(FLAGS_return_activations));
+  v1::RoutingParams* routing = request->mutable_routing();
+  if (auto bias = absl::GetFlag(FLAGS_activation_bias)) routing->set_activation_bias(*bias);
+  auto layer_bias =
+      ParseNumberList(absl::GetFlag(FLAGS_layer_activation_bias), "layer_activation_bias");
+  if (!layer_bias.ok()) return layer_bias.status();
+  for (float bias : *layer_bias) routing->add_layer_activation_bias(bias);
   request->set_request_id(absl::GetFlag(FLAGS_request_id));
   return absl::OkStatus();
 }
@@ -644,6 +655,7 @@ constexpr char kUsage[] =
     "              [--min_p P] [--seed S] [--stop a,b] [--stop_token_ids 2,5] [--ignore_eos] "
     "[--logprobs N]\n"
     "              [--return_activations] [--json] [--tokens 2,17,9]\n"
+    "              [--activation_bias B | --layer_activation_bias B0,B1,...]\n"
     "  seqboat-cli info [--json]\n"
     "  seqboat-cli tokenize \"TEXT\" [--json]\n"
     "  seqboat-cli health [SERVICE]   (exit 0 when SERVING: an exec probe)\n"

@@ -122,7 +122,8 @@ template <typename T>
 void CudaBackend<T>::CarveScratch(Carver& carver, const Capacity& c, Scratch* s) const {
   const int64_t D = config_.embed_dim, Z = config_.z_dim, H = config_.hidden_dim,
                 F = config_.ffn_dim, V = config_.vocab_size, L = config_.layers, rows = c.rows;
-  s->inputs = carver.Take<uint8_t>(LayoutInputs(c.rows, c.chunks, c.logit_rows).bytes);
+  s->inputs =
+      carver.Take<uint8_t>(LayoutInputs(c.rows, c.chunks, c.logit_rows, config_.layers).bytes);
   s->x = carver.Take<float>(rows * D);
   s->norm_stats = carver.Take<float2>(rows);
   s->mx = carver.Take<T>(rows * D);
@@ -157,7 +158,8 @@ void CudaBackend<T>::CarveScratch(Carver& carver, const Capacity& c, Scratch* s)
 
 template <typename T>
 void CudaBackend<T>::CarveStaging(Carver& carver, const Capacity& c, HostStaging* h) const {
-  h->inputs = carver.Take<uint8_t>(LayoutInputs(c.rows, c.chunks, c.logit_rows).bytes);
+  h->inputs =
+      carver.Take<uint8_t>(LayoutInputs(c.rows, c.chunks, c.logit_rows, config_.layers).bytes);
   h->logits = carver.Take<float>(c.logit_rows * config_.vocab_size);
   h->activations = carver.Take<uint8_t>(c.rows * config_.layers);
   h->confidences = carver.Take<float>(c.rows * config_.layers);
@@ -220,7 +222,8 @@ absl::Status CudaBackend<T>::Forward(absl::Span<const SequenceChunk> batch,
   RETURN_IF_ERROR(EnsureCapacity({shape.rows, shape.chunks, shape.logit_rows, partial_rows}));
 
   // Row bookkeeping into the pinned staging area: rows are the batch's tokens in chunk order.
-  const InputLayout layout = LayoutInputs(shape.rows, shape.chunks, shape.logit_rows);
+  const InputLayout layout =
+      LayoutInputs(shape.rows, shape.chunks, shape.logit_rows, config_.layers);
   uint8_t* host = staging_.inputs;
   auto* positions = reinterpret_cast<int64_t*>(host + layout.positions);
   auto* tokens = reinterpret_cast<int32_t*>(host + layout.tokens);
@@ -228,10 +231,14 @@ absl::Status CudaBackend<T>::Forward(absl::Span<const SequenceChunk> batch,
   auto* chunk_slot = reinterpret_cast<int32_t*>(host + layout.chunk_slot);
   auto* chunk_row_begin = reinterpret_cast<int32_t*>(host + layout.chunk_row_begin);
   auto* logit_rows = reinterpret_cast<int32_t*>(host + layout.logit_rows);
+  auto* activation_bias = reinterpret_cast<float*>(host + layout.activation_bias);
   int32_t row = 0, logit_row = 0;
   for (size_t c = 0; c < batch.size(); ++c) {
     const SequenceChunk& chunk = batch[c];
     chunk_slot[c] = chunk.slot;
+    for (int l = 0; l < config_.layers; ++l)
+      activation_bias[c * config_.layers + l] =
+          chunk.activation_bias.empty() ? 0.0f : chunk.activation_bias[l];
     chunk_row_begin[c] = row;
     const int64_t start = slot_position_[chunk.slot];
     for (size_t i = 0; i < chunk.tokens.size(); ++i, ++row) {

@@ -54,9 +54,10 @@ struct Shape {
 
 // Where the uploaded bookkeeping sits (byte offsets), packed for one copy.
 struct InputLayout {
-  size_t positions, tokens, row_chunk, chunk_slot, chunk_row_begin, logit_rows, bytes;
+  size_t positions, tokens, row_chunk, chunk_slot, chunk_row_begin, logit_rows, activation_bias,
+      bytes;
 };
-inline InputLayout LayoutInputs(int64_t rows, int64_t chunks, int64_t logit_rows) {
+inline InputLayout LayoutInputs(int64_t rows, int64_t chunks, int64_t logit_rows, int64_t layers) {
   Carver carver(nullptr);
   InputLayout layout;
   layout.positions = carver.TakeOffset<int64_t>(rows);
@@ -65,6 +66,7 @@ inline InputLayout LayoutInputs(int64_t rows, int64_t chunks, int64_t logit_rows
   layout.chunk_slot = carver.TakeOffset<int32_t>(chunks);
   layout.chunk_row_begin = carver.TakeOffset<int32_t>(chunks + 1);
   layout.logit_rows = carver.TakeOffset<int32_t>(logit_rows);
+  layout.activation_bias = carver.TakeOffset<float>(chunks * layers);  // [chunks, L]
   layout.bytes = carver.bytes();
   return layout;
 }
@@ -154,6 +156,7 @@ class CudaBackend final : public Backend {
     const int32_t* chunk_slot;
     const int32_t* chunk_row_begin;
     const int32_t* logit_rows;
+    const float* activation_bias;  // [chunks, L]
   };
 
   void CarveScratch(Carver& carver, const Capacity& c, Scratch* s) const;

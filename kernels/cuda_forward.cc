@@ -24,7 +24,7 @@ absl::Status CudaBackend<T>::Enqueue(const Shape& shape) {
                 L = config_.layers;
   const int64_t rows = shape.rows;
   Scratch& s = scratch_;
-  const InputLayout layout = LayoutInputs(shape.rows, shape.chunks, shape.logit_rows);
+  const InputLayout layout = LayoutInputs(shape.rows, shape.chunks, shape.logit_rows, L);
   SEQBOAT_CUDA_RETURN_IF_ERROR(
       cudaMemcpyAsync(s.inputs, staging_.inputs, layout.bytes, cudaMemcpyHostToDevice, stream_));
   DeviceInputs in;
@@ -34,6 +34,7 @@ absl::Status CudaBackend<T>::Enqueue(const Shape& shape) {
   in.chunk_slot = reinterpret_cast<const int32_t*>(s.inputs + layout.chunk_slot);
   in.chunk_row_begin = reinterpret_cast<const int32_t*>(s.inputs + layout.chunk_row_begin);
   in.logit_rows = reinterpret_cast<const int32_t*>(s.inputs + layout.logit_rows);
+  in.activation_bias = reinterpret_cast<const float*>(s.inputs + layout.activation_bias);
 
   EmbeddingParams<T> embedding;
   embedding.table = weights_.embed;
@@ -133,6 +134,7 @@ absl::Status CudaBackend<T>::EnqueueLayer(int l, const Shape& shape, const Devic
   router.hx_bias = w.hx_proj_bias;
   router.row_stride = 2 + D;
   router.inv_temperature = w.router_inv_temperature;
+  router.activation_bias = in.activation_bias;
   router.row_chunk = in.row_chunk;
   router.chunk_row_begin = in.chunk_row_begin;
   router.rows = rows;

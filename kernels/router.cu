@@ -19,9 +19,12 @@ __global__ void RouterKernel(RouterParams p) {
     const int64_t r = base + threadIdx.x;
     int active = 0;
     if (r < p.rows) {
-      // Same arithmetic as the CPU reference: logits in float (product + bias), softmax in double.
+      // Same arithmetic as the CPU reference: logits in float (product + bias), the chunk's
+      // activation bias added in double, softmax in double.
       const float* logits = p.hx + r * p.row_stride;
-      const double g0 = static_cast<double>(logits[0] + p.hx_bias[0]) * p.inv_temperature;
+      const double b0 =
+          p.activation_bias[static_cast<int64_t>(p.row_chunk[r]) * p.layers + p.layer];
+      const double g0 = (static_cast<double>(logits[0] + p.hx_bias[0]) + b0) * p.inv_temperature;
       const double g1 = static_cast<double>(logits[1] + p.hx_bias[1]) * p.inv_temperature;
       const double top = fmax(g0, g1);
       const double e0 = exp(g0 - top), e1 = exp(g1 - top);

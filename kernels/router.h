@@ -13,6 +13,8 @@ struct RouterParams {
   const float* hx_bias = nullptr;            // [2 + D]
   int64_t row_stride = 0;                    // 2 + D
   double inv_temperature = 1.0;              // exp(-q_router.temp)
+  const float* activation_bias = nullptr;    // [chunks, layers] added to logit 0 before the
+                                             // temperature (SequenceChunk::activation_bias)
   const int32_t* row_chunk = nullptr;        // [rows]
   const int32_t* chunk_row_begin = nullptr;  // [chunks + 1]
   int64_t rows = 0;

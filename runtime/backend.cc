@@ -98,6 +98,20 @@ absl::Status ValidateForward(absl::Span<const SequenceChunk> batch, const Forwar
       return absl::InvalidArgumentError(
           absl::StrCat("Forward: chunk ", c, " token ", bad->index, ": ", bad->problem));
     }
+    if (!chunk.activation_bias.empty()) {
+      if (static_cast<int64_t>(chunk.activation_bias.size()) != layers) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("Forward: chunk ", c, " has ", chunk.activation_bias.size(),
+                         " activation biases; expected none or one per layer (", layers, ")"));
+      }
+      for (size_t l = 0; l < chunk.activation_bias.size(); ++l) {
+        if (!std::isfinite(chunk.activation_bias[l])) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("Forward: chunk ", c, " activation bias of layer ", l, " is ",
+                           chunk.activation_bias[l], "; must be finite"));
+        }
+      }
+    }
   }
   const int64_t rows = LogitRows(batch), tokens = TotalTokens(batch);
   if (tokens > (int64_t{1} << 30)) {

@@ -74,6 +74,12 @@ struct SequenceChunk {
   SlotId slot = 0;
   absl::Span<const int32_t> tokens;  // >= 1 ids, in [0, V), never the padding id
   bool all_logits = false;           // logits for every token (teacher forcing) or the last only
+  // Empty, or [L] finite values: layer l's router adds activation_bias[l] to its logit 0 (the
+  // "not activated" option) before the temperature, for every token of the chunk, as the
+  // official code's act_bias: (p0, p1) = softmax([g0 + b, g1] / tau), and the confidence that
+  // scales the GAU comes from these. Positive: fewer GAU activations. Chunks of one batch may
+  // differ.
+  absl::Span<const float> activation_bias = {};
 };
 
 struct ForwardOutputs {

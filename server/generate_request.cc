@@ -27,6 +27,8 @@ std::string GrpcFieldPath(ApiField field) {
     case ApiField::kPromptLogprobs: return "prompt_logprobs";
     case ApiField::kN: return "n";
     case ApiField::kLogitBias: return "sampling.logit_bias";
+    case ApiField::kActivationBias: return "routing.activation_bias";
+    case ApiField::kLayerActivationBias: return "routing.layer_activation_bias";
   }
   return "?";
 }
@@ -55,6 +57,9 @@ GenerationRequest FromProto(const v1::GenerateRequest& r) {
   // In id order: the same request draws the same tokens whatever the map's order.
   out.logit_bias.assign(s.logit_bias().begin(), s.logit_bias().end());
   std::sort(out.logit_bias.begin(), out.logit_bias.end());
+  if (r.routing().has_activation_bias()) out.activation_bias = r.routing().activation_bias();
+  out.layer_activation_bias.assign(r.routing().layer_activation_bias().begin(),
+                                   r.routing().layer_activation_bias().end());
   return out;
 }
 

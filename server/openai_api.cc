@@ -328,6 +328,8 @@ FieldNames OpenAiFieldNames(OpenAiEndpoint endpoint) {
       case ApiField::kPromptLogprobs: return "prompt_logprobs";
       case ApiField::kN: return "n";
       case ApiField::kLogitBias: return "logit_bias";
+      case ApiField::kActivationBias: return "routing.activation_bias";
+      case ApiField::kLayerActivationBias: return "routing.layer_activation_bias";
     }
     return "?";
   };
@@ -408,6 +410,33 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(const json& body, OpenAiEndpoin
       common.logit_bias.emplace_back(id, value.get<float>());
     }
     std::sort(common.logit_bias.begin(), common.logit_bias.end());
+  }
+  // SeqBoat's own: {"activation_bias": b, "layer_activation_bias": [b0, b1, ...]}, as
+  // RoutingParams in the gRPC API.
+  if (const json* routing = f.Get("routing")) {
+    if (!routing->is_object()) return TypeError("routing", "an object", *routing);
+    for (const auto& [key, value] : routing->items()) {
+      if (key != "activation_bias" && key != "layer_activation_bias") {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "routing.", key, ": unknown field; expected activation_bias or layer_activation_bias"));
+      }
+    }
+    const Fields r(*routing);
+    if (const json* bias = r.Get("activation_bias")) {
+      if (!bias->is_number()) return TypeError("routing.activation_bias", "a number", *bias);
+      common.activation_bias = bias->get<float>();
+    }
+    if (const json* list = r.Get("layer_activation_bias")) {
+      if (!list->is_array())
+        return TypeError("routing.layer_activation_bias", "an array of numbers", *list);
+      for (size_t i = 0; i < list->size(); ++i) {
+        if (!(*list)[i].is_number()) {
+          return TypeError(absl::StrCat("routing.layer_activation_bias[", i, "]"), "a number",
+                           (*list)[i]);
+        }
+        common.layer_activation_bias.push_back((*list)[i].get<float>());
+      }
+    }
   }
   std::optional<int32_t> n;
   ASSIGN_FIELD(n, f.Int32("n"));

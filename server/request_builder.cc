@@ -1,6 +1,8 @@
 // BuildGeneration: the prompt, the defaults, the engine's rules and the stop sequences.
 #include "server/request_builder.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "runtime/util/utf8.h"
 
@@ -23,6 +25,7 @@ ApiField ToApiField(RequestField field) {
     case RequestField::kPromptLogprobs: return ApiField::kPromptLogprobs;
     case RequestField::kN: return ApiField::kN;
     case RequestField::kLogitBias: return ApiField::kLogitBias;
+    case RequestField::kActivationBias: return ApiField::kActivationBias;
   }
   return ApiField::kPrompt;
 }
@@ -75,13 +78,32 @@ absl::Status BuildGeneration(const GenerationRequest& request, const Tokenizer& 
   params->return_activations = request.return_activations;
   params->prompt_logprobs = request.prompt_logprobs;
   params->n = request.n;
+  // The per-layer list, or the one value (the request's or the default) for every layer.
+  const bool per_layer = !request.layer_activation_bias.empty();
+  if (per_layer) {
+    params->activation_bias = request.layer_activation_bias;
+  } else {
+    params->activation_bias.assign(config.layers,
+                                   request.activation_bias.value_or(rules.default_activation_bias));
+  }
   if (std::optional<RequestError> error =
-          CheckGenerationParams(*params, rules.engine, config.vocab_size)) {
-    const ApiField field = error->field == RequestField::kPrompt && request.text.has_value()
-                               ? ApiField::kText
-                               : (error->field == RequestField::kPrompt ? ApiField::kTokens
-                                                                        : ToApiField(error->field));
+          CheckGenerationParams(*params, rules.engine, config.vocab_size, config.layers)) {
+    ApiField field = ToApiField(error->field);
+    if (error->field == RequestField::kPrompt)
+      field = request.text.has_value() ? ApiField::kText : ApiField::kTokens;
+    if (error->field == RequestField::kActivationBias) {
+      if (per_layer) {
+        field = ApiField::kLayerActivationBias;
+      } else {
+        error->index = -1;  // one value, not a list
+      }
+    }
     return InvalidField(names(field), *error);
+  }
+  // No bias is the model's own routing: the same batches, cache entries and arithmetic.
+  if (std::all_of(params->activation_bias.begin(), params->activation_bias.end(),
+                  [](float b) { return b == 0.0f; })) {
+    params->activation_bias.clear();
   }
 
   if (static_cast<int>(request.stop.size()) > rules.max_stop_sequences) {

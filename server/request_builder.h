@@ -40,6 +40,10 @@ struct GenerationRequest {
   int32_t prompt_logprobs = -1;  // -1: the prompt is not scored
   int32_t n = 1;                 // forks
   std::vector<std::pair<int32_t, float>> logit_bias;
+  // The router's activation control: one bias for every layer (absent: the server's
+  // default), or one per layer, which overrides it.
+  std::optional<float> activation_bias;
+  std::vector<float> layer_activation_bias;
 };
 
 // The rules of the server (the engine's among them).
@@ -49,7 +53,8 @@ struct RequestRules {
   int32_t default_max_new_tokens = 16;
   // A text prompt, refused by size before it is read.
   int64_t max_text_bytes = 256 << 10;
-  RequestLimits engine;  // prompt length, max_new_tokens, logprobs, sampling ranges
+  float default_activation_bias = 0.0f;  // of a request that gives none
+  RequestLimits engine;                  // prompt length, max_new_tokens, logprobs, sampling ranges
 };
 
 // Every field an error can name.
@@ -71,6 +76,8 @@ enum class ApiField {
   kPromptLogprobs,
   kN,
   kLogitBias,
+  kActivationBias,
+  kLayerActivationBias,
 };
 // A front-end's name for each field (its path in that API's request).
 using FieldNames = std::function<std::string(ApiField)>;

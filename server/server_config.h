@@ -29,6 +29,8 @@ struct ServerConfig {
   int64_t prefill_budget = 256;  // prompt tokens per iteration
   int64_t max_prompt_tokens = int64_t{1} << 20;
   int32_t max_new_tokens_limit = 4096;
+  float default_activation_bias = 0.0f;  // of a request that gives none
+  float max_activation_bias = 1000.0f;   // |activation bias| allowed
   int sampling_threads = 1;
   int64_t prefix_cache_bytes = 256 << 20;  // at most; 0 turns the cache off
   int64_t prefix_cache_block = 32;

@@ -1,5 +1,6 @@
 // seqboat-server's flags, and the one function that reads them into a ServerConfig.
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -71,6 +72,12 @@ ABSL_FLAG(int64_t, max_prompt_tokens, int64_t{1} << 20,
           "is only the message: a prompt must also fit --max_request_bytes (and a text prompt "
           "--max_text_bytes).");
 ABSL_FLAG(int32_t, max_new_tokens_limit, 4096, "Cap on a request's max_new_tokens.");
+ABSL_FLAG(double, activation_bias, 0,
+          "The router's activation bias of a request that gives none (RoutingParams): added to "
+          "each layer's \"not activated\" router logit, so a positive value runs the attention "
+          "unit for fewer tokens. 0: the model's own routing.");
+ABSL_FLAG(double, max_activation_bias, 1000,
+          "Largest |activation bias| a request may give (and --activation_bias may be).");
 ABSL_FLAG(int64_t, prefix_cache_mb, 256,
           "Memory for prefix-state snapshots beyond the --max_batch request slots, in MiB (the "
           "cache also keeps the request slots no request holds); 0 turns the cache off.");
@@ -197,6 +204,19 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
   RETURN_IF_ERROR(AtLeast("max_prompt_tokens", static_cast<double>(c.max_prompt_tokens), 1));
   c.max_new_tokens_limit = absl::GetFlag(FLAGS_max_new_tokens_limit);
   RETURN_IF_ERROR(AtLeast("max_new_tokens_limit", c.max_new_tokens_limit, 1));
+  const double max_bias = absl::GetFlag(FLAGS_max_activation_bias);
+  if (!(max_bias >= 0 && max_bias <= 1e30)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max_activation_bias: ", max_bias, "; expected 0..1e30"));
+  }
+  c.max_activation_bias = static_cast<float>(max_bias);
+  const double bias = absl::GetFlag(FLAGS_activation_bias);
+  if (!(std::fabs(bias) <= max_bias)) {
+    return absl::InvalidArgumentError(absl::StrCat("--activation_bias: ", bias, "; expected -",
+                                                   max_bias, "..", max_bias,
+                                                   " (--max_activation_bias)"));
+  }
+  c.default_activation_bias = static_cast<float>(bias);
   c.sampling_threads = absl::GetFlag(FLAGS_sampling_threads);
   RETURN_IF_ERROR(AtLeast("sampling_threads", c.sampling_threads, 0));
   if (c.sampling_threads == 0) {

@@ -162,6 +162,7 @@ EngineOptions MakeEngineOptions(const ServerConfig& config, const SlotPlan& slot
   options.prefill_budget = config.prefill_budget;
   options.max_prompt_tokens = config.max_prompt_tokens;
   options.max_new_tokens_limit = config.max_new_tokens_limit;
+  options.max_activation_bias = config.max_activation_bias;
   options.prefix_cache_slots = slots.cache_slots;
   options.prefix_cache_block = config.prefix_cache_block;
   options.snapshot_finished = config.prefix_cache_finished;
@@ -175,6 +176,7 @@ ServiceLimits MakeServiceLimits(const ServerConfig& config, const EngineOptions&
   ServiceLimits limits;
   limits.rules.max_text_bytes = config.max_text_bytes;
   limits.rules.engine = engine.request_limits();
+  limits.rules.default_activation_bias = config.default_activation_bias;
   limits.stream_buffer_bytes = config.stream_buffer_bytes;
   limits.stream_write_timeout = config.stream_write_timeout;
   limits.rules.default_max_new_tokens =
@@ -222,6 +224,8 @@ seqboat::v1::ModelInfo DescribeModel(const ServerConfig& config, const Model& mo
   l->set_max_request_bytes(config.max_request_bytes);
   l->set_stream_buffer_bytes(limits.stream_buffer_bytes);
   l->set_max_n(limits.rules.engine.max_n);
+  l->set_max_activation_bias(limits.rules.engine.max_activation_bias);
+  l->set_default_activation_bias(limits.rules.default_activation_bias);
   return info;
 }
 

@@ -252,13 +252,16 @@ void CpuBackend::RunLayer(int l, absl::Span<const SequenceChunk> batch, const Fo
   hx_.resize(rows * (2 + D));
   cpu::Linear(mx_.data(), rows, D, layer.hx_proj_weight, layer.hx_proj_bias, 2 + D, hx_.data(),
               &pool_);
-  // 5. Router: tempered softmax over two logits; ties go to "not activated".
+  // 5. Router: tempered softmax over two logits, the chunk's activation bias added to logit 0
+  // first; ties go to "not activated".
   const double inv_temp = std::exp(-static_cast<double>(layer.router_log_temp[0]));
   router_confidence_.resize(rows);
   activated_rows_.clear();
   chunk_activated_begin_.assign(batch.size() + 1, 0);
   for (int64_t r = 0; r < rows; ++r) {
-    const double g0 = hx_[r * (2 + D)] * inv_temp, g1 = hx_[r * (2 + D) + 1] * inv_temp;
+    const absl::Span<const float> bias = batch[row_chunk_[r]].activation_bias;
+    const double b0 = bias.empty() ? 0.0 : static_cast<double>(bias[l]);
+    const double g0 = (hx_[r * (2 + D)] + b0) * inv_temp, g1 = hx_[r * (2 + D) + 1] * inv_temp;
     const double top = std::max(g0, g1);
     const double e0 = std::exp(g0 - top), e1 = std::exp(g1 - top);
     const double p0 = e0 / (e0 + e1), p1 = e1 / (e0 + e1);

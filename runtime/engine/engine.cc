@@ -107,8 +107,8 @@ absl::StatusOr<std::shared_ptr<RequestHandle>> Engine::Submit(GenerationParams p
 
 absl::StatusOr<std::shared_ptr<RequestHandle>> Engine::Submit(
     GenerationParams params, std::vector<std::shared_ptr<RequestSink>> sinks) {
-  if (std::optional<RequestError> error =
-          CheckGenerationParams(params, options_.request_limits(), config_.vocab_size)) {
+  if (std::optional<RequestError> error = CheckGenerationParams(
+          params, options_.request_limits(), config_.vocab_size, config_.layers)) {
     return InvalidField(*error);
   }
   if (static_cast<int32_t>(sinks.size()) != params.n) {
@@ -225,7 +225,8 @@ void Engine::SnapshotFinished(Sequence& sequence) {
   const std::vector<int32_t>& prompt = sequence.params.prompt;
   std::vector<int32_t> tokens(prompt.begin(), prompt.begin() + sequence.prefilled);
   tokens.insert(tokens.end(), sequence.fed.begin(), sequence.fed.end());
-  if (!prefix_cache_->Insert(tokens, sequence.slot)) return;  // cached already
+  if (!prefix_cache_->Insert(tokens, sequence.slot, sequence.params.activation_bias))
+    return;  // cached already
   if (sequence.logits_row >= 0) KeepLastPosition(sequence.slot, sequence);
   sequence.slot = -1;  // the cache's now
 }
@@ -325,7 +326,8 @@ IterationPlan Engine::Plan() {
     if (sequence->slots() > room) break;
     room -= sequence->slots();
     waiting.push_back({sequence->params.prompt, static_cast<int>(sequence->slots()),
-                       /*may_restore=*/sequence->params.prompt_logprobs < 0});
+                       /*may_restore=*/sequence->params.prompt_logprobs < 0,
+                       sequence->params.activation_bias});
   }
   std::vector<RunningSequence> running;
   running.reserve(running_.size());
@@ -333,6 +335,7 @@ IterationPlan Engine::Plan() {
     RunningSequence& r = running.emplace_back();
     r.slot = sequence->slot;
     r.prompt = sequence->params.prompt;
+    r.routing = sequence->params.activation_bias;
     r.prefilled = sequence->prefilled;
     r.snapshot_at = sequence->snapshot_at;
     for (const auto& fork : sequence->forks) r.fork_slots.push_back(fork->slot);
@@ -407,14 +410,15 @@ void Engine::BuildBatch(const IterationPlan& plan, IterationStats* stats) {
     if (chunk.decode) {
       batch_.decode_inputs.push_back(sequence->last_token);
       sequence->fed.push_back(sequence->last_token);  // a failed Forward ends it (no snapshot)
-      batch_.chunks.push_back(
-          {chunk.slot, absl::MakeConstSpan(&batch_.decode_inputs.back(), 1), false});
+      batch_.chunks.push_back({chunk.slot, absl::MakeConstSpan(&batch_.decode_inputs.back(), 1),
+                               false, sequence->params.activation_bias});
       ++stats->decode_sequences;
     } else {
       // A scored prompt needs the logits of every position.
       const absl::Span<const int32_t> prompt(sequence->params.prompt);
       batch_.chunks.push_back({chunk.slot, prompt.subspan(chunk.begin, chunk.end - chunk.begin),
-                               sequence->params.prompt_logprobs >= 0});
+                               sequence->params.prompt_logprobs >= 0,
+                               sequence->params.activation_bias});
       stats->prefill_tokens += chunk.end - chunk.begin;
     }
     batch_.planned.push_back(&chunk);

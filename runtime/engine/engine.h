@@ -50,11 +50,12 @@ struct EngineOptions {
                                          << 14;  // below this many logits per iteration: one thread
   int32_t max_top_logprobs = 20;
   int32_t max_stop_token_ids = 256;
-  int32_t max_n = 16;  // forks of one request; at most max_running
+  int32_t max_n = 16;                   // forks of one request; at most max_running
+  float max_activation_bias = 1000.0f;  // |GenerationParams::activation_bias| allowed
 
   RequestLimits request_limits() const {
-    return {max_prompt_tokens, max_new_tokens_limit, max_top_logprobs, max_stop_token_ids,
-            std::min(max_n, max_running)};
+    return {max_prompt_tokens,  max_new_tokens_limit,         max_top_logprobs,
+            max_stop_token_ids, std::min(max_n, max_running), max_activation_bias};
   }
 };
 

@@ -1,5 +1,10 @@
 // Exact-token prefix cache: snapshots of a slot's whole state after a token sequence, reused by
-// later prompts that start with the same tokens.
+// later prompts that start with the same tokens under the same routing.
+//
+// Every key has two parts: the routing (the per-layer activation bias the state was made
+// under; a state made under one bias holds other GAU decisions, so it never serves another)
+// and the tokens. Each routing has its own token tree; an empty or all-zero bias is the
+// model's own routing.
 //
 // A SeqBoat state is the same size whatever the sequence length, so one snapshot serves a
 // sequence of any length. Entries come two ways: (1) while admitting a prompt, the engine asks
@@ -22,7 +27,9 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -34,6 +41,9 @@ namespace seqboat {
 
 class PrefixCache {
  public:
+  // The per-layer activation bias of a key (SequenceChunk::activation_bias); empty = none.
+  using Routing = absl::Span<const float>;
+
   // `branch_points`: also snapshot where a prompt leaves (or ends on) a cached sequence.
   explicit PrefixCache(int64_t block, bool branch_points = true, int64_t max_seen = 1 << 16);
 
@@ -50,8 +60,8 @@ class PrefixCache {
   };
   // The longest cached prefix of `prompt`: the whole prompt when its entry has its last
   // position, else shorter than the prompt. Lookup also marks it used.
-  std::optional<Hit> Peek(absl::Span<const int32_t> prompt) const;
-  std::optional<Hit> Lookup(absl::Span<const int32_t> prompt);
+  std::optional<Hit> Peek(absl::Span<const int32_t> prompt, Routing routing = {}) const;
+  std::optional<Hit> Lookup(absl::Span<const int32_t> prompt, Routing routing = {});
   // Marks the entry in `slot` used (a Peek's hit that is taken).
   void MarkUsed(SlotId slot);
 
@@ -62,12 +72,12 @@ class PrefixCache {
   // end when it ends on one (a repeat of a prompt whose request ran on: an exact repeat next
   // time runs nothing). A point must spare at least a block of tokens beyond `after` and not
   // be cached already.
-  int64_t SnapshotPoint(absl::Span<const int32_t> prompt, int64_t after);
+  int64_t SnapshotPoint(absl::Span<const int32_t> prompt, int64_t after, Routing routing = {});
 
   // Makes `slot` (the caller hands it over) the entry of exactly `tokens` (not empty). false,
   // and no change, when that sequence is cached already: the slot stays the caller's.
-  bool Insert(absl::Span<const int32_t> tokens, SlotId slot);
-  bool Contains(absl::Span<const int32_t> tokens) const;
+  bool Insert(absl::Span<const int32_t> tokens, SlotId slot, Routing routing = {});
+  bool Contains(absl::Span<const int32_t> tokens, Routing routing = {}) const;
   // Records the last position of the entry in `slot` (no-op when it holds none).
   void SetLastPosition(SlotId slot, absl::Span<const float> logits,
                        absl::Span<const uint8_t> activations);
@@ -90,20 +100,26 @@ class PrefixCache {
 
  private:
   struct Entry {
+    std::string routing;          // RoutingKey of its routing
     std::vector<int32_t> tokens;  // the exact sequence
     std::optional<LastPosition> last;
     int64_t worth = 0;  // GreedyDual-Size: the clock at the last use + tokens spared
     uint64_t used = 0;  // order of the last use: among equal worths the older goes first
   };
   void Touch(Entry& entry);
-  // Hashes of prompt[0, k * block) for k = 1.. while k * block <= limit.
-  std::vector<uint64_t> BoundaryHashes(absl::Span<const int32_t> prompt, int64_t limit) const;
+  // The bytes of the bias values ("" for the model's own routing), for map keys.
+  static std::string RoutingKey(Routing routing);
+  const TokenTrie* TrieOf(Routing routing) const;
+  // Hashes of (routing, prompt[0, k * block)) for k = 1.. while k * block <= limit.
+  std::vector<uint64_t> BoundaryHashes(absl::Span<const int32_t> prompt, int64_t limit,
+                                       Routing routing) const;
 
   const int64_t block_;
   const bool branch_points_;
   const int64_t max_seen_;
   absl::flat_hash_map<SlotId, Entry> entries_;
-  TokenTrie trie_;  // every entry's tokens, valued by its slot
+  // Per routing (by RoutingKey), every entry's tokens valued by its slot; no empty trees.
+  absl::flat_hash_map<std::string, std::unique_ptr<TokenTrie>> tries_;
   int64_t clock_ = 0;
   uint64_t uses_ = 0;
   int64_t evictions_ = 0;

@@ -1,6 +1,8 @@
 // The rules every request is held to, and the names the engine gives its fields.
 #include "runtime/engine/request.h"
 
+#include <cmath>
+
 #include "absl/strings/str_cat.h"
 #include "runtime/model/vocab.h"
 
@@ -35,6 +37,7 @@ const char* RequestFieldName(RequestField field) {
     case RequestField::kPromptLogprobs: return "prompt_logprobs";
     case RequestField::kN: return "n";
     case RequestField::kLogitBias: return "logit_bias";
+    case RequestField::kActivationBias: return "activation_bias";
   }
   return "?";
 }
@@ -49,7 +52,8 @@ absl::Status InvalidField(const RequestError& error) {
 }
 
 std::optional<RequestError> CheckGenerationParams(const GenerationParams& params,
-                                                  const RequestLimits& limits, int vocab_size) {
+                                                  const RequestLimits& limits, int vocab_size,
+                                                  int layers) {
   const std::vector<int32_t>& prompt = params.prompt;
   if (prompt.empty())
     return RequestError{RequestField::kPrompt, -1, "empty; give at least one token"};
@@ -81,7 +85,25 @@ std::optional<RequestError> CheckGenerationParams(const GenerationParams& params
     return RequestError{RequestField::kN, -1,
                         absl::StrCat(params.n, " is outside 1..", limits.max_n)};
   }
-  return CheckSamplingParams(params.sampling, vocab_size, limits.max_stop_token_ids);
+  if (std::optional<RequestError> error =
+          CheckSamplingParams(params.sampling, vocab_size, limits.max_stop_token_ids)) {
+    return error;
+  }
+  const std::vector<float>& bias = params.activation_bias;
+  if (!bias.empty() && static_cast<int64_t>(bias.size()) != layers) {
+    return RequestError{
+        RequestField::kActivationBias, -1,
+        absl::StrCat(bias.size(), " values; expected one per layer (", layers, ") or none")};
+  }
+  for (size_t l = 0; l < bias.size(); ++l) {
+    // Written so that NaN fails too.
+    if (!(std::fabs(bias[l]) <= limits.max_activation_bias)) {
+      return RequestError{RequestField::kActivationBias, static_cast<int64_t>(l),
+                          absl::StrCat(bias[l], " is outside -", limits.max_activation_bias, "..",
+                                       limits.max_activation_bias)};
+    }
+  }
+  return std::nullopt;
 }
 
 }  // namespace seqboat

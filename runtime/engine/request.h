@@ -33,6 +33,10 @@ struct GenerationParams {
   // (0-based) draws with seed sampling.seed + k, so a lone request with that seed draws the
   // same tokens. Submit takes one sink per fork.
   int32_t n = 1;
+  // Empty, or one finite value per layer: added to each layer's router logit 0 (the "not
+  // activated" option) before the temperature (SequenceChunk::activation_bias); positive means
+  // fewer GAU activations. Its prefix-cache entries are its own.
+  std::vector<float> activation_bias;
 };
 
 // The limits the engine holds every request to (EngineOptions carries them).
@@ -41,13 +45,15 @@ struct RequestLimits {
   int32_t max_new_tokens_limit = 4096;
   int32_t max_top_logprobs = 20;
   int32_t max_stop_token_ids = 256;
-  int32_t max_n = 16;  // forks of one request (at most the slots)
+  int32_t max_n = 16;                   // forks of one request (at most the slots)
+  float max_activation_bias = 1000.0f;  // |activation bias| allowed
 };
 
 // Every rule a request must satisfy (prompt ids and length, max_new_tokens, top_logprobs,
-// sampling), checked in that order; the first broken one, or nullopt.
+// sampling, the activation bias), checked in that order; the first broken one, or nullopt.
 std::optional<RequestError> CheckGenerationParams(const GenerationParams& params,
-                                                  const RequestLimits& limits, int vocab_size);
+                                                  const RequestLimits& limits, int vocab_size,
+                                                  int layers);
 
 // kStop: the sink asked to stop (a stop sequence); kStopToken: a stop token was sampled.
 enum class FinishReason { kLength, kStop, kStopToken, kEos, kCancelled, kDeadline, kError };

@@ -25,6 +25,7 @@ enum class RequestField {
   kPromptLogprobs,
   kN,
   kLogitBias,
+  kActivationBias,
 };
 
 // The field's name in GenerationParams / SamplingParams ("max_new_tokens", "top_p").

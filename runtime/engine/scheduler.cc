@@ -30,7 +30,7 @@ IterationPlan PlanIteration(absl::Span<const WaitingRequest> waiting,
   for (const WaitingRequest& request : waiting) {
     if (request.forks > room) break;
     std::optional<PrefixCache::Hit> hit;
-    if (cache != nullptr && request.may_restore) hit = cache->Peek(request.prompt);
+    if (cache != nullptr && request.may_restore) hit = cache->Peek(request.prompt, request.routing);
     // Slots to be had: the free ones and the cache entries no admission of this plan reads.
     int64_t evictable = 0;
     if (cache != nullptr) {
@@ -52,11 +52,12 @@ IterationPlan PlanIteration(absl::Span<const WaitingRequest> waiting,
     admission.slot = take();
     for (int k = 1; k < request.forks; ++k) admission.fork_slots.push_back(take());
     if (cache != nullptr) {
-      admission.snapshot_at = cache->SnapshotPoint(request.prompt, admission.restored_tokens);
+      admission.snapshot_at =
+          cache->SnapshotPoint(request.prompt, admission.restored_tokens, request.routing);
     }
     plan.admissions.push_back(admission);
     sequences.push_back({admission.slot, request.prompt, admission.restored_tokens,
-                         admission.snapshot_at, admission.fork_slots});
+                         admission.snapshot_at, admission.fork_slots, request.routing});
     whole_prompt.push_back(admission.whole_prompt);
   }
 
@@ -82,11 +83,11 @@ IterationPlan PlanIteration(absl::Span<const WaitingRequest> waiting,
     SlotId snapshot_into = -1;
     if (cache != nullptr && s.snapshot_at > s.prefilled && s.snapshot_at - s.prefilled <= budget) {
       const absl::Span<const int32_t> prefix = s.prompt.subspan(0, s.snapshot_at);
-      if (!cache->Contains(prefix)) {
+      if (!cache->Contains(prefix, s.routing)) {
         const bool free = next_free > 0;
         snapshot_into = free ? free_slots[--next_free] : cache->Evict(pinned, s.snapshot_at);
         // Insert refuses only what Contains ruled out; a free slot would go back if it did.
-        if (snapshot_into >= 0 && !cache->Insert(prefix, snapshot_into)) {
+        if (snapshot_into >= 0 && !cache->Insert(prefix, snapshot_into, s.routing)) {
           if (free) ++next_free;
           snapshot_into = -1;
         }

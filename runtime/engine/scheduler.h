@@ -23,9 +23,10 @@ struct SchedulerLimits {
 
 // A request waiting for a slot, in arrival order.
 struct WaitingRequest {
-  absl::Span<const int32_t> prompt;  // >= 1 tokens
-  int forks = 1;                     // slots it takes: one per fork (GenerationParams::n)
-  bool may_restore = true;           // false: every prompt position must run (prompt scoring)
+  absl::Span<const int32_t> prompt;      // >= 1 tokens
+  int forks = 1;                         // slots it takes: one per fork (GenerationParams::n)
+  bool may_restore = true;               // false: every prompt position must run (prompt scoring)
+  absl::Span<const float> routing = {};  // its activation bias: the prefix cache's key (or empty)
 };
 
 // A sequence holding a slot.
@@ -37,6 +38,7 @@ struct RunningSequence {
   int64_t snapshot_at = 0;
   // The slots its forks hold until the prompt ends (the state is copied into them then).
   std::vector<SlotId> fork_slots;
+  absl::Span<const float> routing = {};  // as WaitingRequest::routing
 };
 
 // A waiting request moved into a slot. Admissions are the first waiting requests, in order.

@@ -52,8 +52,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
            .ok()) {
     return 0;
   }
-  const int V = setup->config.vocab_size;
-  if (seqboat::CheckGenerationParams(params, setup->rules.engine, V).has_value()) return 0;
+  const int V = setup->config.vocab_size, L = setup->config.layers;
+  if (seqboat::CheckGenerationParams(params, setup->rules.engine, V, L).has_value()) return 0;
+  // An accepted activation bias is none or one finite value per layer, as backends require.
+  if (!params.activation_bias.empty() && static_cast<int>(params.activation_bias.size()) != L)
+    std::abort();
+  for (float b : params.activation_bias) {
+    if (!std::isfinite(b)) std::abort();
+  }
   // What the engine does with an accepted request: a sampler per fork, the prompt observed,
   // then draws from logits (made from the input, so that they vary).
   seqboat::Sampler sampler(params.sampling, V);

@@ -184,6 +184,73 @@ class GenerateTest(unittest.TestCase):
             list(self.stub.Generate(r))
         self.assertIn("stopping.max_new_tokens", ctx.exception.details())
 
+    def test_activation_bias_scores_as_the_reference_and_steers_the_router(self):
+        import os
+        with open(os.path.join(harness.FIXTURES, "manifest.json")) as f:
+            manifest = json.load(f)
+        entry = next(m for m in manifest["models"] if m["folder"] == "enwik8_tiny")
+        tokens = np.load(os.path.join(harness.FIXTURES, "enwik8_tiny", "seq0.tokens.npy")).tolist()
+        # Scoring the reference's sequence under each of its per-layer biases gives its logits.
+        for j, biases in enumerate(entry["activation_biases"]):
+            logits = np.load(os.path.join(harness.FIXTURES, "enwik8_tiny",
+                                          "seq0.exact.bias%d.logits.npy" % j)).astype("float64")
+            r = pb.GenerateRequest(prompt_logprobs=0)
+            r.tokens.ids.extend(tokens)
+            r.stopping.max_new_tokens = 0
+            r.routing.layer_activation_bias.extend(biases)
+            _, _, _, messages = harness.collect(self.stub.Generate(r))
+            scored = [lp.logprob for m in messages for lp in m.prompt_logprobs]
+            self.assertEqual(len(scored), len(tokens) - 1)
+            rows = logits[:-1]
+            shifted = rows - rows.max(axis=1, keepdims=True)
+            expected = (shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True)))[
+                np.arange(len(tokens) - 1), tokens[1:]]
+            self.assertLess(float(np.abs(np.array(scored) - expected).max()), 1e-4, "bias %d" % j)
+        # One value for every layer: a positive bias runs attention for fewer tokens.
+        def activated(bias):
+            r = harness.greedy_request(self.prompt, n=48, return_activations=True)
+            if bias is not None:
+                r.routing.activation_bias = bias
+            _, _, _, messages = harness.collect(self.stub.Generate(r))
+            return sum(sum(a.layers) for m in messages for a in m.activations)
+        plain = activated(None)
+        self.assertEqual(activated(0.0), plain)
+        self.assertLess(activated(3.0), plain)
+        self.assertGreater(activated(-3.0), plain)
+        for field, value, expected in (
+                ("layer_activation_bias", [1.0, 2.0],
+                 "routing.layer_activation_bias: 2 values; expected one per layer (3) or none"),
+                ("layer_activation_bias", [0.0, float("nan"), 0.0],
+                 "routing.layer_activation_bias[1]: nan is outside -1000..1000"),
+                ("activation_bias", 5000.0, "routing.activation_bias: 5000 is outside -1000..1000")):
+            r = harness.greedy_request(self.prompt, n=4)
+            if isinstance(value, list):
+                getattr(r.routing, field).extend(value)
+            else:
+                setattr(r.routing, field, value)
+            with self.assertRaises(grpc.RpcError) as ctx:
+                list(self.stub.Generate(r))
+            self.assertEqual(ctx.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+            self.assertEqual(ctx.exception.details(), expected)
+        self.assertEqual(self.info.limits.max_activation_bias, 1000.0)
+        self.assertEqual(self.info.limits.default_activation_bias, 0.0)
+
+    def test_the_server_default_activation_bias_and_a_request_overriding_it(self):
+        server = harness.Server("--activation_bias", "100", "--max_activation_bias", "200")
+        try:
+            stub = server.stub()
+            limits = stub.GetModelInfo(pb.GetModelInfoRequest()).limits
+            self.assertEqual((limits.default_activation_bias, limits.max_activation_bias), (100.0, 200.0))
+            def activated(request):
+                _, _, _, messages = harness.collect(stub.Generate(request))
+                return sum(sum(a.layers) for m in messages for a in m.activations)
+            r = harness.greedy_request(self.prompt, n=20, return_activations=True)
+            self.assertEqual(activated(r), 0)  # +100 on every layer: no attention
+            r.routing.activation_bias = 0.0
+            self.assertGreater(activated(r), 0)
+        finally:
+            server.stop()
+
     def test_logit_bias_and_an_included_stop_sequence(self):
         r = harness.greedy_request(self.prompt, n=6)
         r.sampling.logit_bias[70] = 100.0  # id 70 outweighs every other token

@@ -112,6 +112,19 @@ class HttpApiTest(unittest.TestCase):
                                                                 return_tokens_as_token_ids=True), stream=True))
         self.assertEqual(assemble(streamed)[0][2], choice["logprobs"]["tokens"])
 
+    def test_routing_over_http_equals_grpc(self):
+        stub = self.server.stub()
+        for routing in ({"activation_bias": 2.5}, {"layer_activation_bias": [-2.0, 0.0, 2.0]}):
+            r = harness.greedy_request(self.prompt, n=30)
+            if "activation_bias" in routing:
+                r.routing.activation_bias = routing["activation_bias"]
+            else:
+                r.routing.layer_activation_bias.extend(routing["layer_activation_bias"])
+            _, grpc_tokens, _, _ = harness.collect(stub.Generate(r))
+            body = self.completion(prompt=self.prompt, max_tokens=30, temperature=0, ignore_eos=True, logprobs=0,
+                                   return_tokens_as_token_ids=True, routing=routing)
+            self.assertEqual(body["choices"][0]["logprobs"]["tokens"], ["token_id:%d" % t for t in grpc_tokens])
+
     def test_seeded_sampling_over_http_equals_grpc(self):
         r = pb.GenerateRequest()
         r.tokens.ids.extend(self.prompt)
@@ -301,6 +314,10 @@ class HttpApiTest(unittest.TestCase):
             ("/v1/completions", {"prompt": p, "stream_options": 3}, "stream_options"),
             ("/v1/completions", {"prompt": p, "logit_bias": {"x": 1}}, "logit_bias"),
             ("/v1/completions", {"prompt": p, "logit_bias": {"5": 500}}, "logit_bias"),
+            ("/v1/completions", {"prompt": p, "routing": {"activation_bias": 1e9}}, "routing.activation_bias"),
+            ("/v1/completions", {"prompt": p, "routing": {"layer_activation_bias": [1]}},
+             "routing.layer_activation_bias"),
+            ("/v1/completions", {"prompt": p, "routing": {"bias": 1}}, "routing.bias"),
             ("/v1/completions", {"prompt": {"text": "hi"}}, "prompt"),
             ("/v1/completions", {"prompt": [1, 2, 99999]}, "prompt"),
             ("/v1/completions", {"prompt": []}, "prompt"),

@@ -15,6 +15,7 @@
 #include "runtime/cpu/cpu_backend.h"
 #include "runtime/model/model.h"
 #include "tests/gpu/gpu_test_util.h"
+#include "tests/runtime/biased_batch_check.h"
 #include "tests/runtime/fixture_util.h"
 
 namespace seqboat {
@@ -375,6 +376,20 @@ TEST_P(CudaVsCpuTest, FixtureReferenceLogits) {
         mismatches += run->activations[t * L() + l] != e.activations[l * n + t];
     EXPECT_EQ(mismatches, 0) << "sequence " << k;
   }
+}
+
+// The reference's activation-bias fixtures, rows under different biases in one batch (its
+// single steps replay CUDA graphs).
+TEST(CudaActivationBias, DifferentBiasesInOneBatchMatchTheReference) {
+  testing::ExpectBiasedBatchesMatchTheReference(
+      [](const Model& model, int slots) -> std::unique_ptr<Backend> {
+        CudaBackendOptions options;
+        options.num_slots = slots;
+        auto backend = CreateCudaBackend(model, options);
+        EXPECT_TRUE(backend.ok()) << backend.status();
+        return backend.ok() ? std::move(*backend) : nullptr;
+      },
+      kLogitTolerance);
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, CudaVsCpuTest, ::testing::ValuesIn(AllCases()),

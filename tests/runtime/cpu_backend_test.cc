@@ -61,6 +61,11 @@ TEST_F(CpuBackendTest, BadBatchesAreNamedErrors) {
   ExpectForwardError({{0, negative, false}}, V(), "token 0: id -4 is outside");
   ExpectForwardError({{0, pad, false}}, V(), "padding id");
   ExpectForwardError({{0, good, true}}, V(), "logits buffer holds");
+  const float two_biases[] = {1.0f, 2.0f};  // the model has 3 layers
+  ExpectForwardError({{0, good, false, two_biases}}, V(),
+                     "chunk 0 has 2 activation biases; expected none or one per layer (3)");
+  const float nan_bias[] = {0.0f, std::nanf(""), 0.0f};
+  ExpectForwardError({{0, good, false, nan_bias}}, V(), "activation bias of layer 1 is nan");
   std::vector<float> logits(V());
   std::vector<uint8_t> activations(1);
   SequenceChunk chunk{0, good, false};
@@ -88,6 +93,18 @@ TEST_F(CpuBackendTest, FailedBatchChangesNoSlot) {
   for (size_t i = 0; i < logits.size(); ++i)
     worst = std::max(worst, std::fabs(logits[i] - expected_.logits[i]));
   EXPECT_LE(worst, 1e-4f);
+}
+
+// A bias of 0 on every layer is the model's own routing, to the bit.
+TEST_F(CpuBackendTest, ZeroActivationBiasChangesNothing) {
+  const int64_t T = expected_.tokens.size();
+  const std::vector<float> zeros(model_->config().layers, 0.0f);
+  std::vector<float> plain(T * V()), biased(T * V());
+  SequenceChunk a{0, absl::MakeConstSpan(expected_.tokens), true};
+  SequenceChunk b{1, absl::MakeConstSpan(expected_.tokens), true, zeros};
+  ASSERT_TRUE(backend_->Forward({&a, 1}, {absl::MakeSpan(plain), {}, {}}).ok());
+  ASSERT_TRUE(backend_->Forward({&b, 1}, {absl::MakeSpan(biased), {}, {}}).ok());
+  EXPECT_EQ(plain, biased);
 }
 
 TEST_F(CpuBackendTest, SlotCallsCheckRange) {

@@ -114,19 +114,20 @@ class EngineTest : public ::testing::Test {
   }
 
   // Greedy continuation computed directly on a fresh backend, one step at a time.
-  std::vector<int32_t> GreedyReference(const std::vector<int32_t>& prompt, int n) {
+  std::vector<int32_t> GreedyReference(const std::vector<int32_t>& prompt, int n,
+                                       absl::Span<const float> activation_bias = {}) {
     CpuBackendOptions options;
     auto backend = CpuBackend::Create(*model_, options);
     const int V = model_->config().vocab_size;
     std::vector<float> logits(V);
     std::vector<int32_t> out;
-    SequenceChunk chunk{0, absl::MakeConstSpan(prompt), false};
+    SequenceChunk chunk{0, absl::MakeConstSpan(prompt), false, activation_bias};
     EXPECT_TRUE((*backend)->Forward({&chunk, 1}, {absl::MakeSpan(logits), {}, {}}).ok());
     for (int i = 0; i < n; ++i) {
       const int32_t next =
           static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
       out.push_back(next);
-      SequenceChunk step{0, absl::MakeConstSpan(&out.back(), 1), false};
+      SequenceChunk step{0, absl::MakeConstSpan(&out.back(), 1), false, activation_bias};
       EXPECT_TRUE((*backend)->Forward({&step, 1}, {absl::MakeSpan(logits), {}, {}}).ok());
     }
     return out;
@@ -564,7 +565,93 @@ TEST_F(EngineTest, InvalidRequestsNameTheField) {
   params.sampling.top_p = 1.5f;
   EXPECT_NE(std::string(engine->Submit(params, sink).status().message()).find("top_p"),
             std::string::npos);
+  params = Greedy(5);
+  params.activation_bias = {1.0f, 2.0f};
+  EXPECT_EQ(engine->Submit(params, sink).status().message(),
+            "activation_bias: 2 values; expected one per layer (3) or none");
+  params.activation_bias = {0.0f, 1001.0f, 0.0f};
+  EXPECT_EQ(engine->Submit(params, sink).status().message(),
+            "activation_bias[1]: 1001 is outside -1000..1000");
+  params.activation_bias = {0.0f, 0.0f, std::nanf("")};
+  EXPECT_EQ(engine->Submit(params, sink).status().message(),
+            "activation_bias[2]: nan is outside -1000..1000");
   EXPECT_EQ(sink->finishes(), 0);
+}
+
+// Requests under different activation biases batch together, each generating what the backend
+// gives alone under its own bias; a state made under one bias never serves another.
+TEST_F(EngineTest, ActivationBiasIsEachRequestsOwnInBatchesAndInThePrefixCache) {
+  const std::vector<float> off = {100.0f, 100.0f, 100.0f}, mixed = {-100.0f, 0.0f, 100.0f};
+  // Slots enough that no cache entry is evicted.
+  CpuBackendOptions options;
+  options.num_slots = 10;
+  auto backend = CpuBackend::Create(*model_, options);
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  auto created = Engine::Create(backend->get(), model_->config(),
+                                {.max_running = 3,
+                                 .max_waiting = 8,
+                                 .prefill_budget = 64,
+                                 .prefix_cache_slots = 7,
+                                 .prefix_cache_block = 8},
+                                /*observer=*/nullptr);
+  ASSERT_TRUE(created.ok()) << created.status();
+  Engine* engine = created->get();
+  const int n = 16;
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
+  const std::vector<float>* const first_turns[] = {&off, &mixed, nullptr};
+  for (const std::vector<float>* bias : first_turns) {
+    GenerationParams params = Greedy(n);
+    params.return_activations = true;
+    if (bias != nullptr) params.activation_bias = *bias;
+    sinks.push_back(std::make_shared<CollectingSink>());
+    ASSERT_TRUE(engine->Submit(params, sinks.back()).ok());
+  }
+  for (auto& sink : sinks) sink->Wait();
+  EXPECT_EQ(sinks[0]->tokens(), GreedyReference(prompt_, n, off));
+  EXPECT_EQ(sinks[1]->tokens(), GreedyReference(prompt_, n, mixed));
+  EXPECT_EQ(sinks[2]->tokens(), GreedyReference(prompt_, n));
+  // The biases did route differently (else this test could not tell them apart).
+  auto activated = [](CollectingSink& sink) {
+    int64_t on = 0;
+    for (const auto& layers : sink.activations()) on += std::count(layers.begin(), layers.end(), 1);
+    return on;
+  };
+  EXPECT_EQ(activated(*sinks[0]), 0);  // +100 on every layer: no attention at all
+  EXPECT_GT(activated(*sinks[1]), activated(*sinks[2]));
+
+  // The next turn of the mixed-bias conversation: its own bias restores the state its first
+  // turn left; no bias, or another, must not (their first turns went elsewhere).
+  ASSERT_NE(sinks[1]->tokens(), sinks[0]->tokens());
+  ASSERT_NE(sinks[1]->tokens(), sinks[2]->tokens());
+  std::vector<int32_t> next = prompt_;
+  const std::vector<int32_t> first_turn = sinks[1]->tokens();
+  next.insert(next.end(), first_turn.begin(), first_turn.end());
+  next.insert(next.end(), prompt_.begin(), prompt_.begin() + 5);
+  const int64_t left = static_cast<int64_t>(prompt_.size()) + n - 1;  // the last token never ran
+  const std::vector<float>* const second_turns[] = {&off, nullptr, &mixed};
+  for (const std::vector<float>* bias : second_turns) {
+    GenerationParams params = Greedy(n);
+    params.prompt = next;
+    if (bias != nullptr) params.activation_bias = *bias;
+    auto sink = std::make_shared<CollectingSink>();
+    ASSERT_TRUE(engine->Submit(params, sink).ok());
+    const FinishInfo info = sink->Wait();
+    const absl::Span<const float> routing =
+        bias != nullptr ? absl::MakeConstSpan(*bias) : absl::Span<const float>();
+    EXPECT_EQ(sink->tokens(), GreedyReference(next, n, routing));
+    EXPECT_EQ(info.cached_prompt_tokens, bias == &mixed ? left : 0);
+  }
+  // All zeros is no bias: the unbiased first turn's end serves it.
+  std::vector<int32_t> plain_next = prompt_;
+  const std::vector<int32_t> plain_turn = sinks[2]->tokens();
+  plain_next.insert(plain_next.end(), plain_turn.begin(), plain_turn.end());
+  GenerationParams params = Greedy(n);
+  params.prompt = plain_next;
+  params.activation_bias = {0.0f, -0.0f, 0.0f};
+  auto sink = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(engine->Submit(params, sink).ok());
+  EXPECT_EQ(sink->Wait().cached_prompt_tokens, left);
+  EXPECT_EQ(sink->tokens(), GreedyReference(plain_next, n));
 }
 
 TEST_F(EngineTest, ShutdownLetsShortRequestsFinishAndCancelsTheRest) {

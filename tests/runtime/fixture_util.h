@@ -2,11 +2,13 @@
 #pragma once
 
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "runtime/util/npy.h"
 
 namespace seqboat::testing {
@@ -56,6 +58,25 @@ inline Expected LoadExpected(const std::string& model, int seq, const std::strin
   e.activations = *activations->AsUint8();
   e.confidences = *confidences->AsFloat();
   return e;
+}
+
+// The per-layer activation biases the reference wrote fixtures for (manifest.json's
+// "activation_biases" of the model; none for most models): entry j goes with the files
+// seq{k}.exact.bias{j}.*.npy.
+inline std::vector<std::vector<float>> FixtureActivationBiases(const std::string& model) {
+  std::ifstream in(FixturesDir() + "/manifest.json");
+  const nlohmann::json manifest = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  std::vector<std::vector<float>> biases;
+  if (!manifest.is_object() || !manifest.contains("models")) {
+    ADD_FAILURE() << "manifest.json under " << FixturesDir() << " is unreadable";
+    return biases;
+  }
+  for (const nlohmann::json& entry : manifest["models"]) {
+    if (entry.value("folder", "") != model || !entry.contains("activation_biases")) continue;
+    for (const nlohmann::json& layers : entry["activation_biases"])
+      biases.push_back(layers.get<std::vector<float>>());
+  }
+  return biases;
 }
 
 }  // namespace seqboat::testing

@@ -1,12 +1,15 @@
 // The CPU backend against the PyTorch reference's logits, decisions and confidences, in
-// step and prefill mode, in batches, across slot copies, for both EMA horizons.
+// step and prefill mode, in batches, across slot copies, for both EMA horizons, and under the
+// router activation biases the reference wrote fixtures for.
 #include <algorithm>
 #include <cmath>
 #include <memory>
+#include <ostream>
 
 #include "gtest/gtest.h"
 #include "runtime/cpu/cpu_backend.h"
 #include "runtime/model/model.h"
+#include "tests/runtime/biased_batch_check.h"
 #include "tests/runtime/fixture_util.h"
 
 namespace seqboat {
@@ -20,10 +23,21 @@ constexpr float kConfidenceTolerance = 1e-4f;
 struct Case {
   std::string model;
   std::string horizon;  // "exact" or "trained"
+  // >= 0: the reference's activation bias j (exact horizon), applied to every chunk.
+  int bias = -1;
+  std::vector<float> activation_bias = {};  // [L] when bias >= 0
+
+  // The middle of the fixture files' names: "exact", "trained", "exact.bias1".
+  std::string files() const {
+    return bias < 0 ? horizon : horizon + ".bias" + std::to_string(bias);
+  }
 };
 
+void PrintTo(const Case& c, std::ostream* os) { *os << c.model << " " << c.files(); }
+
 std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
-  return info.param.model + "_" + info.param.horizon;
+  return info.param.model + "_" + info.param.horizon +
+         (info.param.bias < 0 ? "" : "_bias" + std::to_string(info.param.bias));
 }
 
 std::vector<Case> AllCases() {
@@ -31,6 +45,9 @@ std::vector<Case> AllCases() {
   for (const std::string& model : testing::FixtureModels()) {
     cases.push_back({model, "exact"});
     cases.push_back({model, "trained"});
+    const std::vector<std::vector<float>> biases = testing::FixtureActivationBiases(model);
+    for (size_t j = 0; j < biases.size(); ++j)
+      cases.push_back({model, "exact", static_cast<int>(j), biases[j]});
   }
   return cases;
 }
@@ -45,7 +62,11 @@ class ParityTest : public ::testing::TestWithParam<Case> {
     num_sequences_ = testing::CountSequences(GetParam().model);
     ASSERT_GT(num_sequences_, 0);
     for (int k = 0; k < num_sequences_; ++k)
-      expected_.push_back(testing::LoadExpected(GetParam().model, k, GetParam().horizon));
+      expected_.push_back(testing::LoadExpected(GetParam().model, k, GetParam().files()));
+    bias_ = GetParam().activation_bias;
+    if (GetParam().bias >= 0) {
+      ASSERT_EQ(static_cast<int>(bias_.size()), L());
+    }
   }
 
   std::unique_ptr<CpuBackend> MakeBackend(int slots) {
@@ -104,7 +125,7 @@ class ParityTest : public ::testing::TestWithParam<Case> {
       std::vector<float> logits(n * V());
       std::vector<uint8_t> activations(n * L());
       std::vector<float> confidences(n * L());
-      SequenceChunk c{slot, absl::MakeConstSpan(e.tokens.data() + t, n), true};
+      SequenceChunk c{slot, absl::MakeConstSpan(e.tokens.data() + t, n), true, bias_};
       ASSERT_TRUE(backend
                       .Forward({&c, 1}, {absl::MakeSpan(logits), absl::MakeSpan(activations),
                                          absl::MakeSpan(confidences)})
@@ -117,6 +138,7 @@ class ParityTest : public ::testing::TestWithParam<Case> {
   std::unique_ptr<Model> model_;
   int num_sequences_ = 0;
   std::vector<Expected> expected_;
+  std::vector<float> bias_;  // every chunk's activation bias (empty: none)
 };
 
 TEST_P(ParityTest, StepModeMatchesReference) {
@@ -144,11 +166,11 @@ TEST_P(ParityTest, PrefillThenStepsEqualsSteps) {
   for (int64_t n : {int64_t{1}, T / 3, T - 1}) {
     ASSERT_TRUE(backend->ResetSlot(0).ok());
     std::vector<float> logits(V());
-    SequenceChunk prompt{0, absl::MakeConstSpan(e.tokens.data(), n), false};
+    SequenceChunk prompt{0, absl::MakeConstSpan(e.tokens.data(), n), false, bias_};
     ASSERT_TRUE(backend->Forward({&prompt, 1}, {absl::MakeSpan(logits), {}, {}}).ok());
     ExpectLogits(0, n - 1, logits.data(), 1, "last logits of a prefill of " + std::to_string(n));
     for (int64_t t = n; t < T; ++t) {
-      SequenceChunk step{0, absl::MakeConstSpan(e.tokens.data() + t, 1), false};
+      SequenceChunk step{0, absl::MakeConstSpan(e.tokens.data() + t, 1), false, bias_};
       ASSERT_TRUE(backend->Forward({&step, 1}, {absl::MakeSpan(logits), {}, {}}).ok());
       ExpectLogits(0, t, logits.data(), 1, "step after a prefill of " + std::to_string(n));
     }
@@ -170,8 +192,8 @@ TEST_P(ParityTest, MixedBatchEqualsEachAlone) {
       // Sequence k alternates between chunks of (5 + 3k) tokens and single steps.
       const int64_t want = (iteration + k) % 2 == 0 ? 5 + 3 * k : 1;
       const int64_t n = std::min(want, T - done[k]);
-      batch.push_back(
-          {first_slot + k, absl::MakeConstSpan(expected_[k].tokens.data() + done[k], n), true});
+      batch.push_back({first_slot + k, absl::MakeConstSpan(expected_[k].tokens.data() + done[k], n),
+                       true, bias_});
       which.push_back(k);
     }
     if (batch.empty()) break;
@@ -202,7 +224,7 @@ TEST_P(ParityTest, CopiedSlotContinuesIdentically) {
   const int64_t T = e.tokens.size();
   const int64_t n = T / 2;
   std::vector<float> logits(V());
-  SequenceChunk prompt{0, absl::MakeConstSpan(e.tokens.data(), n), false};
+  SequenceChunk prompt{0, absl::MakeConstSpan(e.tokens.data(), n), false, bias_};
   ASSERT_TRUE(backend->Forward({&prompt, 1}, {absl::MakeSpan(logits), {}, {}}).ok());
   ASSERT_TRUE(backend->CopySlot(0, 2).ok());
   // Dirty slot 0 with another sequence's tokens; the copy must not care.
@@ -210,7 +232,7 @@ TEST_P(ParityTest, CopiedSlotContinuesIdentically) {
   SequenceChunk other{0, absl::MakeConstSpan(expected_.back().tokens), false};
   ASSERT_TRUE(backend->Forward({&other, 1}, {absl::MakeSpan(logits), {}, {}}).ok());
   std::vector<float> rest((T - n) * V());
-  SequenceChunk tail{2, absl::MakeConstSpan(e.tokens.data() + n, T - n), true};
+  SequenceChunk tail{2, absl::MakeConstSpan(e.tokens.data() + n, T - n), true, bias_};
   ASSERT_TRUE(backend->Forward({&tail, 1}, {absl::MakeSpan(rest), {}, {}}).ok());
   ExpectLogits(0, n, rest.data(), T - n, "continuation of a copied slot");
   SlotStats stats;
@@ -223,7 +245,7 @@ TEST_P(ParityTest, StatsCountActivations) {
   const Expected& e = expected_[0];
   const int64_t T = e.tokens.size();
   std::vector<float> logits(V());
-  SequenceChunk all{0, absl::MakeConstSpan(e.tokens), false};
+  SequenceChunk all{0, absl::MakeConstSpan(e.tokens), false, bias_};
   ASSERT_TRUE(backend->Forward({&all, 1}, {absl::MakeSpan(logits), {}, {}}).ok());
   SlotStats stats;
   ASSERT_TRUE(backend->Stats(0, &stats).ok());
@@ -235,6 +257,19 @@ TEST_P(ParityTest, StatsCountActivations) {
     EXPECT_EQ(stats.activated[l], expected_on) << "layer " << l;
     EXPECT_EQ(stats.fifo_entries[l], std::min<int64_t>(expected_on, w)) << "layer " << l;
   }
+}
+
+// Rows under different biases batch together, each following its own.
+TEST(BiasedParity, DifferentBiasesInOneBatch) {
+  testing::ExpectBiasedBatchesMatchTheReference(
+      [](const Model& model, int slots) -> std::unique_ptr<Backend> {
+        CpuBackendOptions options;
+        options.num_slots = slots;
+        auto backend = CpuBackend::Create(model, options);
+        EXPECT_TRUE(backend.ok()) << backend.status();
+        return backend.ok() ? std::move(*backend) : nullptr;
+      },
+      kLogitTolerance);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, ParityTest, ::testing::ValuesIn(AllCases()), CaseName);

@@ -34,6 +34,36 @@ TEST(PrefixCacheTest, SnapshotsOnlyBoundariesAnEarlierPromptPassed) {
   EXPECT_EQ(cache.SnapshotPoint(Seq({5, 6, 7, 8, 9, 10}, 3, 300), 4), 0);
 }
 
+// A state made under one activation bias serves only prompts under the same bias; all zeros
+// (either sign) is the model's own routing.
+TEST(PrefixCacheTest, EveryRoutingHasItsOwnEntries) {
+  PrefixCache cache(/*block=*/2);
+  const std::vector<int32_t> p = {1, 2, 3, 4, 5, 6};
+  const std::vector<float> fewer = {1.0f, 1.0f}, other = {1.0f, -1.0f};
+  const std::vector<float> zeros = {0.0f, -0.0f};
+  ASSERT_TRUE(cache.Insert(Prefix(p, 4), 0, fewer));
+  EXPECT_FALSE(cache.Peek(p).has_value());
+  EXPECT_FALSE(cache.Peek(p, other).has_value());
+  EXPECT_FALSE(cache.Contains(Prefix(p, 4)));
+  EXPECT_TRUE(cache.Contains(Prefix(p, 4), fewer));
+  EXPECT_EQ(cache.Lookup(p, fewer)->slot, 0);
+  // The same tokens under another routing are another entry.
+  ASSERT_TRUE(cache.Insert(Prefix(p, 4), 1, zeros));
+  EXPECT_FALSE(cache.Insert(Prefix(p, 4), 2, fewer));  // cached already
+  EXPECT_EQ(cache.Lookup(p)->slot, 1);
+  EXPECT_EQ(cache.Lookup(p, zeros)->slot, 1);
+  EXPECT_EQ(cache.Lookup(p, fewer)->slot, 0);
+  // Boundaries seen under one routing are not shared prefixes of another.
+  const std::vector<int32_t> q = {9, 8, 7, 6, 5};
+  EXPECT_EQ(cache.SnapshotPoint(q, 0, other), 0);
+  EXPECT_EQ(cache.SnapshotPoint(q, 0), 0);
+  EXPECT_EQ(cache.SnapshotPoint(q, 0, other), 4);
+  // Dropping the last entry of a routing forgets it.
+  EXPECT_TRUE(cache.Drop(0));
+  EXPECT_FALSE(cache.Peek(p, fewer).has_value());
+  EXPECT_EQ(cache.entries(), 1);
+}
+
 TEST(PrefixCacheTest, LookupTakesTheLongestPrefixAndLeavesOneTokenToRunWithoutLogits) {
   PrefixCache cache(2);
   const std::vector<int32_t> p = {1, 2, 3, 4, 5, 6};

@@ -77,6 +77,8 @@ TEST(OpenAiParse, FieldsReachTheBuilderUnderTheirMeaning) {
   EXPECT_TRUE(g.ignore_eos);
   EXPECT_EQ(g.logit_bias, (std::vector<std::pair<int32_t, float>>{{3, 2.5f}, {9, -100.0f}}));
   EXPECT_EQ(g.n, 3);
+  EXPECT_FALSE(g.activation_bias.has_value());
+  EXPECT_TRUE(g.layer_activation_bias.empty());
   EXPECT_EQ(r->n, 3);
   EXPECT_EQ(r->seed, 11u);
   EXPECT_TRUE(r->stream);
@@ -84,6 +86,17 @@ TEST(OpenAiParse, FieldsReachTheBuilderUnderTheirMeaning) {
   EXPECT_TRUE(r->include_stop);
   EXPECT_EQ(r->model, "m");
   EXPECT_FALSE(r->logprobs.has_value());
+}
+
+TEST(OpenAiParse, RoutingCarriesTheActivationBias) {
+  auto r = Completions(R"({"prompt": "x", "routing": {"activation_bias": 1.5}})");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->prompts[0].request.activation_bias, 1.5f);
+  r = Chat(R"({"messages": [{"role": "user", "content": "hi"}],
+               "routing": {"activation_bias": 2, "layer_activation_bias": [-1, 0, 0.25]}})");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->prompts[0].request.activation_bias, 2.0f);
+  EXPECT_EQ(r->prompts[0].request.layer_activation_bias, (std::vector<float>{-1.0f, 0.0f, 0.25f}));
 }
 
 TEST(OpenAiParse, EchoWithLogprobsScoresThePrompt) {
@@ -126,6 +139,18 @@ TEST(OpenAiParse, WrongTypesAndUnsupportedFieldsAreNamed) {
             "logit_bias: key \"one\" is not a token id");
   EXPECT_EQ(ErrorOf(Completions(R"({"prompt": "x", "logit_bias": {"1": "big"}})")),
             "logit_bias[\"1\"]: expected a number, got string");
+  EXPECT_EQ(ErrorOf(Completions(R"({"prompt": "x", "routing": 1})")),
+            "routing: expected an object, got number");
+  EXPECT_EQ(ErrorOf(Completions(R"({"prompt": "x", "routing": {"activation_bias": "up"}})")),
+            "routing.activation_bias: expected a number, got string");
+  EXPECT_EQ(
+      ErrorOf(Completions(R"({"prompt": "x", "routing": {"layer_activation_bias": [1, null]}})")),
+      "routing.layer_activation_bias[1]: expected a number, got null");
+  EXPECT_EQ(ErrorOf(Completions(R"({"prompt": "x", "routing": {"layer_activation_bias": 2}})")),
+            "routing.layer_activation_bias: expected an array of numbers, got number");
+  EXPECT_EQ(ErrorOf(Completions(R"({"prompt": "x", "routing": {"activation": 2}})")),
+            "routing.activation: unknown field; expected activation_bias or "
+            "layer_activation_bias");
   EXPECT_EQ(ErrorOf(Completions(R"({"prompt": "x", "user": 5})")),
             "user: expected a string, got number");
   EXPECT_EQ(ErrorOf(Completions(R"({"prompt": "x", "suffix": "y"})")),

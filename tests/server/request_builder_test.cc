@@ -1,6 +1,8 @@
 // The request builder: one rule, named in each front-end's own terms.
 #include "server/request_builder.h"
 
+#include <cmath>
+#include <limits>
 #include <memory>
 #include <string>
 
@@ -74,6 +76,49 @@ TEST_F(RequestBuilderTest, ThePromptErrorNamesItsForm) {
   request.tokens.reset();
   request.text = "";
   EXPECT_EQ(Error(request, names), "text: empty; give a prompt");
+}
+
+// The activation bias: one value for every layer (the request's or the server's default) or
+// one per layer; all zeros is no bias at all.
+TEST_F(RequestBuilderTest, TheActivationBiasResolvesToOneValuePerLayer) {
+  auto names = [](ApiField field) {
+    return std::string(field == ApiField::kActivationBias        ? "routing.activation_bias"
+                       : field == ApiField::kLayerActivationBias ? "routing.layer_activation_bias"
+                                                                 : "other");
+  };
+  auto build = [&](const GenerationRequest& request) {
+    GenerationParams params;
+    std::vector<std::string> stops;
+    EXPECT_TRUE(
+        BuildGeneration(request, *tokenizer_, model_->config(), rules_, names, 1, &params, &stops)
+            .ok());
+    return params.activation_bias;
+  };
+  GenerationRequest request;
+  request.text = "hello";
+  EXPECT_TRUE(build(request).empty());
+  rules_.default_activation_bias = 0.5f;
+  EXPECT_EQ(build(request), (std::vector<float>{0.5f, 0.5f, 0.5f}));
+  request.activation_bias = -2.0f;
+  EXPECT_EQ(build(request), (std::vector<float>{-2.0f, -2.0f, -2.0f}));
+  request.activation_bias = 0.0f;  // a request's own 0 overrides the default
+  EXPECT_TRUE(build(request).empty());
+  request.layer_activation_bias = {1.0f, 0.0f, -1.0f};
+  EXPECT_EQ(build(request), (std::vector<float>{1.0f, 0.0f, -1.0f}));
+  request.layer_activation_bias = {0.0f, -0.0f, 0.0f};
+  EXPECT_TRUE(build(request).empty());
+
+  request.layer_activation_bias = {1.0f, 2.0f};
+  EXPECT_EQ(Error(request, names),
+            "routing.layer_activation_bias: 2 values; expected one per layer (3) or none");
+  request.layer_activation_bias = {1.0f, std::nanf(""), 0.0f};
+  EXPECT_EQ(Error(request, names), "routing.layer_activation_bias[1]: nan is outside -1000..1000");
+  request.layer_activation_bias.clear();
+  request.activation_bias = 1e6f;
+  EXPECT_EQ(Error(request, names), "routing.activation_bias: 1e+06 is outside -1000..1000");
+  request.activation_bias = -std::numeric_limits<float>::infinity();
+  rules_.engine.max_activation_bias = 4.0f;
+  EXPECT_EQ(Error(request, names), "routing.activation_bias: -inf is outside -4..4");
 }
 
 }  // namespace

@@ -266,6 +266,24 @@ await check('400: temperature -1 is a BadRequestError', async () => {
   assert.equal(typeof err.error?.message, 'string');
 });
 
+await check('routing (a SeqBoat extra): a bias of 0 is no bias; a bad list is a BadRequestError', async () => {
+  const request = { model, prompt: 'The boat ', max_tokens: 16, temperature: 0, ignore_eos: true };
+  const plain = await client.completions.create(request);
+  const zero = await client.completions.create({ ...request, routing: { activation_bias: 0 } });
+  assert.equal(zero.choices[0].text, plain.choices[0].text);
+  const biased = await client.chat.completions.create({
+    model, messages: [{ role: 'user', content: 'Hello' }], max_tokens: 4, temperature: 0,
+    routing: { activation_bias: 2.5 },
+  });
+  assert.equal(biased.choices.length, 1);
+  const err = await rejection(client.completions.create({
+    ...request, routing: { layer_activation_bias: [1] },
+  }));
+  assert.ok(err instanceof BadRequestError, `${err?.constructor?.name}: ${err}`);
+  assert.equal(err.status, 400);
+  assert.equal(err.param, 'routing.layer_activation_bias');
+});
+
 await check('400: chat top_logprobs without logprobs is a BadRequestError', async () => {
   const err = await rejection(client.chat.completions.create({
     model, messages: [{ role: 'user', content: 'Hello' }], max_tokens: 2, top_logprobs: 2,
