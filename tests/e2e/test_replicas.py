@@ -103,8 +103,10 @@ http {{
     listen 127.0.0.1:{port} http2;
     location / {{
       grpc_pass grpc://seqboat;
-      # A refused or broken connection before any response goes to the next replica.
-      grpc_next_upstream error timeout;
+      # A refused or broken connection before any response goes to the next replica, POSTs
+      # too (non_idempotent): a stream that a draining replica refused (it opened as the
+      # GOAWAY crossed it) never ran, and nginx, unlike a gRPC client, does not retry it itself.
+      grpc_next_upstream error timeout non_idempotent;
       grpc_read_timeout 60s;
     }}
   }}
@@ -206,8 +208,9 @@ class ReplicasTest(unittest.TestCase):
                         break
                 time.sleep(0.1)
             # nginx ends a stream whose upstream broke after its headers with RST_STREAM
-            # INTERNAL_ERROR, which gRPC reads as INTERNAL; before the headers, once the request
-            # went upstream, it answers 502 (a POST is not sent to a next replica), UNAVAILABLE.
+            # INTERNAL_ERROR, which gRPC reads as INTERNAL; before the headers it sends the
+            # request to the next replica (non_idempotent), and answers 502, UNAVAILABLE, only
+            # when none is left to try.
             self.every_check("127.0.0.1:%d" % port, "nginx", ("INTERNAL", "UNAVAILABLE"))
         finally:
             nginx.send_signal(signal.SIGQUIT)  # graceful stop
