@@ -6,7 +6,7 @@ JOBS ?= $(shell nproc)
 DEB_PACKAGES := build-essential cmake ninja-build pkg-config git \
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev \
   prometheus-cpp-dev libmicrohttpd-dev libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev nlohmann-json3-dev libssl-dev \
-  clang-14 libclang-rt-14-dev clang-format-14 clang-tidy-14 prometheus python3-grpcio python3-h2 python3-yaml python3-numpy python3-requests curl libcurl4-openssl-dev openssl nginx
+  clang-14 libclang-rt-14-dev clang-format-14 clang-tidy-14 prometheus python3-grpcio python3-h2 python3-yaml python3-numpy python3-requests curl libcurl4-openssl-dev openssl nginx chromium
 # For the images and their tests: podman (with runc) and debootstrap for the Debian base.
 CONTAINER_PACKAGES := podman runc debootstrap
 # Only for regenerating fixtures (tests/reference); the tests themselves need no Python.
@@ -18,18 +18,22 @@ REFERENCE_PACKAGES := python3-torch python3-numpy
 # Idempotent: installs only what is missing (needs root, as on CI and the dev machines).
 deps:
 	@$(MAKE) --no-print-directory install-packages PACKAGES="$(DEB_PACKAGES)"
-	@$(MAKE) --no-print-directory install-openai-sdk
+	@$(MAKE) --no-print-directory install-node-tests
 
-# The official openai Node SDK for tests/e2e/test_openai_sdk.py, as pinned in its package-lock.json
-# (reinstalled only when the lock file is newer than node_modules); without npm that test is skipped.
-OPENAI_SDK_DIR := tests/e2e/openai_sdk
-install-openai-sdk:
-	@if ! command -v npm >/dev/null 2>&1; then \
-	  echo "npm not found: the openai SDK test (tests/e2e/test_openai_sdk.py) will be skipped"; \
-	elif [ -d $(OPENAI_SDK_DIR)/node_modules/openai ] && \
-	     [ ! $(OPENAI_SDK_DIR)/package-lock.json -nt $(OPENAI_SDK_DIR)/node_modules/.package-lock.json ]; then \
-	  echo "openai SDK present ($(OPENAI_SDK_DIR)/node_modules)"; \
-	else npm ci --prefix $(OPENAI_SDK_DIR) --no-audit --no-fund; fi
+# The Node packages of the e2e tests, as pinned in their package-lock.json files (reinstalled only
+# when a lock file is newer than its node_modules): the official openai SDK
+# (tests/e2e/test_openai_sdk.py) and playwright-core (tests/e2e/test_playground.py, which drives
+# Debian's chromium). Without npm those tests are skipped.
+NODE_TEST_DIRS := tests/e2e/openai_sdk tests/e2e/playground
+install-node-tests:
+	@for dir in $(NODE_TEST_DIRS); do \
+	  if ! command -v npm >/dev/null 2>&1; then \
+	    echo "npm not found: the test in $$dir will be skipped"; \
+	  elif [ -f $$dir/node_modules/.package-lock.json ] && \
+	       [ ! $$dir/package-lock.json -nt $$dir/node_modules/.package-lock.json ]; then \
+	    echo "Node packages present ($$dir/node_modules)"; \
+	  else npm ci --prefix $$dir --no-audit --no-fund || exit 1; fi; \
+	done
 
 deps-reference:
 	@$(MAKE) --no-print-directory install-packages PACKAGES="$(REFERENCE_PACKAGES)"

@@ -18,6 +18,7 @@ Serving the demo model ($MODEL). In another terminal:
   curl -s http://127.0.0.1:8000/v1/completions -H 'Content-Type: application/json' \\
       -d '{"prompt": "The computer", "max_tokens": 100, "ignore_eos": true}'
   curl -s http://127.0.0.1:9464/metrics | grep seqboat_
+or open the playground, http://127.0.0.1:8000/, in a browser.
 Ctrl-C drains and stops the server.
 
 MSG

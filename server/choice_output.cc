@@ -3,6 +3,8 @@
 
 #include <utility>
 
+#include "runtime/util/utf8.h"
+
 namespace seqboat::server {
 
 ChoiceOutput::ChoiceOutput(const Tokenizer& tokenizer, Options options)
@@ -28,17 +30,20 @@ void ChoiceOutput::MoveReleased() {
       ++held_first_;
     }
     if (held_.empty()) continue;
-    unsent_bytes_ += WireBytes(held_.front());
-    unsent_.tokens.push_back(std::move(held_.front()));
+    unsent_bytes_ += WireBytes(held_.front().first);
+    unsent_.tokens.push_back(std::move(held_.front().first));
+    unsent_.text_offsets.push_back(held_.front().second);
     held_.pop_front();
     ++held_first_;
   }
 }
 
 bool ChoiceOutput::Append(const GeneratedToken& token) {
-  held_.push_back(token);
+  const std::string text = detokenizer_.Push(token.token);
+  held_.emplace_back(token, text_chars_);
+  text_chars_ += CountCodePoints(text);
   const int64_t index = held_first_ + static_cast<int64_t>(held_.size()) - 1;
-  const bool stopped = stop_filter_.Append(index, detokenizer_.Push(token.token));
+  const bool stopped = stop_filter_.Append(index, text);
   MoveReleased();
   if (stopped && options_.include_stop_sequence) {
     unsent_.text += stop_filter_.matched_sequence();

@@ -8,6 +8,7 @@
 #include <deque>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "runtime/engine/request.h"
@@ -35,6 +36,9 @@ class ChoiceOutput {
   struct Chunk {
     std::string text;
     std::vector<GeneratedToken> tokens;  // each token whose whole text is in this or earlier text
+    // [tokens] where each token's text begins in the choice's text, in code points. A token
+    // whose bytes end no character (a character's first bytes) begins where the next does.
+    std::vector<int64_t> text_offsets;
   };
   // What is released and not yet taken; the size estimate drops to 0.
   Chunk Take();
@@ -52,8 +56,10 @@ class ChoiceOutput {
   const Options options_;
   StreamingDetokenizer detokenizer_;
   StopFilter stop_filter_;
-  std::deque<GeneratedToken> held_;  // not yet released; held_[0] is token number held_first_
+  // Not yet released, with its text offset; held_[0] is token number held_first_.
+  std::deque<std::pair<GeneratedToken, int64_t>> held_;
   int64_t held_first_ = 0;
+  int64_t text_chars_ = 0;  // code points the detokenizer has made so far
   Chunk unsent_;
   int64_t unsent_bytes_ = 0;
 };

@@ -25,6 +25,7 @@
 #include "server/choice_output.h"
 #include "server/listen_socket.h"
 #include "server/openai_api.h"
+#include "server/playground/playground.h"
 
 namespace seqboat::server {
 
@@ -32,7 +33,18 @@ using json = nlohmann::json;
 
 namespace {
 
-enum class Route { kNone, kHealth, kModels, kModel, kCompletions, kChat, kTokenize, kDetokenize };
+enum class Route {
+  kNone,
+  kHealth,
+  kModels,
+  kModel,
+  kCompletions,
+  kChat,
+  kTokenize,
+  kDetokenize,
+  kModelInfo,
+  kPlayground,
+};
 
 struct RouteSpec {
   const char* path;
@@ -48,6 +60,11 @@ constexpr RouteSpec kRoutes[] = {
     {"/v1/chat/completions", "POST", Route::kChat, true},
     {"/tokenize", "POST", Route::kTokenize, true},
     {"/detokenize", "POST", Route::kDetokenize, true},
+    {"/model_info", "GET", Route::kModelInfo, true},
+    // The playground's files (server/playground/); "/" is its page.
+    {"/", "GET", Route::kPlayground, false},
+    {"/playground.css", "GET", Route::kPlayground, false},
+    {"/playground.js", "GET", Route::kPlayground, false},
 };
 
 // gRPC's name for an HTTP outcome, for seqboat_requests_total{api="http"}.
@@ -124,6 +141,16 @@ struct ChoiceState {
   bool start_sent = false;
   bool finish_sent = false;
   int64_t text_chars = 0;  // characters streamed so far (the text offsets of the next tokens)
+  int64_t echo_chars = 0;  // of them, the echoed prompt's
+
+  // A whole response's: what the output released joins the result.
+  void Gather() {
+    ChoiceOutput::Chunk chunk = output.Take();
+    result.text += chunk.text;
+    for (GeneratedToken& t : chunk.tokens) result.tokens.push_back(std::move(t));
+    result.text_offsets.insert(result.text_offsets.end(), chunk.text_offsets.begin(),
+                               chunk.text_offsets.end());
+  }
 };
 
 struct PromptState {
@@ -189,6 +216,7 @@ class HttpCall : public std::enable_shared_from_this<HttpCall> {
   nlohmann::json ModelObject() const;  // the served model, as /v1/models lists it
   MHD_Result ServeTokenize();
   MHD_Result ServeDetokenize();
+  MHD_Result ServePlayground();
   void WakeLocked();  // resumes the connection if it is suspended
   void CancelAll();
   void CancelLocked();  // CancelAll with mu_ held
@@ -311,9 +339,31 @@ MHD_Result HttpCall::Serve() {
     case Route::kChat: return ServeGeneration(OpenAiEndpoint::kChat);
     case Route::kTokenize: return ServeTokenize();
     case Route::kDetokenize: return ServeDetokenize();
+    case Route::kModelInfo:
+      Finished(200);
+      return Queue(connection_, 200, api.options.model_info_json);
+    case Route::kPlayground: return ServePlayground();
     case Route::kNone: break;
   }
   return Error(404, "not found");
+}
+
+MHD_Result HttpCall::ServePlayground() {
+  if (!api_->options.playground) {
+    return Error(404, absl::StrCat("not found: ", url_,
+                                   " (the playground is off; seqboat-server --playground on)"));
+  }
+  const PlaygroundFile* file = FindPlaygroundFile(url_);
+  if (file == nullptr) return Error(404, absl::StrCat("not found: ", url_));
+  Finished(200);
+  // Everything the page uses comes from this server: the policy lets it fetch nothing else.
+  return Queue(connection_, 200, std::string(file->content), file->content_type,
+               {{"Content-Security-Policy",
+                 "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+                 "img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+                 "frame-ancestors 'none'"},
+                {"X-Content-Type-Options", "nosniff"},
+                {"Cache-Control", "no-cache"}});
 }
 
 MHD_Result HttpCall::ServeTokenize() {
@@ -430,7 +480,8 @@ MHD_Result HttpCall::ServeGeneration(OpenAiEndpoint endpoint) {
     for (size_t p = 0; p < prompts_.size(); ++p) {
       prompts_[p].result.prompt_tokens = params[p].prompt;
       for (int k = 0; k < request_.n; ++k) {
-        ChoiceOutput::Options options{stops[p], request_.include_stop, want_logprobs, false};
+        ChoiceOutput::Options options{stops[p], request_.include_stop, want_logprobs,
+                                      request_.return_activations};
         prompts_[p].choices.push_back(
             std::make_unique<ChoiceState>(*api.tokenizer, std::move(options)));
       }
@@ -535,11 +586,7 @@ bool HttpCall::OnToken(int prompt, int choice, const GeneratedToken& token) {
     if (!aborted_.empty() || client_gone_) return true;  // the request is cancelled already
     ChoiceState& state = *prompts_[prompt].choices[choice];
     going = state.output.Append(token);
-    if (!request_.stream) {
-      ChoiceOutput::Chunk chunk = state.output.Take();
-      state.result.text += chunk.text;
-      for (GeneratedToken& t : chunk.tokens) state.result.tokens.push_back(std::move(t));
-    }
+    if (!request_.stream) state.Gather();
     over = OverBudgetLocked();
     if (!over && request_.stream) WakeLocked();  // a whole response waits for OnFinish
   }
@@ -560,11 +607,7 @@ void HttpCall::OnFinish(int prompt, int choice, const FinishInfo& info) {
   std::lock_guard<std::mutex> lock(mu_);
   ChoiceState& state = *prompts_[prompt].choices[choice];
   state.output.Finish(info.reason);
-  if (!request_.stream) {
-    ChoiceOutput::Chunk chunk = state.output.Take();
-    state.result.text += chunk.text;
-    for (GeneratedToken& t : chunk.tokens) state.result.tokens.push_back(std::move(t));
-  }
+  if (!request_.stream) state.Gather();
   state.result.reason = info.reason;
   state.result.error = info.error;
   state.result.generated_tokens = info.generated_tokens;
@@ -638,15 +681,17 @@ bool HttpCall::BuildEventsLocked() {
       if (start.has_value()) {
         out_ += Sse(*start);
         if (request_.echo) {
-          choice.text_chars =
+          choice.echo_chars =
               CountCodePoints(EchoText(request_.prompts[i / n], prompt.result, tokenizer));
+          choice.text_chars = choice.echo_chars;
         }
       }
     }
     if (choice.output.has_unsent()) {
       ChoiceOutput::Chunk chunk = choice.output.Take();
-      out_ += Sse(StreamDeltaEvent(request_, index, chunk.text, chunk.tokens, choice.text_chars,
-                                   tokenizer, identity_));
+      for (int64_t& offset : chunk.text_offsets) offset += choice.echo_chars;
+      out_ += Sse(StreamDeltaEvent(request_, index, chunk.text, chunk.tokens, chunk.text_offsets,
+                                   choice.text_chars, tokenizer, identity_));
       choice.text_chars += CountCodePoints(chunk.text);
     } else if (choice.done && !choice.finish_sent) {
       choice.finish_sent = true;
@@ -753,7 +798,7 @@ namespace {
 const RouteSpec* FindRoute(const char* url) {
   for (const RouteSpec& route : kRoutes) {
     const size_t length = std::strlen(route.path);
-    const bool prefix = route.path[length - 1] == '/';  // /v1/models/{id}
+    const bool prefix = length > 1 && route.path[length - 1] == '/';  // /v1/models/{id}
     if (prefix ? std::strncmp(url, route.path, length) == 0 && url[length] != '\0'
                : std::strcmp(url, route.path) == 0) {
       return &route;

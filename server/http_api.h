@@ -1,7 +1,7 @@
 // The OpenAI-compatible HTTP API over the engine, on libmicrohttpd: completions and chat
 // completions (streamed as server-sent events or whole), models, health, tokenize and
-// detokenize. The same request builder, engine, API keys, TLS certificate and stream limits as
-// the gRPC service.
+// detokenize; SeqBoat's model info, and the playground page (server/playground/). The same
+// request builder, engine, API keys, TLS certificate and stream limits as the gRPC service.
 //
 // One event-driven polling thread (a small pool) serves every connection: a request waiting
 // for tokens is suspended, so it holds a connection slot and its buffers, not a thread, and
@@ -41,6 +41,9 @@ struct HttpApiOptions {
   absl::Duration idle_timeout = absl::Seconds(30);
   int64_t max_body_bytes = 1 << 20;       // a larger body is refused (413) before it is read
   int64_t stream_buffer_bytes = 4 << 20;  // unread output per request before it is ended
+  bool playground = false;                // serve the playground page at GET /
+  // GetModelInfo's fields as JSON (protobuf's mapping, proto field names): GET /model_info.
+  std::string model_info_json = "{}";
 };
 
 // The engine, the tokenizer, `capacity`, `metrics` (may be null) and `serving` must outlive

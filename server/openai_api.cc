@@ -227,6 +227,21 @@ json CompletionLogprobs(const std::vector<const GeneratedToken*>& tokens,
   return out;
 }
 
+// SeqBoat's activations of generated `tokens`: per token where its text begins in the choice's
+// text (`offsets`, from the generated text's start, plus `echo_chars`), and per layer 1 where
+// the layer's Gated Attention Unit ran for it, else 0.
+json Activations(const std::vector<GeneratedToken>& tokens, const std::vector<int64_t>& offsets,
+                 int64_t echo_chars) {
+  json text_offset = json::array(), layers = json::array();
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    text_offset.push_back(echo_chars + (i < offsets.size() ? offsets[i] : 0));
+    json row = json::array();
+    for (uint8_t on : tokens[i].activations) row.push_back(on != 0 ? 1 : 0);
+    layers.push_back(std::move(row));
+  }
+  return {{"text_offset", std::move(text_offset)}, {"layers", std::move(layers)}};
+}
+
 json ChatLogprobs(const std::vector<GeneratedToken>& tokens, const Tokenizer& tokenizer,
                   bool as_ids) {
   json content = json::array();
@@ -463,6 +478,8 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(const json& body, OpenAiEndpoin
   out.include_stop = flag.value_or(false);
   ASSIGN_FIELD(flag, f.Bool("return_tokens_as_token_ids"));
   out.tokens_as_ids = flag.value_or(false);
+  ASSIGN_FIELD(flag, f.Bool("return_activations"));
+  out.return_activations = flag.value_or(false);
   std::optional<int32_t> prompt_logprobs;
   ASSIGN_FIELD(prompt_logprobs, f.Int32("prompt_logprobs"));
   if (prompt_logprobs.has_value()) out.prompt_logprobs = *prompt_logprobs;
@@ -496,6 +513,7 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(const json& body, OpenAiEndpoin
     r = common;
     r.text = std::move(text);
     r.tokens = std::move(tokens);
+    r.return_activations = out.return_activations;
     if (out.logprobs.has_value()) {
       r.logprobs = *out.logprobs;  // a negative value is the builder's to refuse
       r.token_logprobs = true;
@@ -545,10 +563,15 @@ json CompletionResponse(const OpenAiRequest& request, const std::vector<PromptRe
         c["logprobs"] = request.logprobs.has_value()
                             ? ChatLogprobs(choice.tokens, tokenizer, request.tokens_as_ids)
                             : json(nullptr);
+        if (request.return_activations)
+          c["activations"] = Activations(choice.tokens, choice.text_offsets, 0);
       } else {
         const std::string echo =
             request.echo ? EchoText(request.prompts[p], result, tokenizer) : "";
         c["text"] = echo + choice.text;
+        if (request.return_activations) {
+          c["activations"] = Activations(choice.tokens, choice.text_offsets, CountCodePoints(echo));
+        }
         if (request.logprobs.has_value()) {
           std::vector<const GeneratedToken*> tokens;
           std::vector<bool> scored;
@@ -605,7 +628,8 @@ std::optional<json> StreamStartEvent(const OpenAiRequest& request, int index,
 }
 
 json StreamDeltaEvent(const OpenAiRequest& request, int index, const std::string& text,
-                      const std::vector<GeneratedToken>& tokens, int64_t text_offset,
+                      const std::vector<GeneratedToken>& tokens,
+                      const std::vector<int64_t>& token_offsets, int64_t text_offset,
                       const Tokenizer& tokenizer, const ResponseIdentity& identity) {
   json c = {{"index", index}, {"finish_reason", nullptr}};
   if (request.endpoint == OpenAiEndpoint::kChat) {
@@ -626,6 +650,7 @@ json StreamDeltaEvent(const OpenAiRequest& request, int index, const std::string
       c["logprobs"] = nullptr;
     }
   }
+  if (request.return_activations) c["activations"] = Activations(tokens, token_offsets, 0);
   json out = Envelope(request, identity, /*chunk=*/true);
   out["choices"] = json::array({std::move(c)});
   return out;

@@ -40,6 +40,9 @@ struct OpenAiRequest {
   bool include_stop = false;   // include_stop_str_in_output
   bool tokens_as_ids = false;  // vLLM's return_tokens_as_token_ids: logprobs name "token_id:N"
   std::optional<int> prompt_logprobs;  // vLLM's: the prompt's tokens scored, k alternatives
+  // SeqBoat's: per generated token, which layers ran the Gated Attention Unit (each choice's
+  // `activations`: {"text_offset": [...], "layers": [[0|1 per layer], ...]}).
+  bool return_activations = false;
   // Absent: the server draws one. Prompt p's choice k draws with seed + p * n + k (its index),
   // as a gRPC request with seed + p * n does for its choice k.
   std::optional<uint64_t> seed;
@@ -59,6 +62,7 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(const nlohmann::json& body,
 struct ChoiceResult {
   std::string text;                    // the completion (after the echoed prompt, if any)
   std::vector<GeneratedToken> tokens;  // with logprobs when asked
+  std::vector<int64_t> text_offsets;   // [tokens] where each begins in `text` (code points)
   int64_t generated_tokens = 0;        // what the model generated (usage.completion_tokens)
   FinishReason reason = FinishReason::kLength;
   std::string error;
@@ -99,9 +103,11 @@ std::optional<nlohmann::json> StreamStartEvent(const OpenAiRequest& request, int
                                                const PromptResult& result,
                                                const Tokenizer& tokenizer,
                                                const ResponseIdentity& identity);
-// Text and tokens of choice `index`.
+// Text and tokens of choice `index`; the text begins at character `text_offset` of the choice's
+// text, and each token at `token_offsets` (both count the echoed prompt, if any).
 nlohmann::json StreamDeltaEvent(const OpenAiRequest& request, int index, const std::string& text,
-                                const std::vector<GeneratedToken>& tokens, int64_t text_offset,
+                                const std::vector<GeneratedToken>& tokens,
+                                const std::vector<int64_t>& token_offsets, int64_t text_offset,
                                 const Tokenizer& tokenizer, const ResponseIdentity& identity);
 // Choice `index` ended.
 nlohmann::json StreamFinishEvent(const OpenAiRequest& request, int index, FinishReason reason,

@@ -46,6 +46,7 @@ struct ServerConfig {
   std::string chat_template_json;                 // --chat_template's file; empty: none given
   int http_threads = 2;
   int http_max_connections = 1024;
+  bool playground = true;  // resolved from --playground (auto: on when http_listen is loopback)
   std::vector<std::string> api_keys;  // empty: no key needed
   std::vector<std::string> metrics_api_keys;
   std::string tls_cert_pem, tls_key_pem;  // empty: plaintext

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "runtime/util/status_macros.h"
 #include "server/api_keys.h"
@@ -40,6 +41,9 @@ ABSL_FLAG(
 ABSL_FLAG(int32_t, http_threads, 2, "Threads polling the HTTP API's connections.");
 ABSL_FLAG(int32_t, http_max_connections, 1024,
           "Open connections the HTTP API accepts (idle ones included).");
+ABSL_FLAG(std::string, playground, "auto",
+          "The playground page at GET / on the HTTP API's port: on, off, or auto (on when "
+          "--http_listen is a loopback address).");
 ABSL_FLAG(std::string, device, "cpu", "Backend: cpu or cuda.");
 ABSL_FLAG(int32_t, cuda_device, 0, "With --device cuda: the CUDA device ordinal.");
 ABSL_FLAG(
@@ -167,6 +171,12 @@ absl::Status ForFlag(const char* flag, const absl::Status& status) {
   return absl::Status(status.code(), absl::StrCat("--", flag, ": ", status.message()));
 }
 
+// HOST:PORT names this machine only: 127.x.x.x, [::1] or localhost.
+bool IsLoopback(const std::string& address) {
+  const std::string host = address.substr(0, address.rfind(':'));
+  return absl::StartsWith(host, "127.") || host == "[::1]" || host == "localhost";
+}
+
 }  // namespace
 
 absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
@@ -255,6 +265,12 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
   RETURN_IF_ERROR(AtMost("http_threads", c.http_threads, 64));
   c.http_max_connections = absl::GetFlag(FLAGS_http_max_connections);
   RETURN_IF_ERROR(AtLeast("http_max_connections", c.http_max_connections, 1));
+  const std::string playground = absl::GetFlag(FLAGS_playground);
+  if (playground != "auto" && playground != "on" && playground != "off") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--playground: '", playground, "'; expected on, off or auto"));
+  }
+  c.playground = playground == "on" || (playground == "auto" && IsLoopback(c.http_listen));
   for (const auto& [flag, path, keys] :
        {std::tuple{"api_keys_file", absl::GetFlag(FLAGS_api_keys_file), &c.api_keys},
         std::tuple{"metrics_api_keys_file", absl::GetFlag(FLAGS_metrics_api_keys_file),

@@ -1,6 +1,7 @@
 // seqboat-server: loads a model file, starts the engine on a backend, serves the
 // seqboat.v1.SeqBoat gRPC API with health and reflection, and exports Prometheus metrics.
 #include <fcntl.h>
+#include <google/protobuf/util/json_util.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -393,8 +394,16 @@ absl::StatusOr<ChatTemplate> ResolveChatTemplate(const ServerConfig& config, con
 }
 
 HttpApiOptions MakeHttpOptions(const ServerConfig& config, const ServiceLimits& limits,
+                               const seqboat::v1::ModelInfo& model_info,
                                ChatTemplate chat_template) {
   HttpApiOptions options;
+  google::protobuf::util::JsonPrintOptions json;
+  json.preserve_proto_field_names = true;
+  json.always_print_primitive_fields = true;
+  std::string info_json;  // MessageToJsonString appends
+  if (google::protobuf::util::MessageToJsonString(model_info, &info_json, json).ok()) {
+    options.model_info_json = std::move(info_json);
+  }
   options.listen = config.http_listen;
   options.api_keys = config.api_keys;
   options.tls_cert_pem = config.tls_cert_pem;
@@ -404,6 +413,7 @@ HttpApiOptions MakeHttpOptions(const ServerConfig& config, const ServiceLimits& 
   options.rules = limits.rules;
   options.threads = config.http_threads;
   options.max_connections = config.http_max_connections;
+  options.playground = config.playground;
   options.idle_timeout = config.stream_write_timeout;
   options.max_body_bytes = config.max_request_bytes;
   options.stream_buffer_bytes = config.stream_buffer_bytes;
@@ -449,10 +459,11 @@ int Serve(const ServerConfig& config) {
   // Every front-end's open streams, in choices: the engine's slots and queue.
   StreamCapacity capacity(int64_t{engine_options.max_running} + engine_options.max_waiting,
                           &metrics);
-  SeqBoatService service(engine->get(), loaded->tokenizer.get(), model.config(),
-                         DescribeModel(config, model, *loaded->tokenizer, *loaded->backend, slots,
-                                       loaded->window, engine_options, limits),
-                         limits, config.api_keys, &capacity, &metrics);
+  const seqboat::v1::ModelInfo model_info =
+      DescribeModel(config, model, *loaded->tokenizer, *loaded->backend, slots, loaded->window,
+                    engine_options, limits);
+  SeqBoatService service(engine->get(), loaded->tokenizer.get(), model.config(), model_info, limits,
+                         config.api_keys, &capacity, &metrics);
   int port = 0;
   std::unique_ptr<grpc::Server> server = StartGrpc(config, &service, &port);
   if (server == nullptr || port == 0) {
@@ -472,8 +483,8 @@ int Serve(const ServerConfig& config) {
   std::unique_ptr<HttpApi> http;
   if (!config.http_listen.empty()) {
     absl::StatusOr<std::unique_ptr<HttpApi>> started =
-        HttpApi::Start(MakeHttpOptions(config, limits, *std::move(chat_template)), engine->get(),
-                       loaded->tokenizer.get(), model.config(), &capacity, &metrics,
+        HttpApi::Start(MakeHttpOptions(config, limits, model_info, *std::move(chat_template)),
+                       engine->get(), loaded->tokenizer.get(), model.config(), &capacity, &metrics,
                        [&] { return serving_now.load(); });
     if (!started.ok()) {
       server->Shutdown();
@@ -488,6 +499,11 @@ int Serve(const ServerConfig& config) {
     printf("seqboat-server: HTTP API on %s://%s:%d/v1\n",
            config.tls_cert_pem.empty() ? "http" : "https", Host(config.http_listen).c_str(),
            http->port());
+    if (config.playground) {
+      printf("seqboat-server: playground on %s://%s:%d/\n",
+             config.tls_cert_pem.empty() ? "http" : "https", Host(config.http_listen).c_str(),
+             http->port());
+    }
   }
   if (metrics_server != nullptr) {
     printf("seqboat-server: metrics on http://%s:%d/metrics\n", Host(config.metrics_listen).c_str(),

@@ -101,6 +101,7 @@ class AuthTest(unittest.TestCase):
             (["--model", harness.TINY, "--activation_bias", "nan"], "--activation_bias"),
             (["--model", harness.TINY, "--activation_bias", "5", "--max_activation_bias", "4"], "--activation_bias"),
             (["--model", harness.TINY, "--max_activation_bias", "-1"], "--max_activation_bias"),
+            (["--model", harness.TINY, "--playground", "yes"], "--playground"),
             (["--model", harness.TINY, "--drain_delay_s", "nan"], "--drain_delay_s"),
             (["--model", harness.TINY, "--metrics_api_keys_file", "/nonexistent.keys"], "--metrics_api_keys_file"),
             (["--model", harness.TINY, "--metrics_listen", "nohost"], "--metrics_listen"),

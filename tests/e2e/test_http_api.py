@@ -125,6 +125,77 @@ class HttpApiTest(unittest.TestCase):
                                    return_tokens_as_token_ids=True, routing=routing)
             self.assertEqual(body["choices"][0]["logprobs"]["tokens"], ["token_id:%d" % t for t in grpc_tokens])
 
+    def test_activations_over_http_equal_grpc(self):
+        """return_activations: per token the layers that ran attention, as gRPC reports them, at
+        offsets into the choice's text; whole and streamed alike, under a routing bias too."""
+        stub = self.server.stub()
+        for bias in (0.0, -1.5, 1.0):
+            r = pb.GenerateRequest(return_activations=True)
+            r.tokens.ids.extend(self.prompt)
+            r.sampling.temperature = 1.0
+            r.sampling.seed = 99
+            r.stopping.max_new_tokens = 40
+            r.stopping.ignore_eos = True
+            r.routing.activation_bias = bias
+            _, grpc_tokens, _, messages = harness.collect(stub.Generate(r))
+            grpc_layers = [[int(on) for on in a.layers] for m in messages for a in m.activations]
+            self.assertEqual(len(grpc_layers), len(grpc_tokens))
+            body = dict(prompt=self.prompt, max_tokens=40, temperature=1.0, seed=99, ignore_eos=True,
+                        return_activations=True, routing={"activation_bias": bias})
+            whole = self.completion(**body)["choices"][0]
+            self.assertEqual(whole["activations"]["layers"], grpc_layers, bias)
+            offsets = whole["activations"]["text_offset"]
+            self.assertEqual(offsets, sorted(offsets))
+            self.assertEqual(offsets[0], 0)
+            self.assertLessEqual(offsets[-1], len(whole["text"]))
+            events = sse_events(self.post("/v1/completions", dict(body, stream=True), stream=True))
+            streamed_layers, streamed_offsets = [], []
+            for e in events[:-1]:
+                for c in e["choices"]:
+                    if "activations" in c:
+                        streamed_layers.extend(c["activations"]["layers"])
+                        streamed_offsets.extend(c["activations"]["text_offset"])
+            self.assertEqual(streamed_layers, grpc_layers, bias)
+            self.assertEqual(streamed_offsets, offsets, bias)
+        # Chat too; without the field, none.
+        chat = self.post("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}],
+                                                  "max_tokens": 5, "ignore_eos": True,
+                                                  "return_activations": True}).json()
+        layers = chat["choices"][0]["activations"]["layers"]
+        self.assertEqual(len(layers), 5)
+        self.assertTrue(all(len(row) == 3 and set(row) <= {0, 1} for row in layers))
+        plain = self.completion(prompt=self.prompt, max_tokens=3)
+        self.assertNotIn("activations", plain["choices"][0])
+
+    def test_model_info_is_get_model_info_as_json(self):
+        from google.protobuf import json_format
+        expected = json_format.MessageToDict(self.server.stub().GetModelInfo(pb.GetModelInfoRequest()),
+                                             preserving_proto_field_name=True,
+                                             including_default_value_fields=True)
+        r = requests.get(self.base + "/model_info", timeout=10)
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertEqual(r.headers["Content-Type"], "application/json")
+        self.assertEqual(r.json(), expected)
+        self.assertEqual(r.json()["layers"], 3)
+
+    def test_the_playground_is_served_from_the_binary_with_a_closed_policy(self):
+        page = requests.get(self.base + "/", timeout=10)
+        self.assertEqual(page.status_code, 200)
+        self.assertTrue(page.headers["Content-Type"].startswith("text/html"))
+        self.assertIn('<script src="/playground.js"', page.text)
+        policy = page.headers["Content-Security-Policy"]
+        self.assertIn("default-src 'none'", policy)
+        self.assertIn("connect-src 'self'", policy)
+        self.assertNotRegex(page.text, r"(src|href)=\"(https?:)?//", "the page names no other origin")
+        for path, kind in (("/playground.js", "text/javascript"), ("/playground.css", "text/css")):
+            r = requests.get(self.base + path, timeout=10)
+            self.assertEqual(r.status_code, 200, path)
+            self.assertTrue(r.headers["Content-Type"].startswith(kind), r.headers["Content-Type"])
+            self.assertGreater(len(r.text), 1000)
+            self.assertNotIn("https://", r.text, path)
+        self.assertEqual(requests.get(self.base + "/playground.html", timeout=10).status_code, 404)
+        self.assertEqual(requests.post(self.base + "/", json={}, timeout=10).status_code, 405)
+
     def test_seeded_sampling_over_http_equals_grpc(self):
         r = pb.GenerateRequest()
         r.tokens.ids.extend(self.prompt)
@@ -433,6 +504,27 @@ class HttpServerLimitsTest(unittest.TestCase):
                 self.assertEqual(requests.get(server.http_base + "/v1/models", timeout=10).status_code, 200)
                 r = requests.post(server.http_base + "/tokenize", json={"prompt": "x"}, timeout=10)
                 self.assertEqual(r.status_code, 401)
+                self.assertEqual(requests.get(server.http_base + "/model_info", timeout=10).status_code, 401)
+                r = requests.get(server.http_base + "/model_info", headers={"Authorization": "Bearer alpha-key"},
+                                 timeout=10)
+                self.assertEqual(r.status_code, 200)
+                # The page itself holds no secret; its requests carry the key the user types.
+                self.assertEqual(requests.get(server.http_base + "/", timeout=10).status_code, 200)
+            finally:
+                self.assertEqual(server.stop(), 0)
+
+    def test_the_playground_is_on_by_default_only_on_loopback(self):
+        for flags, served in ((["--playground", "off"], False),
+                              (["--http_listen", "0.0.0.0:0"], False),
+                              (["--http_listen", "0.0.0.0:0", "--playground", "on"], True)):
+            server = harness.Server(*flags)
+            try:
+                r = requests.get(server.http_base + "/", timeout=10)
+                self.assertEqual(r.status_code, 200 if served else 404, flags)
+                if not served:
+                    self.assertIn("--playground on", r.json()["error"]["message"])
+                # The API is there either way.
+                self.assertEqual(requests.get(server.http_base + "/health", timeout=10).status_code, 200)
             finally:
                 self.assertEqual(server.stop(), 0)
 

@@ -8,6 +8,7 @@
 #include "gtest/gtest.h"
 #include "runtime/model/model.h"
 #include "server/chat_template.h"
+#include "server/choice_output.h"
 
 namespace seqboat::server {
 namespace {
@@ -297,7 +298,7 @@ TEST_F(OpenAiResponseTest, StreamEventsHaveTheirApisShapes) {
   EXPECT_EQ((*start)["object"], "chat.completion.chunk");
   EXPECT_EQ((*start)["choices"][0]["index"], 1);
   EXPECT_EQ((*start)["choices"][0]["delta"]["role"], "assistant");
-  const json delta = StreamDeltaEvent(*chat, 1, "ab", {}, 0, *tokenizer_, identity_);
+  const json delta = StreamDeltaEvent(*chat, 1, "ab", {}, {}, 0, *tokenizer_, identity_);
   EXPECT_EQ(delta["choices"][0]["delta"], json({{"content", "ab"}}));
   const json finish = StreamFinishEvent(*chat, 1, FinishReason::kLength, identity_);
   EXPECT_EQ(finish["choices"][0]["delta"], json::object());
@@ -315,12 +316,75 @@ TEST_F(OpenAiResponseTest, StreamEventsHaveTheirApisShapes) {
   ASSERT_EQ(ids->size(), 2u);
   const std::string a = tokenizer_->TokenText((*ids)[0]), b = tokenizer_->TokenText((*ids)[1]);
   const json text =
-      StreamDeltaEvent(*completion, 0, a + b, {Scored((*ids)[0], -1), Scored((*ids)[1], -2)}, 10,
-                       *tokenizer_, identity_);
+      StreamDeltaEvent(*completion, 0, a + b, {Scored((*ids)[0], -1), Scored((*ids)[1], -2)}, {},
+                       10, *tokenizer_, identity_);
   EXPECT_EQ(text["object"], "text_completion");
   EXPECT_EQ(text["choices"][0]["text"], a + b);
   EXPECT_EQ(text["choices"][0]["logprobs"]["text_offset"],
             json({10, 10 + static_cast<int>(a.size())}));
+}
+
+TEST_F(OpenAiResponseTest, ActivationsFollowTheTextOffsets) {
+  auto ids = tokenizer_->Encode(
+      "a\xc3\xa9"
+      "b");  // a, two bytes of one character, b
+  ASSERT_TRUE(ids.ok());
+  ASSERT_EQ(ids->size(), 4u);
+  // The choice's output places each token where its text begins; the character's first byte
+  // makes no text of its own and begins where the character does.
+  ChoiceOutput output(*tokenizer_, {});
+  for (size_t i = 0; i < ids->size(); ++i) {
+    GeneratedToken t;
+    t.token = (*ids)[i];
+    t.activations = {static_cast<uint8_t>(i % 2), 1, 0};
+    output.Append(t);
+  }
+  output.Finish(FinishReason::kLength);
+  ChoiceOutput::Chunk chunk = output.Take();
+  const std::string text =
+      "a\xc3\xa9"
+      "b";
+  EXPECT_EQ(chunk.text, text);
+  ASSERT_EQ(chunk.tokens.size(), 4u);
+  EXPECT_EQ(chunk.text_offsets, (std::vector<int64_t>{0, 1, 1, 2}));
+  const json layers = json({{0, 1, 0}, {1, 1, 0}, {0, 1, 0}, {1, 1, 0}});
+
+  auto stream = Completions(R"({"prompt": "x", "stream": true, "return_activations": true})");
+  ASSERT_TRUE(stream.ok()) << stream.status();
+  EXPECT_TRUE(stream->return_activations);
+  EXPECT_TRUE(stream->prompts[0].request.return_activations);
+  const json delta =
+      StreamDeltaEvent(*stream, 0, text, chunk.tokens, {7, 8, 8, 9}, 7, *tokenizer_, identity_);
+  EXPECT_EQ(delta["choices"][0]["activations"]["text_offset"], json({7, 8, 8, 9}));
+  EXPECT_EQ(delta["choices"][0]["activations"]["layers"], layers);
+
+  // A whole response counts from the start of the choice's text, echoed prompt included.
+  auto whole = Completions(R"({"prompt": "1234567", "echo": true, "return_activations": true})");
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  PromptResult result;
+  ChoiceResult choice;
+  choice.tokens = chunk.tokens;
+  choice.text_offsets = chunk.text_offsets;
+  choice.text = text;
+  result.choices = {choice};
+  const json body = CompletionResponse(*whole, {result}, *tokenizer_, identity_);
+  EXPECT_EQ(body["choices"][0]["text"], "1234567" + text);
+  EXPECT_EQ(body["choices"][0]["activations"]["text_offset"], json({7, 8, 8, 9}));
+  EXPECT_EQ(body["choices"][0]["activations"]["layers"], layers);
+
+  auto chat =
+      Chat(R"({"messages": [{"role": "user", "content": "hi"}], "return_activations": true})");
+  ASSERT_TRUE(chat.ok()) << chat.status();
+  const json message = CompletionResponse(*chat, {result}, *tokenizer_, identity_);
+  EXPECT_EQ(message["choices"][0]["activations"]["text_offset"], json({0, 1, 1, 2}));
+  // Not asked: no field.
+  auto plain = Completions(R"({"prompt": "x"})");
+  ASSERT_TRUE(plain.ok());
+  EXPECT_FALSE(CompletionResponse(*plain, {result}, *tokenizer_, identity_)["choices"][0].contains(
+      "activations"));
+  EXPECT_NE(ErrorOf(Completions(R"({"prompt": "x", "return_activations": 1})"))
+                .find("return_activations"),
+            std::string::npos);
 }
 
 }  // namespace
