@@ -14,13 +14,16 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -64,6 +67,21 @@ ABSL_FLAG(double, contention_threshold, 0.15,
 ABSL_FLAG(int, contention_retries, 2,
           "How many times a contended configuration is measured again; the least contended "
           "attempt is kept.");
+ABSL_FLAG(std::string, decode_rates, "",
+          "Comma-separated GAU activation rates in [0, 1] (e.g. 0.12,0.46) that replace the "
+          "rates 0, 10, 50, 100% and natural: only decode is measured, at each of them (0 and 1 "
+          "by a bias that decides every token, the others calibrated per layer). Empty: the "
+          "default rates, decode and prefill.");
+ABSL_FLAG(std::string, decode_batches, "",
+          "Comma-separated decode batch sizes (>= 1) that replace 1,4,16,64. Empty: those.");
+ABSL_FLAG(std::string, decode_positions, "",
+          "Comma-separated decode positions (>= 1 tokens in each slot before the timed steps) "
+          "that replace 1024,16384 (1024 with --quick). Empty: those.");
+ABSL_FLAG(int, decode_rounds, 1,
+          "Time every decode configuration this many times, all the rates in turn in each "
+          "round (odd rounds backwards), and keep per configuration the fastest round: a load "
+          "that comes and goes then reaches every rate alike. The JSON keeps every round's "
+          "median.");
 
 namespace seqboat::bench {
 namespace {
@@ -114,6 +132,34 @@ double Seconds(Clock::time_point start) {
 void Progress(const std::string& line) {
   static const Clock::time_point first = Clock::now();
   std::cerr << absl::StrFormat("[bench %6.1fs] ", Seconds(first)) << line << std::endl;
+}
+
+// The numbers of a comma-separated list flag (`--name`), each within what `expected` says
+// (`valid` checks it). Empty parts are skipped; a list with no number is an error.
+template <typename Number, typename Valid>
+absl::StatusOr<std::vector<Number>> ParseListFlag(absl::string_view name, absl::string_view value,
+                                                  absl::string_view expected, Valid valid) {
+  std::vector<Number> numbers;
+  for (absl::string_view part : absl::StrSplit(value, ',', absl::SkipWhitespace())) {
+    part = absl::StripAsciiWhitespace(part);
+    Number number;
+    bool parsed;
+    if constexpr (std::is_floating_point_v<Number>) {
+      parsed = absl::SimpleAtod(part, &number);
+    } else {
+      parsed = absl::SimpleAtoi(part, &number);
+    }
+    if (!parsed || !valid(number)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", name, "=", value, ": \"", part, "\" is not ", expected));
+    }
+    numbers.push_back(number);
+  }
+  if (numbers.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--", name, "=", value, ": no value; expected comma-separated values, each ", expected));
+  }
+  return numbers;
 }
 
 Machine DescribeMachine(const BenchSettings& settings) {
@@ -323,6 +369,29 @@ absl::Status BenchDecode(const Model& model, const RateSpec& rate, const BenchSe
     }
   }
   return absl::OkStatus();
+}
+
+// One row per configuration from `round_rows` ([round][row], the same rows in each round): the
+// fastest round's, since other processes and noise only ever slow a step down; every round's
+// median and contention stay in the row.
+std::vector<DecodeRow> KeepFastestRounds(const std::vector<std::vector<DecodeRow>>& round_rows) {
+  std::vector<DecodeRow> kept;
+  for (size_t i = 0; i < round_rows[0].size(); ++i) {
+    size_t fastest = 0;
+    for (size_t round = 1; round < round_rows.size(); ++round) {
+      if (round_rows[round][i].median_ms < round_rows[fastest][i].median_ms) fastest = round;
+    }
+    DecodeRow row = round_rows[fastest][i];
+    row.kept_round = static_cast<int>(fastest);
+    row.round_median_ms.clear();
+    row.round_others_share.clear();
+    for (const std::vector<DecodeRow>& rows : round_rows) {
+      row.round_median_ms.push_back(rows[i].median_ms);
+      row.round_others_share.push_back(rows[i].others_share);
+    }
+    kept.push_back(std::move(row));
+  }
+  return kept;
 }
 
 // Single-sequence prefill of random prompts, as one Forward call and in chunks.
@@ -676,6 +745,31 @@ absl::Status Run() {
     settings.calibration.tolerance = 0.01;
     settings.calibration.max_passes = 6;
   }
+  std::vector<double> decode_rates;
+  if (const std::string value = absl::GetFlag(FLAGS_decode_rates); !value.empty()) {
+    ASSIGN_OR_RETURN(decode_rates,
+                     ParseListFlag<double>("decode_rates", value, "a rate in [0, 1]",
+                                           [](double rate) { return rate >= 0.0 && rate <= 1.0; }));
+  }
+  if (const std::string value = absl::GetFlag(FLAGS_decode_batches); !value.empty()) {
+    ASSIGN_OR_RETURN(settings.batches,
+                     ParseListFlag<int>("decode_batches", value, "a batch size >= 1",
+                                        [](int batch) { return batch >= 1; }));
+  }
+  if (const std::string value = absl::GetFlag(FLAGS_decode_positions); !value.empty()) {
+    ASSIGN_OR_RETURN(settings.positions,
+                     ParseListFlag<int64_t>("decode_positions", value, "a position >= 1",
+                                            [](int64_t position) { return position >= 1; }));
+    // One slot is prefilled from one position to the next.
+    std::sort(settings.positions.begin(), settings.positions.end());
+    settings.positions.erase(std::unique(settings.positions.begin(), settings.positions.end()),
+                             settings.positions.end());
+  }
+  settings.decode_rounds = absl::GetFlag(FLAGS_decode_rounds);
+  if (settings.decode_rounds < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--decode_rounds ", settings.decode_rounds, ": expected at least 1"));
+  }
   const std::string json_out = absl::GetFlag(FLAGS_json_out);
 
   if (const int64_t history = absl::GetFlag(FLAGS_prefill_after); history != 0) {
@@ -745,9 +839,16 @@ absl::Status Run() {
     return rate;
   };
   std::vector<RateSpec>& rates = results.rates;
-  rates = {rate_spec("0%", 0.0, false, -kAlwaysBias), rate_spec("10%", 0.10, false, 0.0f),
-           rate_spec("50%", 0.50, false, 0.0f), rate_spec("100%", 1.0, false, kAlwaysBias),
-           rate_spec("natural", -1.0, true, 0.0f)};
+  if (decode_rates.empty()) {
+    rates = {rate_spec("0%", 0.0, false, -kAlwaysBias), rate_spec("10%", 0.10, false, 0.0f),
+             rate_spec("50%", 0.50, false, 0.0f), rate_spec("100%", 1.0, false, kAlwaysBias),
+             rate_spec("natural", -1.0, true, 0.0f)};
+  } else {
+    for (double target : decode_rates) {
+      const float bias = target == 0.0 ? -kAlwaysBias : target == 1.0 ? kAlwaysBias : 0.0f;
+      rates.push_back(rate_spec(absl::StrFormat("%.4g%%", 100 * target), target, false, bias));
+    }
+  }
   for (RateSpec& rate : rates) {
     if (rate.target <= 0.0 || rate.target >= 1.0) continue;
     const auto start = Clock::now();
@@ -762,24 +863,41 @@ absl::Status Run() {
                              100 * rate.probe_rate, calibration.passes, Seconds(start)));
   }
 
-  for (RateSpec& rate : rates) {
-    const RandomModel& random_model = rate.natural ? *dense : *controlled;
-    RETURN_IF_ERROR(random_model.Write(settings.model_path, rate.layer_biases));
-    ASSIGN_OR_RETURN(std::unique_ptr<Model> model, Model::Load(settings.model_path));
-    if (rate.probe_rate < 0) {
-      ASSIGN_OR_RETURN(ProbeResult probe, RunActivationProbe(*model, settings.calibration.probe));
-      rate.probe_rate = probe.rate;
-      rate.probe_layer_rates = probe.layer_rates;
+  // [rate][round][row]: each round measures the same (position, batch) rows of every rate, in
+  // turn; odd rounds go through the rates backwards, so that a drift within a round favours no
+  // rate.
+  std::vector<std::vector<std::vector<DecodeRow>>> rate_rows(
+      rates.size(), std::vector<std::vector<DecodeRow>>(settings.decode_rounds));
+  for (int round = 0; round < settings.decode_rounds; ++round) {
+    if (settings.decode_rounds > 1) {
+      Progress(absl::StrFormat("decode round %d of %d", round + 1, settings.decode_rounds));
     }
-    if (!rate.natural) {
-      RETURN_IF_ERROR(BenchDecode(*model, rate, settings, results.machine, &results.decode));
+    for (size_t turn = 0; turn < rates.size(); ++turn) {
+      const size_t index = round % 2 == 0 ? turn : rates.size() - 1 - turn;
+      RateSpec& rate = rates[index];
+      const RandomModel& random_model = rate.natural ? *dense : *controlled;
+      RETURN_IF_ERROR(random_model.Write(settings.model_path, rate.layer_biases));
+      ASSIGN_OR_RETURN(std::unique_ptr<Model> model, Model::Load(settings.model_path));
+      if (rate.probe_rate < 0) {
+        ASSIGN_OR_RETURN(ProbeResult probe, RunActivationProbe(*model, settings.calibration.probe));
+        rate.probe_rate = probe.rate;
+        rate.probe_layer_rates = probe.layer_rates;
+      }
+      if (!rate.natural) {
+        RETURN_IF_ERROR(
+            BenchDecode(*model, rate, settings, results.machine, &rate_rows[index][round]));
+      }
+      if (round > 0) continue;
+      if (decode_rates.empty() && (rate.label == "50%" || rate.natural)) {
+        RETURN_IF_ERROR(BenchPrefill(*model, rate, settings, &results.prefill));
+      }
+      if (results.state.empty()) {
+        ASSIGN_OR_RETURN(results.state, BenchStateBytes(*model));
+      }
     }
-    if (rate.label == "50%" || rate.natural) {
-      RETURN_IF_ERROR(BenchPrefill(*model, rate, settings, &results.prefill));
-    }
-    if (results.state.empty()) {
-      ASSIGN_OR_RETURN(results.state, BenchStateBytes(*model));
-    }
+  }
+  for (const std::vector<std::vector<DecodeRow>>& round_rows : rate_rows) {
+    for (DecodeRow& row : KeepFastestRounds(round_rows)) results.decode.push_back(std::move(row));
   }
 
   results.machine.load_average_end = LoadAverage1m();

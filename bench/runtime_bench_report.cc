@@ -79,13 +79,15 @@ void PrintReport(const BenchSettings& settings, const BenchResults& results) {
                 r.median_ms / r.weight_fifo_bound_ms, 100 * r.others_share);
   }
 
-  std::printf("\nprefill: one sequence from position 0; rate = measured activation share\n");
-  std::printf("%-8s %7s %7s %7s %5s %10s %10s %5s\n", "target", "rate", "prompt", "chunk", "reps",
-              "median_s", "tok/s", "oth%");
-  for (const PrefillRow& r : results.prefill) {
-    std::printf("%-8s %7s %7d %7d %5d %10.3f %10.1f %5.0f\n", r.rate_label.c_str(),
-                Percent(r.measured_rate).c_str(), r.prompt, r.chunk, r.reps, r.median_s,
-                r.tokens_per_s, 100 * r.others_share);
+  if (!results.prefill.empty()) {  // --decode_rates measures decode only
+    std::printf("\nprefill: one sequence from position 0; rate = measured activation share\n");
+    std::printf("%-8s %7s %7s %7s %5s %10s %10s %5s\n", "target", "rate", "prompt", "chunk", "reps",
+                "median_s", "tok/s", "oth%");
+    for (const PrefillRow& r : results.prefill) {
+      std::printf("%-8s %7s %7d %7d %5d %10.3f %10.1f %5.0f\n", r.rate_label.c_str(),
+                  Percent(r.measured_rate).c_str(), r.prompt, r.chunk, r.reps, r.median_s,
+                  r.tokens_per_s, 100 * r.others_share);
+    }
   }
 
   std::printf(
@@ -123,6 +125,9 @@ std::string ReportJson(const BenchSettings& settings, const BenchResults& result
         {"used_for_bounds", machine.bound_bandwidth()}}}};
   json["settings"] = {{"quick", settings.quick},
                       {"seed", settings.seed},
+                      {"decode_batches", settings.batches},
+                      {"decode_positions", settings.positions},
+                      {"decode_rounds", settings.decode_rounds},
                       {"warmup_steps", settings.warmup_steps},
                       {"min_steps", settings.min_steps},
                       {"max_steps", settings.max_steps},
@@ -169,7 +174,10 @@ std::string ReportJson(const BenchSettings& settings, const BenchResults& result
          {"x_weight_bound", r.median_ms / r.weight_bound_ms},
          {"x_weight_fifo_bound", r.median_ms / r.weight_fifo_bound_ms},
          {"others_cpu_share", r.others_share},
-         {"attempts", r.attempts}});
+         {"attempts", r.attempts},
+         {"kept_round", r.kept_round},
+         {"round_median_ms", r.round_median_ms},
+         {"round_others_cpu_share", r.round_others_share}});
   }
   json["decode"] = decode_json;
   Json prefill_json = Json::array();

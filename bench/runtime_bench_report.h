@@ -19,6 +19,7 @@ struct BenchSettings {
   std::string model_path;
   std::vector<int> batches = {1, 4, 16, 64};
   std::vector<int64_t> positions = {1024, 16384};
+  int decode_rounds = 1;  // each decode row measured this many times, rates in turn
   int warmup_steps = 2;
   int min_steps = 8;
   int max_steps = 100;
@@ -76,6 +77,9 @@ struct DecodeRow {
   double weight_bound_ms = 0, weight_fifo_bound_ms = 0;
   double others_share = 0;  // CPU share other processes took during the timed steps
   int attempts = 0;         // measurements made (more than 1 when contended)
+  // With --decode_rounds: the round this row is from, and every round's median and contention.
+  int kept_round = 0;
+  std::vector<double> round_median_ms, round_others_share;
 };
 
 struct PrefillRow {
