@@ -7,8 +7,9 @@ DEB_PACKAGES := build-essential cmake ninja-build pkg-config git \
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev \
   prometheus-cpp-dev libmicrohttpd-dev libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev nlohmann-json3-dev libssl-dev \
   clang-14 libclang-rt-14-dev clang-format-14 clang-tidy-14 prometheus python3-grpcio python3-h2 python3-yaml python3-numpy python3-requests curl libcurl4-openssl-dev openssl nginx chromium
-# For the images and their tests: podman (with runc) and debootstrap for the Debian base.
-CONTAINER_PACKAGES := podman runc debootstrap
+# For the images and their tests: podman (with runc, and catatonit for a pod's pause image) and
+# debootstrap for the Debian base.
+CONTAINER_PACKAGES := podman runc catatonit debootstrap
 # Only for regenerating fixtures (tests/reference); the tests themselves need no Python.
 REFERENCE_PACKAGES := python3-torch python3-numpy
 
