@@ -39,7 +39,9 @@
 #include "runtime/util/status_macros.h"
 
 ABSL_FLAG(std::string, json_out, "", "Write every measurement as JSON to this path (empty: none).");
-ABSL_FLAG(int, threads, 0, "CPU threads for the backend and OpenBLAS (0 = all hardware threads).");
+ABSL_FLAG(int, threads, 0,
+          "CPU threads of the backend's pool (0 = all hardware threads; OpenBLAS runs "
+          "single-threaded on them).");
 ABSL_FLAG(bool, quick, false,
           "Smoke run: fewer steps and repetitions, 1k positions only, a looser calibration.");
 ABSL_FLAG(std::string, model_dir, "/tmp", "Folder for the temporary random model files.");
@@ -714,7 +716,6 @@ absl::Status Run() {
   settings.threads = threads_flag > 0
                          ? threads_flag
                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-  openblas_set_num_threads(settings.threads);
   const std::string model_dir = absl::GetFlag(FLAGS_model_dir);
   if (!std::filesystem::is_directory(model_dir)) {
     return absl::InvalidArgumentError(

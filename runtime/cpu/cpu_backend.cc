@@ -57,6 +57,7 @@ CpuBackend::CpuBackend(const Model& model, const CpuBackendOptions& options,
       pool_(options.num_threads > 0
                 ? options.num_threads
                 : std::max(1, static_cast<int>(std::thread::hardware_concurrency()))) {
+  cpu::UseSingleThreadedBlas();  // the pool is the one set of threads
   const int D = config_.embed_dim, Z = config_.z_dim, H = config_.hidden_dim, N = config_.n_dim;
   const int64_t cap = fifo_capacity_;
   for (const LayerWeights& layer : model.weights().layers) {
@@ -434,28 +435,36 @@ void CpuBackend::RunGau(int l, absl::Span<const SequenceChunk> batch) {
   } else {
     pool_.ParallelFor(single_rows.size(), attend_rows);
   }
-  // Large blocks: BLAS products over each block's union window (BLAS threads inside).
-  std::vector<float> block_scores;
-  std::vector<int64_t> window_begin, window_end;
-  for (const Block& block : blocks) {
-    const int64_t fifo = slots_[batch[block.chunk].slot].layers[l].fifo_count;
-    const int64_t union_begin = std::max<int64_t>(0, fifo + block.first - cap);
-    cpu::KvSegment segments[3];
-    const int num_segments =
-        build_segments(block.chunk, union_begin, block.first + block.count, segments);
-    const int64_t columns = fifo + block.first + block.count - union_begin;
-    window_begin.resize(block.count);
-    window_end.resize(block.count);
-    for (int64_t b = 0; b < block.count; ++b) {
-      const int64_t self = fifo + block.first + b;  // logical index of the query's own entry
-      window_begin[b] = std::max<int64_t>(0, self - cap) - union_begin;
-      window_end[b] = self + 1 - union_begin;
+  // Large blocks: BLAS products over each block's union window, blocks spread over the pool.
+  auto attend_blocks = [&](int64_t begin, int64_t end) {
+    std::vector<float> block_scores;
+    std::vector<int64_t> window_begin, window_end;
+    for (int64_t i = begin; i < end; ++i) {
+      const Block& block = blocks[i];
+      const int64_t fifo = slots_[batch[block.chunk].slot].layers[l].fifo_count;
+      const int64_t union_begin = std::max<int64_t>(0, fifo + block.first - cap);
+      cpu::KvSegment segments[3];
+      const int num_segments =
+          build_segments(block.chunk, union_begin, block.first + block.count, segments);
+      const int64_t columns = fifo + block.first + block.count - union_begin;
+      window_begin.resize(block.count);
+      window_end.resize(block.count);
+      for (int64_t b = 0; b < block.count; ++b) {
+        const int64_t self = fifo + block.first + b;  // logical index of the query's own entry
+        window_begin[b] = std::max<int64_t>(0, self - cap) - union_begin;
+        window_end[b] = self + 1 - union_begin;
+      }
+      block_scores.resize(block.count * columns);
+      const int64_t a = chunk_activated_begin_[block.chunk] + block.first;
+      cpu::AttendBlock(spec, queries_.data() + a * Z, block.count, activated_positions_.data() + a,
+                       segments, num_segments, window_begin.data(), window_end.data(),
+                       block_scores.data(), attended_.data() + a * H);
     }
-    block_scores.resize(block.count * columns);
-    const int64_t a = chunk_activated_begin_[block.chunk] + block.first;
-    cpu::AttendBlock(spec, queries_.data() + a * Z, block.count, activated_positions_.data() + a,
-                     segments, num_segments, window_begin.data(), window_end.data(),
-                     block_scores.data(), attended_.data() + a * H);
+  };
+  if (blocks.size() == 1) {
+    attend_blocks(0, 1);
+  } else if (!blocks.empty()) {
+    pool_.ParallelFor(blocks.size(), attend_blocks);
   }
   // Gate: h * r.
   for (int64_t a = 0; a < R; ++a) {

@@ -7,101 +7,10 @@
 #include <cmath>
 #include <cstring>
 
+#include "runtime/cpu/vec.h"
 #include "runtime/util/simd_clones.h"
 
 namespace seqboat::cpu {
-
-namespace {
-
-// Outputs [begin, end) of y = x . w^T + bias for R rows: each weight row is read once from
-// memory and dotted with every x row (which stay in L1). Each row keeps kVecs independent
-// vector accumulators of 8 lanes: a single accumulator per dot would wait on the latency of
-// every multiply-add. The lanes are summed in a fixed order, so a result never depends on
-// the thread split.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wpsabi"
-typedef float Vec8 __attribute__((vector_size(32)));
-
-// Unaligned load. Always inlined, so the by-value Vec8 never crosses a call: the ABI note
-// GCC gives for the portable clone does not apply.
-__attribute__((always_inline)) inline Vec8 LoadVec8(const float* p) {
-  Vec8 v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-
-template <int R, int kVecs>
-__attribute__((always_inline)) inline void StreamRows(const float* x, int64_t in, const float* w,
-                                                      const float* bias, int64_t out, float* y,
-                                                      int64_t begin, int64_t end) {
-  constexpr int kStep = 8 * kVecs;
-  const int64_t body = in - in % kStep;
-  for (int64_t o = begin; o < end; ++o) {
-    const float* wo = w + o * in;
-    Vec8 acc[R][kVecs] = {};
-    for (int64_t i = 0; i < body; i += kStep) {
-      Vec8 wv[kVecs];
-#pragma GCC unroll 4
-      for (int v = 0; v < kVecs; ++v) wv[v] = LoadVec8(wo + i + 8 * v);
-#pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 4
-        for (int v = 0; v < kVecs; ++v) acc[r][v] += LoadVec8(x + r * in + i + 8 * v) * wv[v];
-      }
-    }
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      Vec8 total = acc[r][0];
-#pragma GCC unroll 4
-      for (int v = 1; v < kVecs; ++v) total += acc[r][v];
-      float sum = ((total[0] + total[4]) + (total[1] + total[5])) +
-                  ((total[2] + total[6]) + (total[3] + total[7]));
-      for (int64_t i = body; i < in; ++i) sum += x[r * in + i] * wo[i];
-      y[r * out + o] = bias != nullptr ? sum + bias[o] : sum;
-    }
-  }
-}
-
-SEQBOAT_SIMD_CLONES
-void LinearStreamRange(const float* x, int64_t rows, int64_t in, const float* w, const float* bias,
-                       int64_t out, float* y, int64_t begin, int64_t end) {
-  switch (rows) {
-    case 1: return StreamRows<1, 4>(x, in, w, bias, out, y, begin, end);
-    case 2: return StreamRows<2, 4>(x, in, w, bias, out, y, begin, end);
-    case 3: return StreamRows<3, 2>(x, in, w, bias, out, y, begin, end);
-    case 4: return StreamRows<4, 2>(x, in, w, bias, out, y, begin, end);
-    case 5: return StreamRows<5, 2>(x, in, w, bias, out, y, begin, end);
-    case 6: return StreamRows<6, 2>(x, in, w, bias, out, y, begin, end);
-    case 7: return StreamRows<7, 1>(x, in, w, bias, out, y, begin, end);
-    default: return StreamRows<8, 1>(x, in, w, bias, out, y, begin, end);
-  }
-}
-#pragma GCC diagnostic pop
-
-}  // namespace
-
-void Linear(const float* x, int64_t rows, int64_t in, const float* w, const float* bias,
-            int64_t out, float* y, ThreadPool* pool) {
-  if (rows == 0 || out == 0) return;
-  static_assert(kStreamRows == 8, "LinearStreamRange has kernels for 1..8 rows");
-  if (rows <= kStreamRows) {
-    if (pool == nullptr || rows * in * out < kMinParallelLinear) {  // waking a thread costs more
-      LinearStreamRange(x, rows, in, w, bias, out, y, 0, out);
-    } else {
-      pool->ParallelFor(out, [&](int64_t begin, int64_t end) {
-        LinearStreamRange(x, rows, in, w, bias, out, y, begin, end);
-      });
-    }
-    return;
-  }
-  float beta = 0.0f;
-  if (bias != nullptr) {
-    for (int64_t r = 0; r < rows; ++r) std::memcpy(y + r * out, bias, out * sizeof(float));
-    beta = 1.0f;
-  }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, in, 1.0f, x, in, w, in, beta, y,
-              out);
-}
 
 void Norm(NormKind kind, const NormWeights& weights, const float* x, int64_t rows, int64_t dim,
           float* y) {
@@ -157,32 +66,63 @@ void Axpy(float alpha, const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 
+// The state of a channel is N floats: with N a multiple of 16 (every configuration in use) a
+// channel's update is whole vectors and its sum Sum8 of their fold, else one float at a time.
+// Either order is fixed, so a result never depends on the batch or the thread split.
+SEQBOAT_SIMD_CLONES
 void EmaStepExact(const EmaCoefficients& ema, const float* omega, const float* u, int N,
                   int d_begin, int d_end, float* state, float* m) {
+  using vec::Load;
+  using vec::Vec16;
   for (int d = d_begin; d < d_end; ++d) {
     const int64_t base = static_cast<int64_t>(d) * N;
     const float ud = u[d];
     float sum = 0.0f;
-    for (int n = 0; n < N; ++n) {
-      float s = ema.input_scale[base + n] * ud + ema.decay[base + n] * state[base + n];
-      state[base + n] = s;
-      sum += s * ema.out_scale[base + n];
+    if (N % 16 == 0) {
+      Vec16 acc = {};
+      for (int n = 0; n < N; n += 16) {
+        const Vec16 s = Load<Vec16>(ema.input_scale.data() + base + n) * ud +
+                        Load<Vec16>(ema.decay.data() + base + n) * Load<Vec16>(state + base + n);
+        vec::Store(state + base + n, s);
+        acc += s * Load<Vec16>(ema.out_scale.data() + base + n);
+      }
+      sum = vec::Sum8(vec::Fold(acc));
+    } else {
+      for (int n = 0; n < N; ++n) {
+        float s = ema.input_scale[base + n] * ud + ema.decay[base + n] * state[base + n];
+        state[base + n] = s;
+        sum += s * ema.out_scale[base + n];
+      }
     }
     m[d] = sum + omega[d] * ud;
   }
 }
 
+SEQBOAT_SIMD_CLONES
 void EmaStepTrained(const EmaCoefficients& ema, const float* omega, const float* u,
                     const float* u_old, int N, int d_begin, int d_end, float* state, float* m) {
+  using vec::Load;
+  using vec::Vec16;
   for (int d = d_begin; d < d_end; ++d) {
     const int64_t base = static_cast<int64_t>(d) * N;
     const float ud = u[d];
     const float old = u_old != nullptr ? u_old[d] : 0.0f;
     float sum = 0.0f;
-    for (int n = 0; n < N; ++n) {
-      float s = ema.decay[base + n] * state[base + n] + ud - ema.decay_pow_t[base + n] * old;
-      state[base + n] = s;
-      sum += s * ema.out_scale[base + n];
+    if (N % 16 == 0) {
+      Vec16 acc = {};
+      for (int n = 0; n < N; n += 16) {
+        const Vec16 s = Load<Vec16>(ema.decay.data() + base + n) * Load<Vec16>(state + base + n) +
+                        ud - Load<Vec16>(ema.decay_pow_t.data() + base + n) * old;
+        vec::Store(state + base + n, s);
+        acc += s * Load<Vec16>(ema.out_scale.data() + base + n);
+      }
+      sum = vec::Sum8(vec::Fold(acc));
+    } else {
+      for (int n = 0; n < N; ++n) {
+        float s = ema.decay[base + n] * state[base + n] + ud - ema.decay_pow_t[base + n] * old;
+        state[base + n] = s;
+        sum += s * ema.out_scale[base + n];
+      }
     }
     m[d] = sum + omega[d] * ud;
   }

@@ -106,10 +106,14 @@ TEST(CpuOps, NormsMatchDirectFormulas) {
   for (int i = 0; i < D; ++i) EXPECT_NEAR(y[i], x[i] * scalar / std::sqrt(sq + 1e-5), 1e-5);
 }
 
-// Before T tokens the truncated horizon equals the exact one; after, it forgets u_{t-T}.
-TEST(CpuOps, TrainedHorizonForgetsExactlyTInputs) {
+// Before T tokens the truncated horizon equals the exact one; after, it forgets u_{t-T}. N = 2
+// and 3 take the one-float-at-a-time path, 16 and 32 (the paper's N = 16) the vector path.
+class EmaSteps : public testing::TestWithParam<int> {};
+INSTANTIATE_TEST_SUITE_P(CpuOps, EmaSteps, testing::Values(2, 3, 16, 32));
+
+TEST_P(EmaSteps, TrainedHorizonForgetsExactlyTInputs) {
   std::mt19937 rng(4);
-  const int D = 3, N = 2, T = 5, steps = 12;
+  const int D = 3, N = GetParam(), T = 5, steps = 12;
   std::vector<float> delta = RandomVector(D * N, rng), alpha = RandomVector(D * N, rng),
                      beta = RandomVector(D * N, rng), gamma = RandomVector(D * N, rng),
                      omega = RandomVector(D, rng);
@@ -129,16 +133,23 @@ TEST(CpuOps, TrainedHorizonForgetsExactlyTInputs) {
                    N, 0, D, s_trained.data(), m_trained.data());
     for (int d = 0; d < D; ++d) {
       // Direct truncated convolution in double.
-      double m = omega[d] * inputs[t][d];
+      double m = omega[d] * inputs[t][d], m_full = m;  // truncated at T, and not
       for (int n = 0; n < N; ++n) {
         const double p = 1 / (1 + std::exp(-static_cast<double>(delta[d * N + n])));
         const double a = 1 / (1 + std::exp(-static_cast<double>(alpha[d * N + n])));
         const double q = 1 - p * a;
-        double conv = 0.0;
-        for (int j = 0; j < std::min(t + 1, T); ++j) conv += std::pow(q, j) * inputs[t - j][d];
-        m += p * beta[d * N + n] * conv * gamma[d * N + n] * std::sqrt(1.0 / N);
+        const double scale = p * beta[d * N + n] * gamma[d * N + n] * std::sqrt(1.0 / N);
+        double conv = 0.0, conv_full = 0.0;
+        for (int j = 0; j <= t; ++j) {
+          const double term = std::pow(q, j) * inputs[t - j][d];
+          if (j < T) conv += term;
+          conv_full += term;
+        }
+        m += scale * conv;
+        m_full += scale * conv_full;
       }
       EXPECT_NEAR(m_trained[d], m, 1e-5) << "t=" << t;
+      EXPECT_NEAR(m_exact[d], m_full, 1e-5) << "t=" << t;
       if (t < T) {
         EXPECT_NEAR(m_exact[d], m_trained[d], 1e-5) << "t=" << t;
       }
@@ -148,17 +159,19 @@ TEST(CpuOps, TrainedHorizonForgetsExactlyTInputs) {
 
 TEST(CpuOps, LinearMatchesADirectDotProductOnEveryPath) {
   // 1..kStreamRows rows: the weight-streaming kernel (inline, or split over the pool when the
-  // product is large enough); more rows: sgemm.
+  // product is large enough); up to kTiledRows: register tiles, with edge tiles of every shape;
+  // more: sgemm on each thread's outputs.
   std::mt19937 rng(7);
   std::normal_distribution<float> normal;
   ThreadPool pool(3);
   // in: shorter than one vector, vector blocks plus a tail (8, 16 and 32-float steps); out:
   // small (inline) and large enough for the pool.
-  for (const auto& [in, out] : {std::pair<int64_t, int64_t>{5, 29}, {37, 29}, {70, 1001}}) {
+  for (const auto& [in, out] :
+       {std::pair<int64_t, int64_t>{5, 29}, {37, 29}, {70, 1001}, {24, 13}, {616, 31}}) {
     std::vector<float> w(out * in), bias(out);
     for (float& v : w) v = normal(rng);
     for (float& v : bias) v = normal(rng);
-    for (int64_t rows : {1, 2, 3, 4, 5, 6, 7, 8, 9, 16}) {
+    for (int64_t rows : {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 16, 37, 64}) {
       std::vector<float> x(rows * in);
       for (float& v : x) v = normal(rng);
       for (ThreadPool* threads : {&pool, static_cast<ThreadPool*>(nullptr)}) {
@@ -177,6 +190,63 @@ TEST(CpuOps, LinearMatchesADirectDotProductOnEveryPath) {
             }
           }
         }
+      }
+    }
+  }
+}
+
+TEST(CpuOps, EveryTiledVariantThisCpuRunsMatchesADirectDotProduct) {
+  // Linear picks the widest; the others run on machines without it.
+  std::mt19937 rng(9);
+  std::normal_distribution<float> normal;
+  int ran = 0;
+  for (TileIsa isa : {TileIsa::kPortable, TileIsa::kAvx2, TileIsa::kAvx512}) {
+    for (const auto& [in, out] : {std::pair<int64_t, int64_t>{5, 7}, {37, 29}, {616, 31}}) {
+      for (int64_t rows : {9, 13, 16}) {
+        std::vector<float> w(out * in), bias(out), x(rows * in), y(rows * out, -1.0f);
+        for (float& v : w) v = normal(rng);
+        for (float& v : bias) v = normal(rng);
+        for (float& v : x) v = normal(rng);
+        if (!LinearTiledForTest(isa, x.data(), rows, in, w.data(), bias.data(), out, y.data()))
+          continue;
+        ++ran;
+        for (int64_t r = 0; r < rows; ++r) {
+          for (int64_t o = 0; o < out; ++o) {
+            double expected = bias[o];
+            for (int64_t i = 0; i < in; ++i)
+              expected += static_cast<double>(x[r * in + i]) * w[o * in + i];
+            ASSERT_NEAR(y[r * out + o], expected, 1e-4)
+                << "isa " << static_cast<int>(isa) << " in " << in << " rows " << rows;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_GE(ran, 9) << "the portable variant runs everywhere";
+}
+
+TEST(CpuOps, ATiledRowDoesNotDependOnItsBatchOrTheThreadSplit) {
+  // Rows past kStreamRows, up to kTiledRows: the same row, among kStreamRows + 1 rows or among
+  // kTiledRows at any place, with or without threads, gives the same bits.
+  static_assert(kTiledRows >= kStreamRows + 4, "room to move a batch of kStreamRows + 1 rows");
+  std::mt19937 rng(8);
+  std::normal_distribution<float> normal;
+  ThreadPool pool(2);
+  const int64_t in = 616, out = 618, all_rows = kTiledRows, some_rows = kStreamRows + 1;
+  std::vector<float> w(out * in), bias(out), x(all_rows * in);
+  for (float& v : w) v = normal(rng);
+  for (float& v : bias) v = normal(rng);
+  for (float& v : x) v = normal(rng);
+  std::vector<float> all(all_rows * out), all_inline(all_rows * out), some(some_rows * out);
+  Linear(x.data(), all_rows, in, w.data(), bias.data(), out, all.data(), &pool);
+  Linear(x.data(), all_rows, in, w.data(), bias.data(), out, all_inline.data(), nullptr);
+  EXPECT_EQ(all, all_inline);
+  for (int64_t first : {int64_t{0}, int64_t{3}, all_rows - some_rows}) {
+    Linear(x.data() + first * in, some_rows, in, w.data(), bias.data(), out, some.data(), &pool);
+    for (int64_t r = 0; r < some_rows; ++r) {
+      for (int64_t o = 0; o < out; ++o) {
+        ASSERT_EQ(some[r * out + o], all[(first + r) * out + o])
+            << "row " << first + r << " o " << o;
       }
     }
   }
