@@ -115,6 +115,7 @@ struct WeightBytes {
   double gau_per_layer = 0.0;  // mx_proj + h_proj, weights + biases (when any row activates)
   double output = 0.0;         // output projection (tied: the embedding)
   double fifo_entry = 0.0;     // one FIFO entry's key + value
+  double ema_state = 0.0;      // one slot's MD-EMA state in one layer, read and written each step
 };
 
 double Percentile(std::vector<double> values, double fraction) {
@@ -212,6 +213,7 @@ WeightBytes StepWeightBytes(const ModelConfig& c) {
   bytes.gau_per_layer = 4.0 * ((Z + 2 * H) * D + (Z + 2 * H) + D * H + D);
   bytes.output = 4.0 * V * D;
   bytes.fifo_entry = 4.0 * (Z + H);
+  bytes.ema_state = 4.0 * D * c.n_dim;
   return bytes;
 }
 
@@ -314,6 +316,9 @@ absl::StatusOr<DecodeRow> TimeDecode(CpuBackend& backend, const ModelConfig& con
   row.fifo_bytes = fifo_bytes / row.steps;
   row.weight_bound_ms = 1e3 * row.weight_bytes / machine.bound_bandwidth();
   row.weight_fifo_bound_ms = 1e3 * (row.weight_bytes + row.fifo_bytes) / machine.bound_bandwidth();
+  row.state_bytes = 2.0 * batch * L * weight.ema_state;  // every slot's state, read and written
+  row.all_bound_ms =
+      1e3 * (row.weight_bytes + row.fifo_bytes + row.state_bytes) / machine.bound_bandwidth();
   return row;
 }
 

@@ -65,18 +65,20 @@ void PrintReport(const BenchSettings& settings, const BenchResults& results) {
       "(min/mean/max over layers);\n"
       "  W = fp32 weights the step reads (hx_proj every layer, mx_proj+h_proj in "
       "layers where any slot activated, output proj.); F = FIFO keys+values the "
-      "activated slots attend to; xW, xWF = median / bound\n");
-  std::printf("%-7s %6s %6s %5s %15s %5s %9s %9s %9s %8s %6s %8s %6s %5s\n", "target", "rate",
-              "pos", "batch", "fifo", "steps", "med_ms", "p90_ms", "tok/s", "W_ms", "xW", "W+F_ms",
-              "xWF", "oth%");
+      "activated slots attend to; S = every slot's MD-EMA state, read and written; xW, xWF, "
+      "xWFS = median / bound\n");
+  std::printf("%-7s %6s %6s %5s %15s %5s %9s %9s %9s %8s %6s %8s %6s %8s %6s %5s\n", "target",
+              "rate", "pos", "batch", "fifo", "steps", "med_ms", "p90_ms", "tok/s", "W_ms", "xW",
+              "W+F_ms", "xWF", "W+F+S_ms", "xWFS", "oth%");
   for (const DecodeRow& r : results.decode) {
-    std::printf("%-7s %6s %6lld %5d %15s %5d %9.3f %9.3f %9.1f %8.3f %6.2f %8.3f %6.2f %5.0f\n",
-                r.rate_label.c_str(), Percent(r.measured_rate).c_str(),
-                static_cast<long long>(r.position), r.batch,
-                absl::StrFormat("%.0f/%.0f/%.0f", r.fifo_min, r.fifo_mean, r.fifo_max).c_str(),
-                r.steps, r.median_ms, r.p90_ms, r.tokens_per_s, r.weight_bound_ms,
-                r.median_ms / r.weight_bound_ms, r.weight_fifo_bound_ms,
-                r.median_ms / r.weight_fifo_bound_ms, 100 * r.others_share);
+    std::printf(
+        "%-7s %6s %6lld %5d %15s %5d %9.3f %9.3f %9.1f %8.3f %6.2f %8.3f %6.2f %8.3f %6.2f %5.0f\n",
+        r.rate_label.c_str(), Percent(r.measured_rate).c_str(), static_cast<long long>(r.position),
+        r.batch, absl::StrFormat("%.0f/%.0f/%.0f", r.fifo_min, r.fifo_mean, r.fifo_max).c_str(),
+        r.steps, r.median_ms, r.p90_ms, r.tokens_per_s, r.weight_bound_ms,
+        r.median_ms / r.weight_bound_ms, r.weight_fifo_bound_ms,
+        r.median_ms / r.weight_fifo_bound_ms, r.all_bound_ms, r.median_ms / r.all_bound_ms,
+        100 * r.others_share);
   }
 
   if (!results.prefill.empty()) {  // --decode_rates measures decode only
@@ -173,6 +175,9 @@ std::string ReportJson(const BenchSettings& settings, const BenchResults& result
          {"weight_fifo_bound_ms", r.weight_fifo_bound_ms},
          {"x_weight_bound", r.median_ms / r.weight_bound_ms},
          {"x_weight_fifo_bound", r.median_ms / r.weight_fifo_bound_ms},
+         {"ema_state_bytes_per_step", r.state_bytes},
+         {"weight_fifo_state_bound_ms", r.all_bound_ms},
+         {"x_weight_fifo_state_bound", r.median_ms / r.all_bound_ms},
          {"others_cpu_share", r.others_share},
          {"attempts", r.attempts},
          {"kept_round", r.kept_round},

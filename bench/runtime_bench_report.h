@@ -75,6 +75,8 @@ struct DecodeRow {
   double fifo_min = 0, fifo_mean = 0, fifo_max = 0;  // entries per layer before timing, slot 0
   double weight_bytes = 0, fifo_bytes = 0;           // per step, mean over timed steps
   double weight_bound_ms = 0, weight_fifo_bound_ms = 0;
+  double state_bytes = 0;   // MD-EMA state read and written per step (S)
+  double all_bound_ms = 0;  // W + F + S at the bound bandwidth
   double others_share = 0;  // CPU share other processes took during the timed steps
   int attempts = 0;         // measurements made (more than 1 when contended)
   // With --decode_rounds: the round this row is from, and every round's median and contention.

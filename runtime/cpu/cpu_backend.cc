@@ -57,7 +57,7 @@ CpuBackend::CpuBackend(const Model& model, const CpuBackendOptions& options,
       pool_(options.num_threads > 0
                 ? options.num_threads
                 : std::max(1, static_cast<int>(std::thread::hardware_concurrency()))) {
-  cpu::UseSingleThreadedBlas();  // the pool is the one set of threads
+  cpu::UseSingleThreadedBlas();  // the pool is the one set of threads (attention's sgemm too)
   const int D = config_.embed_dim, Z = config_.z_dim, H = config_.hidden_dim, N = config_.n_dim;
   const int64_t cap = fifo_capacity_;
   for (const LayerWeights& layer : model.weights().layers) {

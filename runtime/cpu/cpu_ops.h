@@ -32,8 +32,8 @@ void Linear(const float* x, int64_t rows, int64_t in, const float* w, const floa
 enum class TileIsa { kPortable, kAvx2, kAvx512 };
 bool LinearTiledForTest(TileIsa isa, const float* x, int64_t rows, int64_t in, const float* w,
                         const float* bias, int64_t out, float* y);
-// Sets OpenBLAS to one thread for the whole process (the backend calls it): every product
-// then runs on the caller's thread, and parallel work goes through the pool.
+// Sets OpenBLAS to one thread for the whole process (Linear does so before its first sgemm):
+// every product then runs on the caller's thread, and parallel work goes through the pool.
 void UseSingleThreadedBlas();
 
 // y[rows, dim] = norm(x) per row; eps 1e-5; non-affine when weights.weight is null.

@@ -237,6 +237,8 @@ void Linear(const float* x, int64_t rows, int64_t in, const float* w, const floa
     return;
   }
   if (rows > kTiledRows) {
+    static const bool single_threaded = (UseSingleThreadedBlas(), true);  // once, for any caller
+    (void)single_threaded;
     const auto sgemm = [&](int64_t begin, int64_t end) {
       float beta = 0.0f;
       if (bias != nullptr) {
