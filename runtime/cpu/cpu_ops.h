@@ -12,17 +12,17 @@
 namespace seqboat::cpu {
 
 // y[rows, out] = x[rows, in] . w[out, in]^T (+ bias[out] when non-null), in linear.cc, split
-// over the pool's threads by output. Up to kTiledRows rows (decode batches up to 16): our own
+// over the pool's threads by output. Up to kTiledRows rows (decode batches up to 32): our own
 // kernels, reading w in place, never packed; up to kStreamRows rows each weight row is streamed
 // once for all rows, more go through register tiles. More rows (larger batches, prefill):
 // single-threaded OpenBLAS sgemm on each thread's outputs, which packs its share of w per call
-// (measured faster than our tiles from 32 rows on). In our kernels a row's result depends only
+// (measured faster than our tiles from 48 rows on). In our kernels a row's result depends only
 // on which of the two ran, not on the other rows or the thread split. No BLAS threads and no
 // gemv: OpenBLAS's own threads spin beside the pool's between calls (one core kept busy while
 // the backend waits), and Debian's OpenBLAS 0.3.21 has out-of-bounds reads in threaded gemv
 // (OpenBLAS issue #4013).
 constexpr int64_t kStreamRows = 8;
-constexpr int64_t kTiledRows = 16;
+constexpr int64_t kTiledRows = 32;
 // Below this many multiply-adds the streaming kernel runs on the calling thread alone.
 constexpr int64_t kMinParallelLinear = 1 << 16;
 void Linear(const float* x, int64_t rows, int64_t in, const float* w, const float* bias,

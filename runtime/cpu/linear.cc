@@ -5,7 +5,7 @@
 // with every x row. Up to kTiledRows: register tiles of dot products, the tile's weight rows
 // kept in L1 while the x rows (in L2) go past them, so a weight matrix is still read from
 // memory once. More rows: OpenBLAS sgemm, single-threaded, on each pool thread's share of the
-// outputs; from 32 rows on its packing pays for itself (bench/linear_bench.cc).
+// outputs; from 48 rows on its packing pays for itself (bench/linear_bench.cc).
 #include <cblas.h>
 
 #include <algorithm>
@@ -81,11 +81,16 @@ void LinearStreamRange(const float* x, int64_t rows, int64_t in, const float* w,
 // does not depend on the batch it came in or on the thread split.
 template <typename V, int R, int O>
 __attribute__((always_inline)) inline void Tile(const float* x, int64_t in, const float* w,
-                                                const float* bias, int64_t out, float* y) {
+                                                const float* bias, int64_t out, float* y,
+                                                const float* prefetch = nullptr) {
   constexpr int kLanes = sizeof(V) / sizeof(float);
   const int64_t body = in - in % kLanes;
   V acc[R][O] = {};
   for (int64_t i = 0; i < body; i += kLanes) {
+    if (prefetch != nullptr) {
+#pragma GCC unroll 8
+      for (int o = 0; o < O; ++o) __builtin_prefetch(prefetch + o * in + i);
+    }
     V xv[R];
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) xv[r] = Load<V>(x + r * in + i);
@@ -132,25 +137,36 @@ __attribute__((always_inline)) inline void EdgeTile(int rows_left, int outputs_l
   Tile<V, R, O>(x, in, w, bias, out, y);
 }
 
-// Outputs [begin, end) for all rows: each group of O weight rows stays in L1 while every group
-// of R rows of x (all of them in L2) goes past it.
+// Outputs [begin, end) for all rows, in blocks: a block of kRowBlock rows of x stays in L1
+// while the O-row weight groups of a block of kOutputBlock outputs (in L2) go past it, so the
+// weights come from memory once and from L2 once per row block.
 template <typename V, int R, int O>
 __attribute__((always_inline)) inline void TiledRange(const float* x, int64_t rows, int64_t in,
                                                       const float* w, const float* bias,
                                                       int64_t out, float* y, int64_t begin,
                                                       int64_t end) {
-  for (int64_t o = begin; o < end; o += O) {
-    const int outputs_left = static_cast<int>(std::min<int64_t>(O, end - o));
-    for (int64_t r = 0; r < rows; r += R) {
-      const int rows_left = static_cast<int>(std::min<int64_t>(R, rows - r));
-      const float* xr = x + r * in;
-      const float* wo = w + o * in;
-      const float* bo = bias != nullptr ? bias + o : nullptr;
-      float* yr = y + r * out + o;
-      if (rows_left == R && outputs_left == O) {
-        Tile<V, R, O>(xr, in, wo, bo, out, yr);
-      } else {
-        EdgeTile<V, R, O>(rows_left, outputs_left, xr, in, wo, bo, out, yr);
+  constexpr int64_t kRowBlock = 4 * R, kOutputBlock = 16 * O;
+  for (int64_t o_block = begin; o_block < end; o_block += kOutputBlock) {
+    const int64_t o_end = std::min(end, o_block + kOutputBlock);
+    for (int64_t r_block = 0; r_block < rows; r_block += kRowBlock) {
+      const int64_t r_end = std::min(rows, r_block + kRowBlock);
+      for (int64_t o = o_block; o < o_end; o += O) {
+        const int outputs_left = static_cast<int>(std::min<int64_t>(O, o_end - o));
+        for (int64_t r = r_block; r < r_end; r += R) {
+          const int rows_left = static_cast<int>(std::min<int64_t>(R, r_end - r));
+          const float* xr = x + r * in;
+          const float* wo = w + o * in;
+          const float* bo = bias != nullptr ? bias + o : nullptr;
+          float* yr = y + r * out + o;
+          if (rows_left == R && outputs_left == O) {
+            // The block's first tile of a weight group fetches the next group's rows, which
+            // come from memory: the products need not wait on them there.
+            const bool fetch_next = r == r_block && r_block == 0 && o + 2 * O <= end;
+            Tile<V, R, O>(xr, in, wo, bo, out, yr, fetch_next ? wo + O * in : nullptr);
+          } else {
+            EdgeTile<V, R, O>(rows_left, outputs_left, xr, in, wo, bo, out, yr);
+          }
+        }
       }
     }
   }

@@ -171,7 +171,7 @@ TEST(CpuOps, LinearMatchesADirectDotProductOnEveryPath) {
     std::vector<float> w(out * in), bias(out);
     for (float& v : w) v = normal(rng);
     for (float& v : bias) v = normal(rng);
-    for (int64_t rows : {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 16, 37, 64}) {
+    for (int64_t rows : {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 16, 21, 32, 37, 64}) {
       std::vector<float> x(rows * in);
       for (float& v : x) v = normal(rng);
       for (ThreadPool* threads : {&pool, static_cast<ThreadPool*>(nullptr)}) {
