@@ -31,12 +31,24 @@ class Replica:
     """A server that keeps its gRPC port across restarts (the address clients know)."""
 
     def __init__(self):
-        self.port = free_port()
+        self.port = None  # the kernel's choice at the first start, kept after it
         self.server = None
         self.ok_before = 0  # OK requests counted by servers of this replica that ended
 
     def start(self):
-        self.server = harness.Server(*SERVER_FLAGS, "--listen", "127.0.0.1:%d" % self.port)
+        # The first start binds port 0: a port probed free and bound later can be taken in
+        # between by another test's socket (a CI run lost one that way). A restart binds the
+        # port its clients know; one bind that fails there is tried again.
+        for attempt in range(3):
+            try:
+                self.server = harness.Server(*SERVER_FLAGS, "--listen", "127.0.0.1:%d" % (self.port or 0))
+                break
+            except RuntimeError:
+                if self.port is None or attempt == 2:
+                    raise
+                time.sleep(0.5)
+        if self.port is None:
+            self.port = self.server.port
         assert self.server.port == self.port, (self.server.port, self.port)
 
     def ok_requests(self):
