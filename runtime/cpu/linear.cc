@@ -161,7 +161,7 @@ __attribute__((always_inline)) inline void TiledRange(const float* x, int64_t ro
           if (rows_left == R && outputs_left == O) {
             // The block's first tile of a weight group fetches the next group's rows, which
             // come from memory: the products need not wait on them there.
-            const bool fetch_next = r == r_block && r_block == 0 && o + 2 * O <= end;
+            const bool fetch_next = r == 0 && o + 2 * O <= end;
             Tile<V, R, O>(xr, in, wo, bo, out, yr, fetch_next ? wo + O * in : nullptr);
           } else {
             EdgeTile<V, R, O>(rows_left, outputs_left, xr, in, wo, bo, out, yr);

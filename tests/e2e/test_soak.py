@@ -6,7 +6,8 @@ sampling, 1..200 tokens), cancellations after some messages or a delay, 1-500 ms
 abrupt disconnects (a channel closed mid-stream, or a child process killed with SIGKILL) and
 slow readers. Every outcome a behaviour does not allow is a failure. At the end: the server
 never died and exits 0 on SIGTERM, its gauges return to 0, its RSS once the load has drained
-is within 5% of its RSS at the warm-up's end, and its seqboat_requests_total counters agree with what the clients saw.
+is within 5% of its RSS at the warm-up's end, and its seqboat_requests_total counters agree
+with what the clients saw.
 
 Run by `ctest -L soak` (not part of -L e2e). SEQBOAT_SOAK_SEED repeats the random choices
 (not the timing), SEQBOAT_SOAK_JSON=FILE also writes the summary as JSON."""
