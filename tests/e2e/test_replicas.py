@@ -128,13 +128,15 @@ http {{
 
 class ReplicasTest(unittest.TestCase):
     def setUp(self):
-        self.replicas = [Replica() for _ in range(3)]
-        for r in self.replicas:
+        # Each replica's server (the current one, after restarts) is stopped at the end, also
+        # when a later replica fails to start here (tearDown would not run then, and the
+        # started servers would outlive the test).
+        self.replicas = []
+        for _ in range(3):
+            r = Replica()
             r.start()
-
-    def tearDown(self):
-        for r in self.replicas:
-            r.server.stop()
+            self.replicas.append(r)
+            self.addCleanup(lambda r=r: r.server.stop())
 
     def counts(self):
         return [int(r.ok_requests()) for r in self.replicas]
