@@ -32,6 +32,9 @@ ABSL_FLAG(std::string, rows, "1,8,16,32,64,128,512",
           "Comma-separated row counts (decode batch sizes, prefill chunk lengths).");
 ABSL_FLAG(int, repeats, 7, "Timed steps per case (the median is reported), after one untimed.");
 ABSL_FLAG(std::string, json_out, "", "Write the results as JSON here.");
+ABSL_FLAG(std::string, weight_dtypes, "f32",
+          "Comma-separated matrix dtypes to time our kernels with: f32, bf16, int8 (the "
+          "server's --weight_dtype). sgemm always reads the fp32 weights.");
 
 namespace seqboat::bench {
 namespace {
@@ -89,6 +92,22 @@ int Run() {
     }
     row_counts.push_back(value);
   }
+  std::vector<cpu::MatrixDType> dtypes;
+  for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_weight_dtypes), ',')) {
+    if (part == "f32") {
+      dtypes.push_back(cpu::MatrixDType::kF32);
+    } else if (part == "bf16") {
+      dtypes.push_back(cpu::MatrixDType::kBF16);
+    } else if (part == "int8") {
+      dtypes.push_back(cpu::MatrixDType::kInt8);
+    } else {
+      std::fprintf(stderr,
+                   "seqboat-bench-linear: --weight_dtypes entry '%s': expected f32, bf16 "
+                   "or int8\n",
+                   std::string(part).c_str());
+      return 2;
+    }
+  }
   ThreadPool pool(threads);
   const ReadBandwidth bandwidth = MeasureReadBandwidth(size_t{1} << 30, threads, 3);
 
@@ -103,8 +122,8 @@ int Run() {
       "seqboat-bench-linear: %d threads, %d copies of each matrix per step, read "
       "bandwidth %.1f GB/s, %s\n",
       threads, layers, bandwidth.all_threads / 1e9, json["date"].get<std::string>().c_str());
-  std::printf("%-8s %5s | %10s %8s %6s | %10s %8s | %7s\n", "matrix", "rows", "ours ms", "GFLOP/s",
-              "xW", "sgemm ms", "GFLOP/s", "sgemm/ours");
+  std::printf("%-8s %5s %5s | %10s %8s %6s | %10s %8s | %7s\n", "matrix", "dtype", "rows",
+              "ours ms", "GFLOP/s", "xW", "sgemm ms", "GFLOP/s", "sgemm/ours");
   for (const Shape& shape : kShapes) {
     std::vector<std::vector<float>> weights(layers, std::vector<float>(shape.out * shape.in));
     for (auto& w : weights) {
@@ -112,37 +131,46 @@ int Run() {
     }
     std::vector<float> bias(shape.out);
     for (float& v : bias) v = normal(rng);
-    const double weight_seconds =
-        static_cast<double>(layers) * shape.out * shape.in * sizeof(float) / bandwidth.all_threads;
     for (int64_t rows : row_counts) {
       std::vector<float> x(rows * shape.in), y(rows * shape.out);
       for (float& v : x) v = normal(rng);
-      cpu::UseSingleThreadedBlas();  // as the backend runs it
-      const double ours = MedianStepSeconds(repeats, [&] {
-        for (const auto& w : weights)
-          cpu::Linear(x.data(), rows, shape.in, w.data(), bias.data(), shape.out, y.data(), &pool);
-      });
       openblas_set_num_threads(threads);  // the previous path: OpenBLAS's own threads
       const double sgemm = MedianStepSeconds(repeats, [&] {
         for (const auto& w : weights)
           SgemmLinear(x.data(), rows, shape.in, w.data(), bias.data(), shape.out, y.data());
       });
       const double flops = 2.0 * layers * rows * shape.out * shape.in;
-      std::printf("%-8s %5lld | %10.3f %8.1f %6.2f | %10.3f %8.1f | %7.2f\n", shape.name,
-                  static_cast<long long>(rows), 1e3 * ours, flops / ours / 1e9,
-                  ours / weight_seconds, 1e3 * sgemm, flops / sgemm / 1e9, sgemm / ours);
-      json["cases"].push_back({{"matrix", shape.name},
-                               {"out", shape.out},
-                               {"in", shape.in},
-                               {"rows", rows},
-                               {"ours_ms", 1e3 * ours},
-                               {"sgemm_ms", 1e3 * sgemm},
-                               {"ours_gflops", flops / ours / 1e9},
-                               {"sgemm_gflops", flops / sgemm / 1e9},
-                               {"ours_over_weight_bound", ours / weight_seconds}});
+      for (cpu::MatrixDType dtype : dtypes) {
+        std::vector<cpu::Matrix> matrices;
+        for (const auto& w : weights)
+          matrices.push_back(cpu::Matrix::Make(w.data(), shape.out, shape.in, dtype));
+        const double weight_seconds =
+            static_cast<double>(layers) * matrices[0].bytes() / bandwidth.all_threads;
+        cpu::UseSingleThreadedBlas();  // as the backend runs it
+        const double ours = MedianStepSeconds(repeats, [&] {
+          for (const cpu::Matrix& m : matrices)
+            cpu::Linear(x.data(), rows, m, bias.data(), y.data(), &pool);
+        });
+        const char* name = cpu::MatrixDTypeName(dtype);
+        std::printf("%-8s %5s %5lld | %10.3f %8.1f %6.2f | %10.3f %8.1f | %7.2f\n", shape.name,
+                    name, static_cast<long long>(rows), 1e3 * ours, flops / ours / 1e9,
+                    ours / weight_seconds, 1e3 * sgemm, flops / sgemm / 1e9, sgemm / ours);
+        json["cases"].push_back({{"matrix", shape.name},
+                                 {"weight_dtype", name},
+                                 {"out", shape.out},
+                                 {"in", shape.in},
+                                 {"rows", rows},
+                                 {"ours_ms", 1e3 * ours},
+                                 {"sgemm_ms", 1e3 * sgemm},
+                                 {"ours_gflops", flops / ours / 1e9},
+                                 {"sgemm_gflops", flops / sgemm / 1e9},
+                                 {"ours_over_weight_bound", ours / weight_seconds}});
+      }
     }
   }
-  std::printf("xW: our time over the time to read the step's weights once at the read bandwidth\n");
+  std::printf(
+      "xW: our time over the time to read the step's weights (in the row's dtype) once at the "
+      "read bandwidth\n");
   if (const std::string path = absl::GetFlag(FLAGS_json_out); !path.empty()) {
     std::ofstream(path) << json.dump(2) << "\n";
   }
@@ -154,7 +182,8 @@ int Run() {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "seqboat-bench-linear [--threads N] [--rows 1,8,64] [--json_out FILE]: cpu::Linear against "
+      "seqboat-bench-linear [--threads N] [--rows 1,8,64] [--weight_dtypes f32,bf16,int8] "
+      "[--json_out FILE]: cpu::Linear against "
       "OpenBLAS sgemm at the enwik8-size model's shapes");
   absl::ParseCommandLine(argc, argv);
   return seqboat::bench::Run();

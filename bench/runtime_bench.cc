@@ -79,6 +79,9 @@ ABSL_FLAG(std::string, decode_batches, "",
 ABSL_FLAG(std::string, decode_positions, "",
           "Comma-separated decode positions (>= 1 tokens in each slot before the timed steps) "
           "that replace 1024,16384 (1024 with --quick). Empty: those.");
+ABSL_FLAG(std::string, weight_dtypes, "f32",
+          "Comma-separated matrix dtypes of the CPU backend to measure decode and prefill with, "
+          "each on the same model: f32, bf16, int8 (--weight_dtype of the server).");
 ABSL_FLAG(int, decode_rounds, 1,
           "Time every decode configuration this many times, all the rates in turn in each "
           "round (odd rounds backwards), and keep per configuration the fastest round: a load "
@@ -109,7 +112,7 @@ class TemporaryFile {
   std::string path_;
 };
 
-// Bytes of fp32 weights a decode step reads, by part.
+// Bytes of weights a decode step reads, by part (matrices in the row's dtype, biases fp32).
 struct WeightBytes {
   double hx_per_layer = 0.0;   // hx_proj weight + bias (always)
   double gau_per_layer = 0.0;  // mx_proj + h_proj, weights + biases (when any row activates)
@@ -206,12 +209,22 @@ Machine DescribeMachine(const BenchSettings& settings) {
   return machine;
 }
 
-WeightBytes StepWeightBytes(const ModelConfig& c) {
+// Bytes of one matrix weight in the CPU backend's `dtype` (int8: one fp32 scale per group).
+double MatrixElementBytes(WeightDType dtype) {
+  switch (dtype) {
+    case WeightDType::kBF16: return 2.0;
+    case WeightDType::kInt8: return 1.0 + 4.0 / cpu::kQuantGroup;
+    default: return 4.0;
+  }
+}
+
+WeightBytes StepWeightBytes(const ModelConfig& c, WeightDType dtype) {
   const double D = c.embed_dim, Z = c.z_dim, H = c.hidden_dim, V = c.vocab_size;
+  const double m = MatrixElementBytes(dtype);
   WeightBytes bytes;
-  bytes.hx_per_layer = 4.0 * ((2 + D) * D + (2 + D));
-  bytes.gau_per_layer = 4.0 * ((Z + 2 * H) * D + (Z + 2 * H) + D * H + D);
-  bytes.output = 4.0 * V * D;
+  bytes.hx_per_layer = m * (2 + D) * D + 4.0 * (2 + D);
+  bytes.gau_per_layer = m * ((Z + 2 * H) * D + D * H) + 4.0 * ((Z + 2 * H) + D);
+  bytes.output = m * V * D;
   bytes.fifo_entry = 4.0 * (Z + H);
   bytes.ema_state = 4.0 * D * c.n_dim;
   return bytes;
@@ -220,10 +233,10 @@ WeightBytes StepWeightBytes(const ModelConfig& c) {
 // Copies `source` into slots 0..batch-1, then times decode steps of one token per slot.
 absl::StatusOr<DecodeRow> TimeDecode(CpuBackend& backend, const ModelConfig& config, SlotId source,
                                      int batch, uint64_t token_seed, const BenchSettings& settings,
-                                     const Machine& machine) {
+                                     const Machine& machine, WeightDType settings_dtype) {
   const int L = config.layers, V = config.vocab_size;
   const int64_t cap = backend.fifo_capacity();
-  const WeightBytes weight = StepWeightBytes(config);
+  const WeightBytes weight = StepWeightBytes(config, settings_dtype);
   for (SlotId s = 0; s < batch; ++s) RETURN_IF_ERROR(backend.CopySlot(source, s));
   const int total_steps = settings.warmup_steps + settings.max_steps;
   const std::vector<int32_t> step_tokens =
@@ -248,6 +261,7 @@ absl::StatusOr<DecodeRow> TimeDecode(CpuBackend& backend, const ModelConfig& con
 
   DecodeRow row;
   row.batch = batch;
+  row.weight_dtype = backend.weight_dtype();
   row.layer_rates.assign(L, 0.0);
   // FIFO fill before the first timed step: slot 0 for the report, every slot for the
   // bytes each step's attention reads (tracked exactly from the activations).
@@ -324,14 +338,16 @@ absl::StatusOr<DecodeRow> TimeDecode(CpuBackend& backend, const ModelConfig& con
 
 // Decode steps at every (position, batch) for one model: one slot is prefilled to each
 // position and copied into the batch's slots, then each step appends one token per slot.
-absl::Status BenchDecode(const Model& model, const RateSpec& rate, const BenchSettings& settings,
-                         const Machine& machine, std::vector<DecodeRow>* rows) {
+absl::Status BenchDecode(const Model& model, const RateSpec& rate, WeightDType dtype,
+                         const BenchSettings& settings, const Machine& machine,
+                         std::vector<DecodeRow>* rows) {
   const ModelConfig& config = model.config();
   const int V = config.vocab_size;
   const int max_batch = *std::max_element(settings.batches.begin(), settings.batches.end());
   CpuBackendOptions options;
   options.num_slots = max_batch + 1;
   options.num_threads = settings.threads;
+  options.weight_dtype = dtype;
   ASSIGN_OR_RETURN(std::unique_ptr<CpuBackend> backend, CpuBackend::Create(model, options));
   const SlotId source = max_batch;
 
@@ -355,9 +371,9 @@ absl::Status BenchDecode(const Model& model, const RateSpec& rate, const BenchSe
     for (int batch : settings.batches) {
       DecodeRow row;
       for (int attempt = 0; attempt <= settings.contention_retries; ++attempt) {
-        ASSIGN_OR_RETURN(DecodeRow timed,
-                         TimeDecode(*backend, config, source, batch,
-                                    settings.seed + 1000 * position + batch, settings, machine));
+        ASSIGN_OR_RETURN(DecodeRow timed, TimeDecode(*backend, config, source, batch,
+                                                     settings.seed + 1000 * position + batch,
+                                                     settings, machine, dtype));
         timed.attempts = attempt + 1;
         if (attempt == 0 || timed.others_share < row.others_share) row = std::move(timed);
         if (row.others_share <= settings.contention_threshold ||
@@ -370,8 +386,8 @@ absl::Status BenchDecode(const Model& model, const RateSpec& rate, const BenchSe
                             rate.label, position, batch, 100 * row.others_share));
       }
       row.rate_label = rate.label;
-      Progress(absl::StrFormat("rate %s pos %d batch %d: %.3f ms/step (%d steps)", rate.label,
-                               row.position, batch, row.median_ms, row.steps));
+      Progress(absl::StrFormat("rate %s %s pos %d batch %d: %.3f ms/step (%d steps)", rate.label,
+                               row.weight_dtype, row.position, batch, row.median_ms, row.steps));
       rows->push_back(row);
     }
   }
@@ -402,12 +418,13 @@ std::vector<DecodeRow> KeepFastestRounds(const std::vector<std::vector<DecodeRow
 }
 
 // Single-sequence prefill of random prompts, as one Forward call and in chunks.
-absl::Status BenchPrefill(const Model& model, const RateSpec& rate, const BenchSettings& settings,
-                          std::vector<PrefillRow>* rows) {
+absl::Status BenchPrefill(const Model& model, const RateSpec& rate, WeightDType dtype,
+                          const BenchSettings& settings, std::vector<PrefillRow>* rows) {
   const ModelConfig& config = model.config();
   CpuBackendOptions options;
   options.num_slots = 1;
   options.num_threads = settings.threads;
+  options.weight_dtype = dtype;
   ASSIGN_OR_RETURN(std::unique_ptr<CpuBackend> backend, CpuBackend::Create(model, options));
   std::vector<float> logits(config.vocab_size);
   // Returns the activation rate of one run of `tokens` in chunks of `chunk` from position 0.
@@ -437,6 +454,7 @@ absl::Status BenchPrefill(const Model& model, const RateSpec& rate, const BenchS
     for (int chunk : chunks) {
       PrefillRow row;
       row.rate_label = rate.label;
+      row.weight_dtype = backend->weight_dtype();
       row.prompt = length;
       row.chunk = chunk;
       row.reps = settings.prefill_reps;
@@ -464,8 +482,8 @@ absl::Status BenchPrefill(const Model& model, const RateSpec& rate, const BenchS
       row.others_share = others_sum / settings.prefill_reps;
       row.median_s = Percentile(seconds, 0.5);
       row.tokens_per_s = length / row.median_s;
-      Progress(absl::StrFormat("rate %s prefill %d in chunks of %d: %.0f tokens/s", rate.label,
-                               length, chunk, row.tokens_per_s));
+      Progress(absl::StrFormat("rate %s %s prefill %d in chunks of %d: %.0f tokens/s", rate.label,
+                               row.weight_dtype, length, chunk, row.tokens_per_s));
       rows->push_back(row);
     }
   }
@@ -771,6 +789,20 @@ absl::Status Run() {
     settings.positions.erase(std::unique(settings.positions.begin(), settings.positions.end()),
                              settings.positions.end());
   }
+  settings.weight_dtypes.clear();
+  for (absl::string_view name :
+       absl::StrSplit(absl::GetFlag(FLAGS_weight_dtypes), ',', absl::SkipWhitespace())) {
+    absl::StatusOr<WeightDType> dtype = ParseWeightDType(absl::StripAsciiWhitespace(name));
+    if (!dtype.ok() || *dtype == WeightDType::kF16 || *dtype == WeightDType::kAsStored) {
+      return absl::InvalidArgumentError(absl::StrCat("--weight_dtypes ", name,
+                                                     ": expected f32, bf16 or int8 (the CPU "
+                                                     "backend's matrix dtypes)"));
+    }
+    settings.weight_dtypes.push_back(*dtype);
+  }
+  if (settings.weight_dtypes.empty()) {
+    return absl::InvalidArgumentError("--weight_dtypes: expected f32, bf16 and/or int8");
+  }
   settings.decode_rounds = absl::GetFlag(FLAGS_decode_rounds);
   if (settings.decode_rounds < 1) {
     return absl::InvalidArgumentError(
@@ -889,14 +921,16 @@ absl::Status Run() {
         rate.probe_rate = probe.rate;
         rate.probe_layer_rates = probe.layer_rates;
       }
-      if (!rate.natural) {
-        RETURN_IF_ERROR(
-            BenchDecode(*model, rate, settings, results.machine, &rate_rows[index][round]));
+      for (WeightDType dtype : settings.weight_dtypes) {
+        if (!rate.natural) {
+          RETURN_IF_ERROR(BenchDecode(*model, rate, dtype, settings, results.machine,
+                                      &rate_rows[index][round]));
+        }
+        if (round == 0 && decode_rates.empty() && (rate.label == "50%" || rate.natural)) {
+          RETURN_IF_ERROR(BenchPrefill(*model, rate, dtype, settings, &results.prefill));
+        }
       }
       if (round > 0) continue;
-      if (decode_rates.empty() && (rate.label == "50%" || rate.natural)) {
-        RETURN_IF_ERROR(BenchPrefill(*model, rate, settings, &results.prefill));
-      }
       if (results.state.empty()) {
         ASSIGN_OR_RETURN(results.state, BenchStateBytes(*model));
       }

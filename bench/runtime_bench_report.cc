@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
 
 namespace seqboat::bench {
@@ -14,6 +15,12 @@ using Json = nlohmann::ordered_json;
 
 std::string Percent(double rate) { return absl::StrFormat("%.1f%%", 100.0 * rate); }
 
+std::string DTypeList(const BenchSettings& settings) {
+  std::vector<std::string> names;
+  for (WeightDType dtype : settings.weight_dtypes) names.push_back(WeightDTypeName(dtype));
+  return absl::StrJoin(names, ", ");
+}
+
 }  // namespace
 
 void PrintReport(const BenchSettings& settings, const BenchResults& results) {
@@ -22,9 +29,10 @@ void PrintReport(const BenchSettings& settings, const BenchResults& results) {
   const int64_t parameters = results.parameters;
   std::printf(
       "seqboat-bench-runtime%s: CPU backend, enwik8 config (L=%d D=%d Z=%d H=%d N=%d "
-      "w=%d V=%d), random weights, %.1fM parameters, fp32\n",
+      "w=%d V=%d), random weights, %.1fM parameters, matrices in %s\n",
       settings.quick ? " (--quick)" : "", config.layers, config.embed_dim, config.z_dim,
-      config.hidden_dim, config.n_dim, config.window, config.vocab_size, parameters / 1e6);
+      config.hidden_dim, config.n_dim, config.window, config.vocab_size, parameters / 1e6,
+      DTypeList(settings).c_str());
   std::printf("machine: %s (%s), nproc %d, %d threads, %s; %s\n", machine.cpu_model.c_str(),
               machine.cpu_family_model.c_str(), machine.nproc, settings.threads,
               machine.date.c_str(), machine.blas_config.c_str());
@@ -63,38 +71,41 @@ void PrintReport(const BenchSettings& settings, const BenchResults& results) {
       "\ndecode: one token per slot per step; rate = measured share of (slot, layer) "
       "GAU activations in the timed steps; fifo = entries per layer before timing "
       "(min/mean/max over layers);\n"
-      "  W = fp32 weights the step reads (hx_proj every layer, mx_proj+h_proj in "
+      "  dtype = the matrices' (biases fp32; int8 with an fp32 scale per 32 weights); W = "
+      "weights the step reads in that dtype (hx_proj every layer, mx_proj+h_proj in "
       "layers where any slot activated, output proj.); F = FIFO keys+values the "
       "activated slots attend to; S = every slot's MD-EMA state, read and written; xW, xWF, "
       "xWFS = median / bound\n");
-  std::printf("%-7s %6s %6s %5s %15s %5s %9s %9s %9s %8s %6s %8s %6s %8s %6s %5s\n", "target",
-              "rate", "pos", "batch", "fifo", "steps", "med_ms", "p90_ms", "tok/s", "W_ms", "xW",
-              "W+F_ms", "xWF", "W+F+S_ms", "xWFS", "oth%");
+  std::printf("%-7s %5s %6s %6s %5s %15s %5s %9s %9s %9s %8s %6s %8s %6s %8s %6s %5s\n", "target",
+              "dtype", "rate", "pos", "batch", "fifo", "steps", "med_ms", "p90_ms", "tok/s", "W_ms",
+              "xW", "W+F_ms", "xWF", "W+F+S_ms", "xWFS", "oth%");
   for (const DecodeRow& r : results.decode) {
     std::printf(
-        "%-7s %6s %6lld %5d %15s %5d %9.3f %9.3f %9.1f %8.3f %6.2f %8.3f %6.2f %8.3f %6.2f %5.0f\n",
-        r.rate_label.c_str(), Percent(r.measured_rate).c_str(), static_cast<long long>(r.position),
-        r.batch, absl::StrFormat("%.0f/%.0f/%.0f", r.fifo_min, r.fifo_mean, r.fifo_max).c_str(),
-        r.steps, r.median_ms, r.p90_ms, r.tokens_per_s, r.weight_bound_ms,
-        r.median_ms / r.weight_bound_ms, r.weight_fifo_bound_ms,
-        r.median_ms / r.weight_fifo_bound_ms, r.all_bound_ms, r.median_ms / r.all_bound_ms,
-        100 * r.others_share);
+        "%-7s %5s %6s %6lld %5d %15s %5d %9.3f %9.3f %9.1f %8.3f %6.2f %8.3f %6.2f %8.3f %6.2f "
+        "%5.0f\n",
+        r.rate_label.c_str(), r.weight_dtype.c_str(), Percent(r.measured_rate).c_str(),
+        static_cast<long long>(r.position), r.batch,
+        absl::StrFormat("%.0f/%.0f/%.0f", r.fifo_min, r.fifo_mean, r.fifo_max).c_str(), r.steps,
+        r.median_ms, r.p90_ms, r.tokens_per_s, r.weight_bound_ms, r.median_ms / r.weight_bound_ms,
+        r.weight_fifo_bound_ms, r.median_ms / r.weight_fifo_bound_ms, r.all_bound_ms,
+        r.median_ms / r.all_bound_ms, 100 * r.others_share);
   }
 
   if (!results.prefill.empty()) {  // --decode_rates measures decode only
     std::printf("\nprefill: one sequence from position 0; rate = measured activation share\n");
-    std::printf("%-8s %7s %7s %7s %5s %10s %10s %5s\n", "target", "rate", "prompt", "chunk", "reps",
-                "median_s", "tok/s", "oth%");
+    std::printf("%-8s %5s %7s %7s %7s %5s %10s %10s %5s\n", "target", "dtype", "rate", "prompt",
+                "chunk", "reps", "median_s", "tok/s", "oth%");
     for (const PrefillRow& r : results.prefill) {
-      std::printf("%-8s %7s %7d %7d %5d %10.3f %10.1f %5.0f\n", r.rate_label.c_str(),
-                  Percent(r.measured_rate).c_str(), r.prompt, r.chunk, r.reps, r.median_s,
-                  r.tokens_per_s, 100 * r.others_share);
+      std::printf("%-8s %5s %7s %7d %7d %5d %10.3f %10.1f %5.0f\n", r.rate_label.c_str(),
+                  r.weight_dtype.c_str(), Percent(r.measured_rate).c_str(), r.prompt, r.chunk,
+                  r.reps, r.median_s, r.tokens_per_s, 100 * r.others_share);
     }
   }
 
   std::printf(
       "\nstate per sequence: backend state_bytes_per_slot (fp32 FIFO, plus 8-byte "
-      "FIFO positions) vs MODEL.md L*(D*N*4 + w*(Z+H)*bytes) [+ L*T*D*4 trained]\n");
+      "FIFO positions; the same for every matrix dtype) vs MODEL.md L*(D*N*4 + w*(Z+H)*bytes) "
+      "[+ L*T*D*4 trained]\n");
   std::printf("%-8s %14s %18s %18s\n", "horizon", "backend_MB", "formula_fp32_MB",
               "formula_fp16_MB");
   for (const StateRow& r : results.state) {
@@ -143,7 +154,10 @@ std::string ReportJson(const BenchSettings& settings, const BenchResults& result
                       {"calibration_tolerance", settings.calibration.tolerance}};
   json["config"] = Json::parse(ModelConfigToJson(results.config));
   json["parameters"] = results.parameters;
-  json["weights"] = "random (bench/random_model.h), F32";
+  json["weights"] = "random (bench/random_model.h), stored F32";
+  Json dtypes = Json::array();
+  for (WeightDType dtype : settings.weight_dtypes) dtypes.push_back(WeightDTypeName(dtype));
+  json["weight_dtypes"] = dtypes;
   Json calibration = Json::array();
   for (const RateSpec& rate : results.rates) {
     Json entry = {{"label", rate.label},
@@ -160,6 +174,7 @@ std::string ReportJson(const BenchSettings& settings, const BenchResults& result
   for (const DecodeRow& r : results.decode) {
     decode_json.push_back(
         {{"rate_label", r.rate_label},
+         {"weight_dtype", r.weight_dtype},
          {"measured_rate", r.measured_rate},
          {"measured_layer_rates", r.layer_rates},
          {"busy_layer_rate", r.busy_layer_rate},
@@ -188,6 +203,7 @@ std::string ReportJson(const BenchSettings& settings, const BenchResults& result
   Json prefill_json = Json::array();
   for (const PrefillRow& r : results.prefill) {
     prefill_json.push_back({{"rate_label", r.rate_label},
+                            {"weight_dtype", r.weight_dtype},
                             {"measured_rate", r.measured_rate},
                             {"prompt_tokens", r.prompt},
                             {"chunk_tokens", r.chunk},

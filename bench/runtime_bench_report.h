@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "bench/router_calibration.h"
+#include "runtime/backend.h"
 #include "runtime/model/config.h"
 
 namespace seqboat::bench {
@@ -17,6 +18,8 @@ struct BenchSettings {
   int threads = 1;
   uint64_t seed = 1;
   std::string model_path;
+  // The CPU backend's matrix dtypes to measure (--weight_dtypes), each on the same model.
+  std::vector<WeightDType> weight_dtypes = {WeightDType::kF32};
   std::vector<int> batches = {1, 4, 16, 64};
   std::vector<int64_t> positions = {1024, 16384};
   int decode_rounds = 1;  // each decode row measured this many times, rates in turn
@@ -65,6 +68,7 @@ struct Machine {
 
 struct DecodeRow {
   std::string rate_label;
+  std::string weight_dtype;  // f32 | bf16 | int8
   int batch = 0;
   int64_t position = 0;  // tokens per slot before the first timed step
   int steps = 0;
@@ -86,6 +90,7 @@ struct DecodeRow {
 
 struct PrefillRow {
   std::string rate_label;
+  std::string weight_dtype;
   int prompt = 0;
   int chunk = 0;
   int reps = 0;

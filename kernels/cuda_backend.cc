@@ -401,7 +401,8 @@ DType DeviceDType(const Model& model, WeightDType requested) {
     case WeightDType::kF32: return DType::kF32;
     case WeightDType::kF16: return DType::kF16;
     case WeightDType::kBF16: return DType::kBF16;
-    case WeightDType::kAsStored: break;
+    case WeightDType::kAsStored:
+    case WeightDType::kInt8: break;  // refused by CudaLayout
   }
   return model.stored_dtype();
 }
@@ -410,6 +411,11 @@ DType DeviceDType(const Model& model, WeightDType requested) {
 absl::StatusOr<SlotLayout> CudaLayout(const ModelConfig& config,
                                       const CudaBackendOptions& options) {
   ASSIGN_OR_RETURN(SlotLayout layout, MakeSlotLayout(config, options));
+  if (options.weight_dtype == WeightDType::kInt8) {
+    return absl::InvalidArgumentError(
+        "weight dtype int8: the CUDA backend keeps matrices in f32, f16 or bf16 (int8 is the CPU "
+        "backend's)");
+  }
   if (config.n_dim > cuda::kMaxEmaDim) {
     return absl::UnimplementedError(
         absl::StrCat("the CUDA backend supports n_dim <= ", cuda::kMaxEmaDim, "; this model has ",

@@ -14,6 +14,7 @@
 #include <map>
 #include <set>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -79,6 +80,14 @@ struct Capacity {
   }
 };
 
+// The backends' spelling of T ("f32", "f16", "bf16").
+template <typename T>
+constexpr const char* DeviceDTypeName() {
+  if constexpr (std::is_same_v<T, float>) return "f32";
+  if constexpr (std::is_same_v<T, __half>) return "f16";
+  return "bf16";
+}
+
 template <typename T>
 class CudaBackend final : public Backend {
  public:
@@ -96,6 +105,8 @@ class CudaBackend final : public Backend {
   int num_slots() const override { return options_.num_slots; }
   const char* name() const override { return "cuda"; }
   size_t state_bytes_per_slot() const override { return StateBytesPerSlot(); }
+  const char* weight_dtype() const override { return DeviceDTypeName<T>(); }
+  const char* fifo_dtype() const override { return DeviceDTypeName<T>(); }
 
   absl::Status Forward(absl::Span<const SequenceChunk> batch, const ForwardOutputs& out) override;
   absl::Status ResetSlot(SlotId slot) override;

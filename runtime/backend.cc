@@ -25,8 +25,20 @@ absl::StatusOr<WeightDType> ParseWeightDType(absl::string_view name) {
   if (name == "f32") return WeightDType::kF32;
   if (name == "f16") return WeightDType::kF16;
   if (name == "bf16") return WeightDType::kBF16;
+  if (name == "int8") return WeightDType::kInt8;
   return absl::InvalidArgumentError(
-      absl::StrCat("weight dtype '", name, "'; expected as_stored, f32, f16 or bf16"));
+      absl::StrCat("weight dtype '", name, "'; expected as_stored, f32, f16, bf16 or int8"));
+}
+
+const char* WeightDTypeName(WeightDType dtype) {
+  switch (dtype) {
+    case WeightDType::kAsStored: return "as_stored";
+    case WeightDType::kF32: return "f32";
+    case WeightDType::kF16: return "f16";
+    case WeightDType::kBF16: return "bf16";
+    case WeightDType::kInt8: return "int8";
+  }
+  return "unknown";
 }
 
 absl::StatusOr<SlotLayout> MakeSlotLayout(const ModelConfig& config,

@@ -33,16 +33,19 @@ enum class EmaHorizon {
 absl::StatusOr<EmaHorizon> ParseEmaHorizon(absl::string_view name);
 const char* EmaHorizonName(EmaHorizon horizon);
 
-// The dtype of a backend's matrices and FIFO keys/values. Accumulation is always fp32, and so
-// is the EMA state.
+// The dtype of a backend's matrices (and, on the CUDA backend, of its FIFO keys/values and
+// activations). Accumulation is always fp32, and so is the EMA state. Each backend takes
+// some: CUDA as_stored, f32, f16 and bf16; CPU as_stored (= f32), f32, bf16 and int8.
 enum class WeightDType {
   kAsStored,  // the model file's (embed_tokens.weight)
   kF32,
   kF16,
   kBF16,
+  kInt8,  // symmetric int8 in groups of 32 weights with an fp32 scale each
 };
-// "as_stored" | "f32" | "f16" | "bf16".
+// "as_stored" | "f32" | "f16" | "bf16" | "int8".
 absl::StatusOr<WeightDType> ParseWeightDType(absl::string_view name);
+const char* WeightDTypeName(WeightDType dtype);
 
 // The options every backend takes.
 struct BackendOptions {
@@ -104,6 +107,10 @@ class Backend {
   virtual const char* name() const = 0;
   // Bytes of state one slot holds (EMA state, FIFOs and, in the trained horizon, input rings).
   virtual size_t state_bytes_per_slot() const = 0;
+  // The dtypes in use, resolved ("f32", "bf16", ...; never "as_stored"): of the weight
+  // matrices, and of the FIFO keys and values.
+  virtual const char* weight_dtype() const { return "f32"; }
+  virtual const char* fifo_dtype() const { return "f32"; }
 
   // Appends each chunk's tokens to its slot and writes the requested outputs. A slot appears
   // at most once per call. Fails (and changes no slot) on a bad batch; see the implementation.

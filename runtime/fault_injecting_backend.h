@@ -21,6 +21,8 @@ class FaultInjectingBackend final : public Backend {
   int num_slots() const override { return inner_->num_slots(); }
   const char* name() const override { return inner_->name(); }
   size_t state_bytes_per_slot() const override { return inner_->state_bytes_per_slot(); }
+  const char* weight_dtype() const override { return inner_->weight_dtype(); }
+  const char* fifo_dtype() const override { return inner_->fifo_dtype(); }
   absl::Status Forward(absl::Span<const SequenceChunk> batch, const ForwardOutputs& out) override;
   absl::Status ResetSlot(SlotId slot) override {
     return lost_ ? CheckHealth() : inner_->ResetSlot(slot);

@@ -228,4 +228,16 @@ void Metrics::SetStateMemory(int slots, int64_t bytes_per_sequence, int64_t byte
   state_budget_->Set(static_cast<double>(budget_bytes));
 }
 
+void Metrics::SetBackend(const std::string& backend, const std::string& weight_dtype,
+                         const std::string& fifo_dtype) {
+  prometheus::BuildGauge()
+      .Name("seqboat_backend_info")
+      .Help(
+          "1, labelled with the backend and the dtypes it computes with (weight matrices, FIFO "
+          "keys and values)")
+      .Register(*registry_)
+      .Add({{"backend", backend}, {"weight_dtype", weight_dtype}, {"fifo_dtype", fifo_dtype}})
+      .Set(1);
+}
+
 }  // namespace seqboat::server

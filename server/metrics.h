@@ -47,6 +47,9 @@ class Metrics final : public EngineObserver {
   // budget_bytes: --state_memory_mb in bytes, 0 = no limit.
   void SetStateMemory(int slots, int64_t bytes_per_sequence, int64_t bytes_allocated,
                       int64_t budget_bytes);
+  // seqboat_backend_info{backend, weight_dtype, fifo_dtype} = 1 (set once, at start).
+  void SetBackend(const std::string& backend, const std::string& weight_dtype,
+                  const std::string& fifo_dtype);
 
  private:
   prometheus::Counter& RequestCounter(const std::string& code, const std::string& api);

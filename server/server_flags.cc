@@ -48,8 +48,9 @@ ABSL_FLAG(std::string, device, "cpu", "Backend: cpu or cuda.");
 ABSL_FLAG(int32_t, cuda_device, 0, "With --device cuda: the CUDA device ordinal.");
 ABSL_FLAG(
     std::string, weight_dtype, "as_stored",
-    "Matrices (and FIFO keys/values) on the device: as_stored, f32, f16 or bf16 (--device cuda; "
-    "the CPU backend computes in f32 whatever the file holds).");
+    "The weight matrices' dtype, accumulation always fp32. --device cpu: as_stored or f32 (exact, "
+    "f32 whatever the file holds), bf16 or int8 (converted at load, for speed). --device cuda: "
+    "as_stored, f32, f16 or bf16, FIFO keys/values and activations in the same dtype.");
 ABSL_FLAG(bool, cuda_graphs, true, "With --device cuda: replay decode steps from CUDA graphs.");
 ABSL_FLAG(
     int64_t, state_memory_mb, 0,

@@ -203,6 +203,8 @@ seqboat::v1::ModelInfo DescribeModel(const ServerConfig& config, const Model& mo
   info.set_tokenizer_style(TokenizerStyleName(tokenizer.style()));
   info.set_attention(AttentionKindName(c.attention));
   info.set_backend(backend.name());
+  info.set_weight_dtype(backend.weight_dtype());
+  info.set_fifo_dtype(backend.fifo_dtype());
   info.set_ema_horizon(EmaHorizonName(config.ema_horizon));
   info.set_state_bytes_per_sequence(static_cast<int64_t>(slots.state_bytes));
   info.set_parameters(model.parameter_count());
@@ -337,12 +339,14 @@ absl::StatusOr<Loaded> Load(const ServerConfig& config) {
   }
   loaded.backend = *std::move(backend);
   fprintf(stderr,
-          "seqboat-server: loaded %s (%lld parameters, %s backend) in %.2f s; %d request slots and "
+          "seqboat-server: loaded %s (%lld parameters, %s backend, %s matrices) in %.2f s; %d "
+          "request slots and "
           "%d prefix-cache "
           "slots of %.2f MB\n",
           config.model_path.c_str(), static_cast<long long>(loaded.model->parameter_count()),
-          loaded.backend->name(), absl::ToDoubleSeconds(absl::Now() - start),
-          loaded.slots.request_slots, loaded.slots.cache_slots, loaded.slots.state_bytes / 1e6);
+          loaded.backend->name(), loaded.backend->weight_dtype(),
+          absl::ToDoubleSeconds(absl::Now() - start), loaded.slots.request_slots,
+          loaded.slots.cache_slots, loaded.slots.state_bytes / 1e6);
   return loaded;
 }
 
@@ -431,6 +435,8 @@ int Serve(const ServerConfig& config) {
       slots.request_slots, static_cast<int64_t>(slots.state_bytes),
       static_cast<int64_t>(slots.state_bytes) * (slots.request_slots + slots.cache_slots),
       config.state_memory_bytes);
+  metrics.SetBackend(loaded->backend->name(), loaded->backend->weight_dtype(),
+                     loaded->backend->fifo_dtype());
   ProcessMetrics process_metrics(*metrics.registry());
   std::unique_ptr<MetricsHttpServer> metrics_server;
   if (!config.metrics_listen.empty()) {

@@ -40,6 +40,9 @@ ABSL_FLAG(std::string, ema_horizon, "exact",
 ABSL_FLAG(int, fifo_capacity, 0,
           "FIFO bound; required only for SeqBoat-full models (chunk_size <= 0).");
 ABSL_FLAG(int, threads, 0, "CPU threads (0 = all).");
+ABSL_FLAG(std::string, weight_dtype, "as_stored",
+          "Matrix dtype: as_stored (the file's f32), bf16 or int8, as seqboat-server's flag: "
+          "bits/token then tells what a reduced precision costs.");
 ABSL_FLAG(std::string, logits_out, "", "Write logits [T, V] float32 as .npy.");
 ABSL_FLAG(std::string, activations_out, "", "Write GAU activation decisions [L, T] uint8 as .npy.");
 
@@ -98,6 +101,11 @@ absl::Status Run() {
   absl::StatusOr<EmaHorizon> horizon = ParseEmaHorizon(absl::GetFlag(FLAGS_ema_horizon));
   if (!horizon.ok())
     return absl::InvalidArgumentError(absl::StrCat("--ema_horizon: ", horizon.status().message()));
+  absl::StatusOr<WeightDType> weight_dtype = ParseWeightDType(absl::GetFlag(FLAGS_weight_dtype));
+  if (!weight_dtype.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--weight_dtype: ", weight_dtype.status().message()));
+  }
   const int chunk_len = absl::GetFlag(FLAGS_prefill_chunk);
   if (chunk_len < 1) return absl::InvalidArgumentError("--prefill_chunk must be >= 1");
 
@@ -115,6 +123,7 @@ absl::Status Run() {
   options.ema_horizon = *horizon;
   options.fifo_capacity = absl::GetFlag(FLAGS_fifo_capacity);
   options.num_threads = absl::GetFlag(FLAGS_threads);
+  options.weight_dtype = *weight_dtype;
   ASSIGN_OR_RETURN(std::unique_ptr<CpuBackend> backend, CpuBackend::Create(*model, options));
 
   const ModelConfig& config = model->config();
@@ -151,9 +160,10 @@ absl::Status Run() {
   std::printf("model      %s (%s, %lld parameters, loaded in %.1f ms)\n",
               absl::GetFlag(FLAGS_model).c_str(), DTypeName(model->stored_dtype()),
               static_cast<long long>(model->parameter_count()), load_ms);
-  std::printf("mode       %s, ema_horizon %s, %lld tokens in %.3f s (%.1f tokens/s)\n",
-              mode.c_str(), EmaHorizonName(*horizon), static_cast<long long>(T), run_s,
-              T / std::max(run_s, 1e-9));
+  std::printf(
+      "mode       %s, ema_horizon %s, weight_dtype %s, %lld tokens in %.3f s (%.1f tokens/s)\n",
+      mode.c_str(), EmaHorizonName(*horizon), backend->weight_dtype(), static_cast<long long>(T),
+      run_s, T / std::max(run_s, 1e-9));
   const int64_t shown = std::min<int64_t>(T, 32);
   std::printf("tokens     %s%s\n",
               absl::StrJoin(tokens.begin(), tokens.begin() + shown, ",").c_str(),

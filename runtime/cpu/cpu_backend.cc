@@ -22,13 +22,22 @@ constexpr int64_t kAttentionBlock = 64;
 constexpr int64_t kMinBlockRows = 4;
 }  // namespace
 
+absl::StatusOr<cpu::MatrixDType> CpuBackend::MatrixDTypeOf(WeightDType dtype) {
+  switch (dtype) {
+    case WeightDType::kAsStored:
+    case WeightDType::kF32: return cpu::MatrixDType::kF32;
+    case WeightDType::kBF16: return cpu::MatrixDType::kBF16;
+    case WeightDType::kInt8: return cpu::MatrixDType::kInt8;
+    case WeightDType::kF16: break;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("weight dtype ", WeightDTypeName(dtype),
+                   ": the CPU backend keeps matrices in f32 (as_stored), bf16 or int8"));
+}
+
 absl::StatusOr<SlotLayout> CpuBackend::Layout(const ModelConfig& config,
                                               const CpuBackendOptions& options) {
-  if (options.weight_dtype == WeightDType::kF16 || options.weight_dtype == WeightDType::kBF16) {
-    return absl::InvalidArgumentError(
-        "weight dtype f16/bf16: the CPU backend computes in f32; use f32 or as_stored (or the CUDA "
-        "backend)");
-  }
+  RETURN_IF_ERROR(MatrixDTypeOf(options.weight_dtype).status());
   return MakeSlotLayout(config, options);
 }
 
@@ -41,28 +50,44 @@ absl::StatusOr<size_t> CpuBackend::StateBytesPerSlot(const ModelConfig& config,
 absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(const Model& model,
                                                                const CpuBackendOptions& options) {
   ASSIGN_OR_RETURN(SlotLayout layout, Layout(model.config(), options));
-  std::unique_ptr<CpuBackend> backend(new CpuBackend(model, options, layout));
+  ASSIGN_OR_RETURN(cpu::MatrixDType matrix_dtype, MatrixDTypeOf(options.weight_dtype));
+  std::unique_ptr<CpuBackend> backend(new CpuBackend(model, options, layout, matrix_dtype));
   RETURN_IF_ERROR(backend->AllocateSlots(options.num_slots));
   return backend;
 }
 
 CpuBackend::CpuBackend(const Model& model, const CpuBackendOptions& options,
-                       const SlotLayout& layout)
+                       const SlotLayout& layout, cpu::MatrixDType matrix_dtype)
     : model_(model),
       config_(model.config()),
       layout_(layout),
       trained_horizon_(layout.truncation > 0),
       truncation_(layout.truncation),
       fifo_capacity_(layout.fifo_capacity),
+      matrix_dtype_(matrix_dtype),
       pool_(options.num_threads > 0
                 ? options.num_threads
                 : std::max(1, static_cast<int>(std::thread::hardware_concurrency()))) {
   cpu::UseSingleThreadedBlas();  // the pool is the one set of threads (attention's sgemm too)
   const int D = config_.embed_dim, Z = config_.z_dim, H = config_.hidden_dim, N = config_.n_dim;
   const int64_t cap = fifo_capacity_;
+  const int F = config_.ffn_dim, P = Z + 2 * H;
+  const auto matrix = [&](const float* w, int64_t out, int64_t in) {
+    return cpu::Matrix::Make(w, out, in, matrix_dtype);
+  };
   for (const LayerWeights& layer : model.weights().layers) {
     ema_.push_back(MakeEmaCoefficients(layer, D, N, trained_horizon_, truncation_));
+    LayerMatrices m;
+    m.hx_proj = matrix(layer.hx_proj_weight, 2 + D, D);
+    m.mx_proj = matrix(layer.mx_proj_weight, P, D);
+    m.h_proj = matrix(layer.h_proj_weight, D, H);
+    if (F > 0) {
+      m.fc1 = matrix(layer.fc1_weight, F, D);
+      m.fc2 = matrix(layer.fc2_weight, D, F);
+    }
+    matrices_.push_back(std::move(m));
   }
+  output_ = matrix(model.weights().output, config_.vocab_size, D);
   attention_.kind = config_.attention;
   attention_.z_dim = Z;
   attention_.hidden_dim = H;
@@ -72,6 +97,15 @@ CpuBackend::CpuBackend(const Model& model, const CpuBackendOptions& options,
   const size_t layer_floats =
       static_cast<size_t>(D) * N + cap * (Z + H) + static_cast<size_t>(truncation_) * D;
   state_floats_per_slot_ = layer_floats * config_.layers;
+}
+
+size_t CpuBackend::matrix_bytes() const {
+  size_t bytes = output_.bytes();
+  for (const LayerMatrices& m : matrices_) {
+    bytes +=
+        m.hx_proj.bytes() + m.mx_proj.bytes() + m.h_proj.bytes() + m.fc1.bytes() + m.fc2.bytes();
+  }
+  return bytes;
 }
 
 absl::Status CpuBackend::AllocateSlots(int count) {
@@ -228,8 +262,7 @@ absl::Status CpuBackend::Forward(absl::Span<const SequenceChunk> batch, const Fo
     cpu::Norm(config_.norm, weights.final_norm, final_rows.data(), logit_rows.size(), D,
               final_rows.data());
   }
-  cpu::Linear(final_rows.data(), logit_rows.size(), D, weights.output, nullptr, config_.vocab_size,
-              out.logits.data(), &pool_);
+  cpu::Linear(final_rows.data(), logit_rows.size(), output_, nullptr, out.logits.data(), &pool_);
 
   for (const SequenceChunk& chunk : batch) slots_[chunk.slot].position += chunk.tokens.size();
   return absl::OkStatus();
@@ -251,8 +284,7 @@ void CpuBackend::RunLayer(int l, absl::Span<const SequenceChunk> batch, const Fo
   RunEma(l, batch);
   // 4. hx_proj over every row: router logits and the skip projection.
   hx_.resize(rows * (2 + D));
-  cpu::Linear(mx_.data(), rows, D, layer.hx_proj_weight, layer.hx_proj_bias, 2 + D, hx_.data(),
-              &pool_);
+  cpu::Linear(mx_.data(), rows, matrices_[l].hx_proj, layer.hx_proj_bias, hx_.data(), &pool_);
   // 5. Router: tempered softmax over two logits, the chunk's activation bias added to logit 0
   // first; ties go to "not activated".
   const double inv_temp = std::exp(-static_cast<double>(layer.router_log_temp[0]));
@@ -341,7 +373,7 @@ void CpuBackend::RunGau(int l, absl::Span<const SequenceChunk> batch) {
                 sizeof(float) * D);
   }
   projected_.resize(R * P);
-  cpu::Linear(compact_.data(), R, D, layer.mx_proj_weight, layer.mx_proj_bias, P, projected_.data(),
+  cpu::Linear(compact_.data(), R, matrices_[l].mx_proj, layer.mx_proj_bias, projected_.data(),
               &pool_);
   cpu::SiluInPlace(projected_.data(), R * P);
   queries_.resize(R * Z);
@@ -475,8 +507,7 @@ void CpuBackend::RunGau(int l, absl::Span<const SequenceChunk> batch) {
 
   // Extract: h_proj, scale by the router's confidence, scatter back to the rows.
   gau_out_.resize(R * D);
-  cpu::Linear(attended_.data(), R, H, layer.h_proj_weight, layer.h_proj_bias, D, gau_out_.data(),
-              &pool_);
+  cpu::Linear(attended_.data(), R, matrices_[l].h_proj, layer.h_proj_bias, gau_out_.data(), &pool_);
   for (int64_t a = 0; a < R; ++a) {
     const int64_t row = activated_rows_[a];
     const float confidence = router_confidence_[row];
@@ -518,11 +549,9 @@ void CpuBackend::RunFfn(int l) {
     std::memcpy(ffn_in_.data(), x_.data(), sizeof(float) * rows * D);
   }
   ffn_hidden_.resize(rows * F);
-  cpu::Linear(ffn_in_.data(), rows, D, layer.fc1_weight, layer.fc1_bias, F, ffn_hidden_.data(),
-              &pool_);
+  cpu::Linear(ffn_in_.data(), rows, matrices_[l].fc1, layer.fc1_bias, ffn_hidden_.data(), &pool_);
   cpu::SiluInPlace(ffn_hidden_.data(), rows * F);
-  cpu::Linear(ffn_hidden_.data(), rows, F, layer.fc2_weight, layer.fc2_bias, D, ffn_in_.data(),
-              &pool_);
+  cpu::Linear(ffn_hidden_.data(), rows, matrices_[l].fc2, layer.fc2_bias, ffn_in_.data(), &pool_);
   for (int64_t i = 0; i < rows * D; ++i) x_[i] += ffn_in_[i];
   if (!config_.normalize_before)
     cpu::Norm(config_.norm, layer.ffn_norm, x_.data(), rows, D, x_.data());

@@ -1,4 +1,5 @@
-// The CPU backend: exact to MODEL.md, BLAS for products, threads over channels and rows.
+// The CPU backend: exact to MODEL.md (or with bf16 / int8 matrices on request), our own kernels
+// and BLAS for products, threads over channels and rows.
 #pragma once
 
 #include <memory>
@@ -14,7 +15,10 @@ namespace seqboat {
 
 struct CpuBackendOptions : BackendOptions {
   int num_threads = 0;  // 0 = all hardware threads
-  // The CPU backend computes in f32 from any stored dtype: weight_dtype as_stored or f32 only.
+  // weight_dtype: as_stored and f32 compute in f32 from any stored dtype (exact to MODEL.md);
+  // bf16 and int8 convert the matrices (hx_proj, mx_proj, h_proj, fc1, fc2 and the output
+  // projection) at load, and every product still takes fp32 inputs and accumulates in fp32.
+  // The embedding, norms, EMA parameters and biases stay fp32. f16 is the CUDA backend's.
 };
 
 class CpuBackend final : public Backend {
@@ -31,6 +35,10 @@ class CpuBackend final : public Backend {
   size_t state_bytes_per_slot() const override {
     return seqboat::StateBytesPerSlot(config_, layout_, sizeof(float));
   }
+  const char* weight_dtype() const override { return cpu::MatrixDTypeName(matrix_dtype_); }
+  const char* fifo_dtype() const override { return "f32"; }
+  // Bytes of the weight matrices as the products read them (the matrices' dtype).
+  size_t matrix_bytes() const;
   int fifo_capacity() const { return fifo_capacity_; }
 
   // Not thread-safe: one caller (the engine thread) drives the backend.
@@ -57,10 +65,17 @@ class CpuBackend final : public Backend {
     int64_t position = 0;  // tokens consumed
   };
 
+  // The matrices of one layer in the backend's dtype (fc1/fc2 empty without an FFN).
+  struct LayerMatrices {
+    cpu::Matrix hx_proj, mx_proj, h_proj, fc1, fc2;
+  };
+
   // The checks of the options, and what follows from them.
   static absl::StatusOr<SlotLayout> Layout(const ModelConfig& config,
                                            const CpuBackendOptions& options);
-  CpuBackend(const Model& model, const CpuBackendOptions& options, const SlotLayout& layout);
+  static absl::StatusOr<cpu::MatrixDType> MatrixDTypeOf(WeightDType dtype);
+  CpuBackend(const Model& model, const CpuBackendOptions& options, const SlotLayout& layout,
+             cpu::MatrixDType matrix_dtype);
   absl::Status AllocateSlots(int count);
   absl::Status CheckSlot(SlotId slot, const char* what) const;
   void RunLayer(int layer, absl::Span<const SequenceChunk> batch, const ForwardOutputs& out);
@@ -75,7 +90,10 @@ class CpuBackend final : public Backend {
   const int truncation_;  // T when the trained horizon is on, else 0
   const int fifo_capacity_;
   size_t state_floats_per_slot_ = 0;  // the EMA states, FIFO keys and values, input rings
-  std::vector<EmaCoefficients> ema_;  // [L]
+  const cpu::MatrixDType matrix_dtype_;
+  std::vector<LayerMatrices> matrices_;  // [L]
+  cpu::Matrix output_;                   // [V, D]
+  std::vector<EmaCoefficients> ema_;     // [L]
   cpu::AttentionSpec attention_;
   std::vector<Slot> slots_;
   ThreadPool pool_;

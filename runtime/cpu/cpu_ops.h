@@ -11,6 +11,56 @@
 
 namespace seqboat::cpu {
 
+// The dtype the CPU backend keeps a weight matrix in. Products take fp32 activations and
+// accumulate in fp32 whatever the dtype; each weight is widened to fp32 in registers.
+enum class MatrixDType {
+  kF32,   // the model's fp32 weights, used in place
+  kBF16,  // fp32 rounded to nearest even at 8 mantissa bits (2 bytes a weight)
+  kInt8,  // symmetric int8 in groups of kQuantGroup weights of a row, one fp32 scale per group
+};
+const char* MatrixDTypeName(MatrixDType dtype);  // "f32" | "bf16" | "int8"
+// int8 groups: scale = max|w| / 127 over the group, q = round(w / scale) (ggml's q8_0 grouping;
+// its scales are fp16, ours fp32: 1.125 bytes a weight). A row's last group may be shorter.
+constexpr int64_t kQuantGroup = 32;
+
+// A weight matrix w[out, in] (row-major, one row per output) in one MatrixDType.
+class Matrix {
+ public:
+  Matrix() = default;
+  // f32 keeps a view of `w`, which must outlive the matrix; bf16 and int8 convert a copy.
+  static Matrix Make(const float* w, int64_t out, int64_t in, MatrixDType dtype);
+
+  MatrixDType dtype() const { return dtype_; }
+  int64_t out() const { return out_; }
+  int64_t in() const { return in_; }
+  int64_t groups_per_row() const { return (in_ + kQuantGroup - 1) / kQuantGroup; }
+  size_t bytes() const;  // what one product reads of the weights
+  // Rows [begin, end) widened to fp32, dst[(end - begin), in]: exactly the values every
+  // product multiplies by.
+  void Widen(int64_t begin, int64_t end, float* dst) const;
+
+  const float* f32() const { return f32_; }
+  const uint16_t* bf16() const { return bf16_.data(); }
+  const int8_t* int8() const { return int8_.data(); }
+  const float* scales() const { return scales_.data(); }  // [out, groups_per_row]
+
+ private:
+  MatrixDType dtype_ = MatrixDType::kF32;
+  int64_t out_ = 0, in_ = 0;
+  const float* f32_ = nullptr;
+  std::vector<uint16_t> bf16_;
+  std::vector<int8_t> int8_;
+  std::vector<float> scales_;
+};
+
+// The same product with the weights of `w` (in = w.in(), out = w.out()). f32 is the Linear
+// below. bf16 and int8: up to kStreamRows rows each weight row is widened in registers and
+// streamed once, as in f32; more rows widen blocks of weight rows into a per-thread fp32
+// buffer that the f32 kernels then run on. Up to kTiledRows rows y equals f32 Linear over the
+// widened matrix (Matrix::Widen) bit for bit; beyond, sgemm's sums of the same products.
+void Linear(const float* x, int64_t rows, const Matrix& w, const float* bias, float* y,
+            ThreadPool* pool = nullptr);
+
 // y[rows, out] = x[rows, in] . w[out, in]^T (+ bias[out] when non-null), in linear.cc, split
 // over the pool's threads by output. Up to kTiledRows rows (decode batches up to 32): our own
 // kernels, reading w in place, never packed; up to kStreamRows rows each weight row is streamed
@@ -23,15 +73,18 @@ namespace seqboat::cpu {
 // (OpenBLAS issue #4013).
 constexpr int64_t kStreamRows = 8;
 constexpr int64_t kTiledRows = 32;
+// bf16 and int8 weights go through tiles, widened in registers, up to this many rows.
+constexpr int64_t kQuantTiledRows = 64;
 // Below this many multiply-adds the streaming kernel runs on the calling thread alone.
 constexpr int64_t kMinParallelLinear = 1 << 16;
 void Linear(const float* x, int64_t rows, int64_t in, const float* w, const float* bias,
             int64_t out, float* y, ThreadPool* pool = nullptr);
-// The tiled kernel's variant for one instruction set, on the calling thread, for tests on any
-// machine; false (nothing written) when this CPU lacks it.
+// The kernels compiled for one instruction set, for tests on any machine: on the calling
+// thread, the streaming kernel up to kStreamRows rows and tiles for any more; false (nothing
+// written) when this CPU lacks the set.
 enum class TileIsa { kPortable, kAvx2, kAvx512 };
-bool LinearTiledForTest(TileIsa isa, const float* x, int64_t rows, int64_t in, const float* w,
-                        const float* bias, int64_t out, float* y);
+bool LinearForTest(TileIsa isa, const float* x, int64_t rows, const Matrix& w, const float* bias,
+                   float* y);
 // Sets OpenBLAS to one thread for the whole process (Linear does so before its first sgemm):
 // every product then runs on the caller's thread, and parallel work goes through the pool.
 void UseSingleThreadedBlas();

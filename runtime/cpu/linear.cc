@@ -1,19 +1,31 @@
-// y = x . w^T + bias, the CPU backend's products: weight matrices row-major [out, in] as
-// stored, the threads the backend's pool.
+// y = x . w^T + bias, the CPU backend's products: weight matrices row-major [out, in] in f32
+// (as stored), bf16 or int8, the threads the backend's pool.
 //
 // Up to kStreamRows rows (decode of small batches): each weight row is streamed once and dotted
-// with every x row. Up to kTiledRows: register tiles of dot products, the tile's weight rows
-// kept in L1 while the x rows (in L2) go past them, so a weight matrix is still read from
-// memory once. More rows: OpenBLAS sgemm, single-threaded, on each pool thread's share of the
-// outputs; from 48 rows on its packing pays for itself (bench/linear_bench.cc).
+// with every x row. More rows: register tiles of dot products, the tile's weight rows kept in
+// L1 while the x rows (in L2) go past them, so a weight matrix is still read from memory once.
+// Beyond kTiledRows fp32 rows (kQuantTiledRows bf16/int8 rows): OpenBLAS sgemm, single-threaded,
+// on each pool thread's share of the outputs (bf16/int8 widened to fp32 a block at a time);
+// from 48 rows on its packing pays for itself (bench/linear_bench.cc).
+//
+// The kernels are compiled once per instruction set (linear_kernels.inc) and the widest this
+// CPU runs is picked once, at the first product (a plain table, not an ifunc: sanitizer builds
+// use it too).
 #include <cblas.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <type_traits>
+#include <vector>
 
 #include "runtime/cpu/cpu_ops.h"
 #include "runtime/cpu/vec.h"
-#include "runtime/util/simd_clones.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define SEQBOAT_X86_KERNELS 1
+#include <immintrin.h>
+#endif
 
 namespace seqboat::cpu {
 
@@ -24,267 +36,311 @@ using vec::Sum8;
 using vec::Vec16;
 using vec::Vec8;
 
-// ---- Streaming kernel, 1..kStreamRows rows ----
-// Each row keeps kVecs independent vector accumulators of 8 lanes: a single accumulator per
-// dot would wait on the latency of every multiply-add. The lanes are summed in a fixed order,
-// so a result never depends on the thread split.
-template <int R, int kVecs>
-__attribute__((always_inline)) inline void StreamRows(const float* x, int64_t in, const float* w,
-                                                      const float* bias, int64_t out, float* y,
-                                                      int64_t begin, int64_t end) {
-  constexpr int kStep = 8 * kVecs;
-  const int64_t body = in - in % kStep;
-  for (int64_t o = begin; o < end; ++o) {
-    const float* wo = w + o * in;
-    Vec8 acc[R][kVecs] = {};
-    for (int64_t i = 0; i < body; i += kStep) {
-      Vec8 wv[kVecs];
-#pragma GCC unroll 4
-      for (int v = 0; v < kVecs; ++v) wv[v] = Load<Vec8>(wo + i + 8 * v);
-#pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 4
-        for (int v = 0; v < kVecs; ++v) acc[r][v] += Load<Vec8>(x + r * in + i + 8 * v) * wv[v];
-      }
-    }
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      Vec8 total = acc[r][0];
-#pragma GCC unroll 4
-      for (int v = 1; v < kVecs; ++v) total += acc[r][v];
-      float sum = Sum8(total);
-      for (int64_t i = body; i < in; ++i) sum += x[r * in + i] * wo[i];
-      y[r * out + o] = bias != nullptr ? sum + bias[o] : sum;
-    }
-  }
+typedef uint16_t U16x8 __attribute__((vector_size(16)));
+typedef uint16_t U16x16 __attribute__((vector_size(32)));
+typedef uint32_t U32x8 __attribute__((vector_size(32)));
+typedef uint32_t U32x16 __attribute__((vector_size(64)));
+
+// A bf16 is the high half of an fp32.
+__attribute__((always_inline)) inline float Bf16ToFloat(uint16_t h) {
+  const uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
 }
 
-SEQBOAT_SIMD_CLONES
-void LinearStreamRange(const float* x, int64_t rows, int64_t in, const float* w, const float* bias,
-                       int64_t out, float* y, int64_t begin, int64_t end) {
-  switch (rows) {
-    case 1: return StreamRows<1, 4>(x, in, w, bias, out, y, begin, end);
-    case 2: return StreamRows<2, 4>(x, in, w, bias, out, y, begin, end);
-    case 3: return StreamRows<3, 2>(x, in, w, bias, out, y, begin, end);
-    case 4: return StreamRows<4, 2>(x, in, w, bias, out, y, begin, end);
-    case 5: return StreamRows<5, 2>(x, in, w, bias, out, y, begin, end);
-    case 6: return StreamRows<6, 2>(x, in, w, bias, out, y, begin, end);
-    case 7: return StreamRows<7, 1>(x, in, w, bias, out, y, begin, end);
-    default: return StreamRows<8, 1>(x, in, w, bias, out, y, begin, end);
-  }
-}
+// A matrix's data as the kernels take it, one struct per dtype.
+struct F32Weights {
+  const float* w;
+};
+struct Bf16Weights {
+  const uint16_t* w;
+};
+struct Int8Weights {
+  const int8_t* q;
+  const float* scales;  // [out, groups of kQuantGroup]
+};
 
-// ---- Tiled kernel, kStreamRows + 1 .. kTiledRows rows ----
-// One R x O tile: R rows of x against O weight rows, one vector accumulator of V's lanes per
-// dot. Every dot sums in the same order whatever the tile's shape (lanes of V, folded to 8,
-// then an 8-float step, the 8 lanes in Sum8's order, then the scalar tail), so a row's result
-// does not depend on the batch it came in or on the thread split.
-template <typename V, int R, int O>
-__attribute__((always_inline)) inline void Tile(const float* x, int64_t in, const float* w,
-                                                const float* bias, int64_t out, float* y,
-                                                const float* prefetch = nullptr) {
-  constexpr int kLanes = sizeof(V) / sizeof(float);
-  const int64_t body = in - in % kLanes;
-  V acc[R][O] = {};
-  for (int64_t i = 0; i < body; i += kLanes) {
-    if (prefetch != nullptr) {
-#pragma GCC unroll 8
-      for (int o = 0; o < O; ++o) __builtin_prefetch(prefetch + o * in + i);
-    }
-    V xv[R];
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) xv[r] = Load<V>(x + r * in + i);
-#pragma GCC unroll 8
-    for (int o = 0; o < O; ++o) {
-      const V wv = Load<V>(w + o * in + i);
-#pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) acc[r][o] += xv[r] * wv;
-    }
-  }
-  const bool step8 = in - body >= 8;
-  const int64_t tail = body + (step8 ? 8 : 0);
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 8
-    for (int o = 0; o < O; ++o) {
-      Vec8 folded;
-      if constexpr (kLanes == 16) {
-        folded = vec::Fold(acc[r][o]);
-      } else {
-        folded = acc[r][o];
-      }
-      if (step8) folded += Load<Vec8>(x + r * in + body) * Load<Vec8>(w + o * in + body);
-      float sum = Sum8(folded);
-      for (int64_t i = tail; i < in; ++i) sum += x[r * in + i] * w[o * in + i];
-      y[r * out + o] = bias != nullptr ? sum + bias[o] : sum;
-    }
-  }
-}
+// One instruction set's kernels. A range function computes outputs [begin, end) of y for all
+// rows; Widen writes rows [begin, end) of the weights as fp32.
+template <typename Weights>
+using RangeFn = void (*)(const float* x, int64_t rows, int64_t in, const Weights& w,
+                         const float* bias, int64_t out, float* y, int64_t begin, int64_t end);
+template <typename Weights>
+using WidenFn = void (*)(int64_t in, const Weights& w, int64_t begin, int64_t end, float* dst);
+struct Kernels {
+  RangeFn<F32Weights> stream_f32, tiled_f32;
+  RangeFn<Bf16Weights> stream_bf16, tiled_bf16;
+  RangeFn<Int8Weights> stream_int8, tiled_int8;
+  WidenFn<Bf16Weights> widen_bf16;
+  WidenFn<Int8Weights> widen_int8;
+};
 
-// The tile of up to R x O at (row, output), cut to what is left of both.
-template <typename V, int R, int O>
-__attribute__((always_inline)) inline void EdgeTile(int rows_left, int outputs_left, const float* x,
-                                                    int64_t in, const float* w, const float* bias,
-                                                    int64_t out, float* y) {
-  if constexpr (R > 1) {
-    if (rows_left < R)
-      return EdgeTile<V, R - 1, O>(rows_left, outputs_left, x, in, w, bias, out, y);
-  }
-  if constexpr (O > 1) {
-    if (outputs_left < O)
-      return EdgeTile<V, R, O - 1>(rows_left, outputs_left, x, in, w, bias, out, y);
-  }
-  Tile<V, R, O>(x, in, w, bias, out, y);
-}
+namespace portable {
+#define SEQBOAT_ISA_LEVEL 0
+#include "runtime/cpu/linear_kernels.inc"  // NOLINT(bugprone-suspicious-include)
+#undef SEQBOAT_ISA_LEVEL
+}  // namespace portable
 
-// Outputs [begin, end) for all rows, in blocks: a block of kRowBlock rows of x stays in L1
-// while the O-row weight groups of a block of kOutputBlock outputs (in L2) go past it, so the
-// weights come from memory once and from L2 once per row block.
-template <typename V, int R, int O>
-__attribute__((always_inline)) inline void TiledRange(const float* x, int64_t rows, int64_t in,
-                                                      const float* w, const float* bias,
-                                                      int64_t out, float* y, int64_t begin,
-                                                      int64_t end) {
-  constexpr int64_t kRowBlock = 4 * R, kOutputBlock = 16 * O;
-  for (int64_t o_block = begin; o_block < end; o_block += kOutputBlock) {
-    const int64_t o_end = std::min(end, o_block + kOutputBlock);
-    for (int64_t r_block = 0; r_block < rows; r_block += kRowBlock) {
-      const int64_t r_end = std::min(rows, r_block + kRowBlock);
-      for (int64_t o = o_block; o < o_end; o += O) {
-        const int outputs_left = static_cast<int>(std::min<int64_t>(O, o_end - o));
-        for (int64_t r = r_block; r < r_end; r += R) {
-          const int rows_left = static_cast<int>(std::min<int64_t>(R, r_end - r));
-          const float* xr = x + r * in;
-          const float* wo = w + o * in;
-          const float* bo = bias != nullptr ? bias + o : nullptr;
-          float* yr = y + r * out + o;
-          if (rows_left == R && outputs_left == O) {
-            // The block's first tile of a weight group fetches the next group's rows, which
-            // come from memory: the products need not wait on them there.
-            const bool fetch_next = r == 0 && o + 2 * O <= end;
-            Tile<V, R, O>(xr, in, wo, bo, out, yr, fetch_next ? wo + O * in : nullptr);
-          } else {
-            EdgeTile<V, R, O>(rows_left, outputs_left, xr, in, wo, bo, out, yr);
-          }
-        }
-      }
-    }
-  }
-}
+#ifdef SEQBOAT_X86_KERNELS
+#pragma GCC push_options
+#pragma GCC target("arch=x86-64-v3")
+namespace avx2 {
+#define SEQBOAT_ISA_LEVEL 3
+#include "runtime/cpu/linear_kernels.inc"  // NOLINT(bugprone-suspicious-include)
+#undef SEQBOAT_ISA_LEVEL
+}  // namespace avx2
+#pragma GCC pop_options
 
-// Tile shapes by register file: AVX-512 has 32 vector registers (4 x 6 accumulators plus 4 x
-// rows and a weight vector), AVX2 16 (3 x 4 plus 3 and 1).
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target("arch=x86-64-v4"))) void TiledRangeV4(const float* x, int64_t rows,
-                                                            int64_t in, const float* w,
-                                                            const float* bias, int64_t out,
-                                                            float* y, int64_t begin, int64_t end) {
-  TiledRange<Vec16, 4, 6>(x, rows, in, w, bias, out, y, begin, end);
-}
-__attribute__((target("arch=x86-64-v3"))) void TiledRangeV3(const float* x, int64_t rows,
-                                                            int64_t in, const float* w,
-                                                            const float* bias, int64_t out,
-                                                            float* y, int64_t begin, int64_t end) {
-  TiledRange<Vec8, 3, 4>(x, rows, in, w, bias, out, y, begin, end);
-}
+#pragma GCC push_options
+#pragma GCC target("arch=x86-64-v4")
+namespace avx512 {
+#define SEQBOAT_ISA_LEVEL 4
+#include "runtime/cpu/linear_kernels.inc"  // NOLINT(bugprone-suspicious-include)
+#undef SEQBOAT_ISA_LEVEL
+}  // namespace avx512
+#pragma GCC pop_options
 #endif
-void TiledRangeDefault(const float* x, int64_t rows, int64_t in, const float* w, const float* bias,
-                       int64_t out, float* y, int64_t begin, int64_t end) {
-  TiledRange<Vec8, 2, 4>(x, rows, in, w, bias, out, y, begin, end);
-}
 
-using TiledRangeFn = void (*)(const float*, int64_t, int64_t, const float*, const float*, int64_t,
-                              float*, int64_t, int64_t);
-
-// The variant for `isa`, or null when this CPU (or compiler) has no such variant.
-TiledRangeFn TiledRangeFor(TileIsa isa) {
+// The kernels for `isa`, or null when this CPU (or compiler) has no such set.
+const Kernels* KernelsFor(TileIsa isa) {
+  static const Kernels portable_kernels = portable::MakeKernels();
   switch (isa) {
-    case TileIsa::kPortable: return TiledRangeDefault;
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-    case TileIsa::kAvx2:
+    case TileIsa::kPortable: return &portable_kernels;
+#ifdef SEQBOAT_X86_KERNELS
+    case TileIsa::kAvx2: {
+      static const Kernels kernels = avx2::MakeKernels();
       __builtin_cpu_init();
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? TiledRangeV3
-                                                                             : nullptr;
-    case TileIsa::kAvx512:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? &kernels : nullptr;
+    }
+    case TileIsa::kAvx512: {
+      static const Kernels kernels = avx512::MakeKernels();
       __builtin_cpu_init();
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
                      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq")
-                 ? TiledRangeV4
+                 ? &kernels
                  : nullptr;
+    }
 #endif
     default: return nullptr;
   }
 }
 
-// Chosen once, the widest this CPU runs (a plain call, not an ifunc: sanitizer builds use it).
-TiledRangeFn PickTiledRange() {
-  for (TileIsa isa : {TileIsa::kAvx512, TileIsa::kAvx2}) {
-    if (TiledRangeFn fn = TiledRangeFor(isa)) return fn;
+// The widest set this CPU runs, chosen once.
+const Kernels& Pick() {
+  static const Kernels* const kernels = [] {
+    for (TileIsa isa : {TileIsa::kAvx512, TileIsa::kAvx2}) {
+      if (const Kernels* k = KernelsFor(isa)) return k;
+    }
+    return KernelsFor(TileIsa::kPortable);
+  }();
+  return *kernels;
+}
+
+// fp32 outputs [begin, end) of more than kTiledRows rows through sgemm, on the calling thread.
+void SgemmRange(const float* x, int64_t rows, int64_t in, const float* w, const float* bias,
+                int64_t out, float* y, int64_t begin, int64_t end) {
+  static const bool single_threaded = (UseSingleThreadedBlas(), true);  // once, for any caller
+  (void)single_threaded;
+  float beta = 0.0f;
+  if (bias != nullptr) {
+    for (int64_t r = 0; r < rows; ++r)
+      std::memcpy(y + r * out + begin, bias + begin, (end - begin) * sizeof(float));
+    beta = 1.0f;
   }
-  return TiledRangeDefault;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, end - begin, in, 1.0f, x, in,
+              w + begin * in, in, beta, y + begin, out);
+}
+
+// `range` over outputs [0, out) in groups of `group` outputs, on the pool when `parallel`.
+template <typename Range>
+void ForOutputs(ThreadPool* pool, bool parallel, int64_t out, int64_t group, const Range& range) {
+  if (!parallel) {
+    range(0, out);
+    return;
+  }
+  const int64_t groups = (out + group - 1) / group;
+  pool->ParallelFor(groups, [&](int64_t begin, int64_t end) {
+    range(begin * group, std::min(out, end * group));
+  });
+}
+
+bool RunsParallel(const ThreadPool* pool, int64_t rows, int64_t in, int64_t out) {
+  return pool != nullptr && pool->num_threads() > 1 &&
+         rows * in * out >= kMinParallelLinear;  // waking a thread costs more
+}
+
+// Threads take whole tiles' worth of outputs (12: a multiple of every tile width), or
+// multiples of 16, OpenBLAS's widest micro-tile.
+constexpr int64_t kTileSplit = 12, kSgemmSplit = 16;
+// Weight rows a thread widens at a time for sgemm: a multiple of 16, 48 x 4 x in bytes of L2.
+constexpr int64_t kWidenBlock = 48;
+
+// The product for one dtype's weights: streaming, tiles or (widened) sgemm by the row count.
+template <typename Weights>
+void Product(const float* x, int64_t rows, int64_t in, const Weights& w, const float* bias,
+             int64_t out, float* y, ThreadPool* pool, RangeFn<Weights> stream,
+             RangeFn<Weights> tiled, int64_t tiled_rows,
+             void (*sgemm)(const float*, int64_t, int64_t, const Weights&, const float*, int64_t,
+                           float*, int64_t, int64_t)) {
+  if (rows == 0 || out == 0) return;
+  const bool parallel = RunsParallel(pool, rows, in, out);
+  if (rows <= kStreamRows) {
+    ForOutputs(pool, parallel, out, 1, [&](int64_t begin, int64_t end) {
+      stream(x, rows, in, w, bias, out, y, begin, end);
+    });
+  } else if (rows <= tiled_rows) {
+    ForOutputs(pool, parallel, out, kTileSplit, [&](int64_t begin, int64_t end) {
+      tiled(x, rows, in, w, bias, out, y, begin, end);
+    });
+  } else {
+    ForOutputs(
+        pool, parallel, out, std::is_same_v<Weights, F32Weights> ? kSgemmSplit : kWidenBlock,
+        [&](int64_t begin, int64_t end) { sgemm(x, rows, in, w, bias, out, y, begin, end); });
+  }
+}
+
+void SgemmF32(const float* x, int64_t rows, int64_t in, const F32Weights& w, const float* bias,
+              int64_t out, float* y, int64_t begin, int64_t end) {
+  SgemmRange(x, rows, in, w.w, bias, out, y, begin, end);
+}
+
+// bf16 / int8 through sgemm: kWidenBlock rows at a time widened into a per-thread buffer.
+template <typename Weights>
+void SgemmWidened(const float* x, int64_t rows, int64_t in, const Weights& w, const float* bias,
+                  int64_t out, float* y, int64_t begin, int64_t end) {
+  thread_local std::vector<float> widened;
+  widened.resize(kWidenBlock * in);
+  const Kernels& k = Pick();
+  for (int64_t b = begin; b < end; b += kWidenBlock) {
+    const int64_t e = std::min(end, b + kWidenBlock);
+    if constexpr (std::is_same_v<Weights, Bf16Weights>) {
+      k.widen_bf16(in, w, b, e, widened.data());
+    } else {
+      k.widen_int8(in, w, b, e, widened.data());
+    }
+    SgemmRange(x, rows, in, widened.data(), bias != nullptr ? bias + b : nullptr, out, y + b, 0,
+               e - b);
+  }
 }
 
 }  // namespace
 
 void UseSingleThreadedBlas() { openblas_set_num_threads(1); }
 
-bool LinearTiledForTest(TileIsa isa, const float* x, int64_t rows, int64_t in, const float* w,
-                        const float* bias, int64_t out, float* y) {
-  const TiledRangeFn fn = TiledRangeFor(isa);
-  if (fn == nullptr) return false;
-  fn(x, rows, in, w, bias, out, y, 0, out);
+bool LinearForTest(TileIsa isa, const float* x, int64_t rows, const Matrix& w, const float* bias,
+                   float* y) {
+  const Kernels* k = KernelsFor(isa);
+  if (k == nullptr) return false;
+  const int64_t in = w.in(), out = w.out();
+  const bool stream = rows <= kStreamRows;
+  switch (w.dtype()) {
+    case MatrixDType::kF32:
+      (stream ? k->stream_f32 : k->tiled_f32)(x, rows, in, F32Weights{w.f32()}, bias, out, y, 0,
+                                              out);
+      break;
+    case MatrixDType::kBF16:
+      (stream ? k->stream_bf16 : k->tiled_bf16)(x, rows, in, Bf16Weights{w.bf16()}, bias, out, y, 0,
+                                                out);
+      break;
+    case MatrixDType::kInt8:
+      (stream ? k->stream_int8 : k->tiled_int8)(x, rows, in, Int8Weights{w.int8(), w.scales()},
+                                                bias, out, y, 0, out);
+      break;
+  }
   return true;
 }
 
 void Linear(const float* x, int64_t rows, int64_t in, const float* w, const float* bias,
             int64_t out, float* y, ThreadPool* pool) {
-  if (rows == 0 || out == 0) return;
-  const bool parallel = pool != nullptr && pool->num_threads() > 1 &&
-                        rows * in * out >= kMinParallelLinear;  // waking a thread costs more
-  static_assert(kStreamRows == 8, "LinearStreamRange has kernels for 1..8 rows");
-  if (rows <= kStreamRows) {
-    if (!parallel) {
-      LinearStreamRange(x, rows, in, w, bias, out, y, 0, out);
-    } else {
-      pool->ParallelFor(out, [&](int64_t begin, int64_t end) {
-        LinearStreamRange(x, rows, in, w, bias, out, y, begin, end);
-      });
-    }
-    return;
+  const Kernels& k = Pick();
+  Product(x, rows, in, F32Weights{w}, bias, out, y, pool, k.stream_f32, k.tiled_f32, kTiledRows,
+          SgemmF32);
+}
+
+void Linear(const float* x, int64_t rows, const Matrix& w, const float* bias, float* y,
+            ThreadPool* pool) {
+  const Kernels& k = Pick();
+  switch (w.dtype()) {
+    case MatrixDType::kF32: return Linear(x, rows, w.in(), w.f32(), bias, w.out(), y, pool);
+    case MatrixDType::kBF16:
+      return Product(x, rows, w.in(), Bf16Weights{w.bf16()}, bias, w.out(), y, pool, k.stream_bf16,
+                     k.tiled_bf16, kQuantTiledRows, SgemmWidened<Bf16Weights>);
+    case MatrixDType::kInt8:
+      return Product(x, rows, w.in(), Int8Weights{w.int8(), w.scales()}, bias, w.out(), y, pool,
+                     k.stream_int8, k.tiled_int8, kQuantTiledRows, SgemmWidened<Int8Weights>);
   }
-  if (rows > kTiledRows) {
-    static const bool single_threaded = (UseSingleThreadedBlas(), true);  // once, for any caller
-    (void)single_threaded;
-    const auto sgemm = [&](int64_t begin, int64_t end) {
-      float beta = 0.0f;
-      if (bias != nullptr) {
-        for (int64_t r = 0; r < rows; ++r)
-          std::memcpy(y + r * out + begin, bias + begin, (end - begin) * sizeof(float));
-        beta = 1.0f;
+}
+
+const char* MatrixDTypeName(MatrixDType dtype) {
+  switch (dtype) {
+    case MatrixDType::kBF16: return "bf16";
+    case MatrixDType::kInt8: return "int8";
+    case MatrixDType::kF32: break;
+  }
+  return "f32";
+}
+
+Matrix Matrix::Make(const float* w, int64_t out, int64_t in, MatrixDType dtype) {
+  Matrix m;
+  m.dtype_ = dtype;
+  m.out_ = out;
+  m.in_ = in;
+  const int64_t n = out * in;
+  switch (dtype) {
+    case MatrixDType::kF32: m.f32_ = w; break;
+    case MatrixDType::kBF16:
+      m.bf16_.resize(n);
+      for (int64_t i = 0; i < n; ++i) {  // round to nearest, ties to even (weights are finite)
+        uint32_t bits;
+        std::memcpy(&bits, w + i, sizeof(bits));
+        bits += 0x7fffu + ((bits >> 16) & 1u);
+        m.bf16_[i] = static_cast<uint16_t>(bits >> 16);
       }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, end - begin, in, 1.0f, x, in,
-                  w + begin * in, in, beta, y + begin, out);
-    };
-    if (!parallel) {
-      sgemm(0, out);
-    } else {  // outputs in multiples of 16, OpenBLAS's widest micro-tile
-      const int64_t groups = (out + 15) / 16;
-      pool->ParallelFor(
-          groups, [&](int64_t begin, int64_t end) { sgemm(begin * 16, std::min(out, end * 16)); });
+      break;
+    case MatrixDType::kInt8: {
+      const int64_t groups = m.groups_per_row();
+      m.int8_.resize(n);
+      m.scales_.resize(out * groups);
+      for (int64_t o = 0; o < out; ++o) {
+        for (int64_t g = 0; g < groups; ++g) {
+          const int64_t begin = g * kQuantGroup, end = std::min(in, begin + kQuantGroup);
+          const float* src = w + o * in;
+          float amax = 0.0f;
+          for (int64_t i = begin; i < end; ++i) amax = std::max(amax, std::fabs(src[i]));
+          const float scale = amax / 127.0f;
+          m.scales_[o * groups + g] = scale;
+          for (int64_t i = begin; i < end; ++i) {
+            const float q = scale > 0.0f ? std::nearbyint(src[i] / scale) : 0.0f;
+            m.int8_[o * in + i] = static_cast<int8_t>(std::clamp(q, -127.0f, 127.0f));
+          }
+        }
+      }
+      break;
     }
-    return;
   }
-  static const TiledRangeFn tiled = PickTiledRange();
-  if (!parallel) {
-    tiled(x, rows, in, w, bias, out, y, 0, out);
-    return;
+  return m;
+}
+
+size_t Matrix::bytes() const {
+  const size_t n = static_cast<size_t>(out_) * in_;
+  switch (dtype_) {
+    case MatrixDType::kBF16: return n * sizeof(uint16_t);
+    case MatrixDType::kInt8: return n + scales_.size() * sizeof(float);
+    case MatrixDType::kF32: break;
   }
-  // Threads take whole tiles' worth of outputs (12: a multiple of every shape's width).
-  constexpr int64_t kSplit = 12;
-  const int64_t groups = (out + kSplit - 1) / kSplit;
-  pool->ParallelFor(groups, [&](int64_t begin, int64_t end) {
-    tiled(x, rows, in, w, bias, out, y, begin * kSplit, std::min(out, end * kSplit));
-  });
+  return n * sizeof(float);
+}
+
+void Matrix::Widen(int64_t begin, int64_t end, float* dst) const {
+  switch (dtype_) {
+    case MatrixDType::kF32:
+      std::memcpy(dst, f32_ + begin * in_, sizeof(float) * (end - begin) * in_);
+      return;
+    case MatrixDType::kBF16: return Pick().widen_bf16(in_, Bf16Weights{bf16()}, begin, end, dst);
+    case MatrixDType::kInt8:
+      return Pick().widen_int8(in_, Int8Weights{int8(), scales()}, begin, end, dst);
+  }
 }
 
 }  // namespace seqboat::cpu

@@ -82,7 +82,7 @@ class AuthTest(unittest.TestCase):
             (["--model", harness.TINY, "--debug_fail_forward", "-1"], "--debug_fail_forward"),
             (["--model", harness.TINY, "--debug_fail_sticky"], "--debug_fail_sticky"),
             (["--model", harness.TINY, "--weight_dtype", "f8"], "--weight_dtype"),
-            (["--model", harness.TINY, "--weight_dtype", "bf16"], "CPU backend computes in f32"),
+            (["--model", harness.TINY, "--weight_dtype", "f16"], "CPU backend keeps matrices in f32 (as_stored), bf16 or int8"),
             (["--model", harness.TINY, "--cuda_device", "-1"], "--cuda_device"),
             (["--model", harness.TINY, "--state_memory_mb", "-5"], "--state_memory_mb"),
             (["--model", harness.TINY, "--state_memory_mb", "99999999999999"], "--state_memory_mb"),

@@ -139,12 +139,22 @@ TEST_F(CpuBackendTest, StateBytesWithoutABackendAreWhatOneHolds) {
     ASSERT_TRUE(backend.ok());
     EXPECT_EQ(*predicted, (*backend)->state_bytes_per_slot()) << EmaHorizonName(horizon);
   }
-  CpuBackendOptions bf16;
-  bf16.weight_dtype = WeightDType::kBF16;  // refused by both, with the same reason
-  EXPECT_NE(std::string(CpuBackend::StateBytesPerSlot(model_->config(), bf16).status().message())
-                .find("the CPU backend computes in f32"),
+  // Reduced-precision matrices change the weights, never the per-slot state.
+  for (WeightDType dtype : {WeightDType::kBF16, WeightDType::kInt8}) {
+    CpuBackendOptions options;
+    options.weight_dtype = dtype;
+    auto predicted = CpuBackend::StateBytesPerSlot(model_->config(), options);
+    ASSERT_TRUE(predicted.ok()) << predicted.status();
+    auto backend = CpuBackend::Create(*model_, options);
+    ASSERT_TRUE(backend.ok()) << backend.status();
+    EXPECT_EQ(*predicted, (*backend)->state_bytes_per_slot()) << WeightDTypeName(dtype);
+  }
+  CpuBackendOptions f16;
+  f16.weight_dtype = WeightDType::kF16;  // refused by both, with the same reason
+  EXPECT_NE(std::string(CpuBackend::StateBytesPerSlot(model_->config(), f16).status().message())
+                .find("the CPU backend keeps matrices in f32 (as_stored), bf16 or int8"),
             std::string::npos);
-  EXPECT_FALSE(CpuBackend::Create(*model_, bf16).ok());
+  EXPECT_FALSE(CpuBackend::Create(*model_, f16).ok());
 }
 
 TEST_F(CpuBackendTest, OptionsAreChecked) {

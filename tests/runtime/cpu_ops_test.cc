@@ -2,6 +2,7 @@
 #include "runtime/cpu/cpu_ops.h"
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -15,6 +16,17 @@ std::vector<float> RandomVector(size_t n, std::mt19937& rng, float scale = 1.0f)
   std::vector<float> v(n);
   for (float& x : v) x = dist(rng);
   return v;
+}
+
+uint32_t Bits(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, sizeof(b));
+  return b;
+}
+float FromBits(uint32_t b) {
+  float f;
+  std::memcpy(&f, &b, sizeof(f));
+  return f;
 }
 
 // Rotary must depend only on position differences, even 10^9 tokens into a stream.
@@ -195,34 +207,43 @@ TEST(CpuOps, LinearMatchesADirectDotProductOnEveryPath) {
   }
 }
 
-TEST(CpuOps, EveryTiledVariantThisCpuRunsMatchesADirectDotProduct) {
-  // Linear picks the widest; the others run on machines without it.
+TEST(CpuOps, EveryInstructionSetThisCpuRunsMatchesADirectDotProductInEveryDType) {
+  // Linear picks the widest set; the others run on machines without it. Each set's kernels
+  // (streaming, tiles) for each dtype: near the direct dot product with the widened weights,
+  // and bf16 / int8 bit for bit what the set's f32 kernel gives for the widened matrix.
   std::mt19937 rng(9);
-  std::normal_distribution<float> normal;
   int ran = 0;
   for (TileIsa isa : {TileIsa::kPortable, TileIsa::kAvx2, TileIsa::kAvx512}) {
     for (const auto& [in, out] : {std::pair<int64_t, int64_t>{5, 7}, {37, 29}, {616, 31}}) {
-      for (int64_t rows : {9, 13, 16}) {
-        std::vector<float> w(out * in), bias(out), x(rows * in), y(rows * out, -1.0f);
-        for (float& v : w) v = normal(rng);
-        for (float& v : bias) v = normal(rng);
-        for (float& v : x) v = normal(rng);
-        if (!LinearTiledForTest(isa, x.data(), rows, in, w.data(), bias.data(), out, y.data()))
-          continue;
-        ++ran;
-        for (int64_t r = 0; r < rows; ++r) {
-          for (int64_t o = 0; o < out; ++o) {
-            double expected = bias[o];
-            for (int64_t i = 0; i < in; ++i)
-              expected += static_cast<double>(x[r * in + i]) * w[o * in + i];
-            ASSERT_NEAR(y[r * out + o], expected, 1e-4)
-                << "isa " << static_cast<int>(isa) << " in " << in << " rows " << rows;
+      for (int64_t rows : {1, 3, 8, 9, 13, 16, 37}) {
+        const std::vector<float> w = RandomVector(out * in, rng), bias = RandomVector(out, rng),
+                                 x = RandomVector(rows * in, rng);
+        for (MatrixDType dtype : {MatrixDType::kF32, MatrixDType::kBF16, MatrixDType::kInt8}) {
+          const Matrix m = Matrix::Make(w.data(), out, in, dtype);
+          std::vector<float> widened(out * in), y(rows * out, -1.0f), y_f32(rows * out, -2.0f);
+          m.Widen(0, out, widened.data());
+          if (!LinearForTest(isa, x.data(), rows, m, bias.data(), y.data())) continue;
+          ++ran;
+          const Matrix f32 = Matrix::Make(widened.data(), out, in, MatrixDType::kF32);
+          ASSERT_TRUE(LinearForTest(isa, x.data(), rows, f32, bias.data(), y_f32.data()));
+          for (int64_t r = 0; r < rows; ++r) {
+            for (int64_t o = 0; o < out; ++o) {
+              double expected = bias[o];
+              for (int64_t i = 0; i < in; ++i)
+                expected += static_cast<double>(x[r * in + i]) * widened[o * in + i];
+              ASSERT_NEAR(y[r * out + o], expected, 1e-4)
+                  << "isa " << static_cast<int>(isa) << " " << MatrixDTypeName(dtype) << " in "
+                  << in << " rows " << rows;
+              ASSERT_EQ(Bits(y[r * out + o]), Bits(y_f32[r * out + o]))
+                  << "isa " << static_cast<int>(isa) << " " << MatrixDTypeName(dtype) << " in "
+                  << in << " rows " << rows;
+            }
           }
         }
       }
     }
   }
-  EXPECT_GE(ran, 9) << "the portable variant runs everywhere";
+  EXPECT_GE(ran, 63) << "the portable set runs everywhere";
 }
 
 TEST(CpuOps, ATiledRowDoesNotDependOnItsBatchOrTheThreadSplit) {
@@ -250,6 +271,127 @@ TEST(CpuOps, ATiledRowDoesNotDependOnItsBatchOrTheThreadSplit) {
       }
     }
   }
+}
+
+TEST(CpuOps, Bf16RoundsToNearestEvenAndWidensToTheHighHalf) {
+  // 1 + 2^-8 lies halfway between bf16 1.0 (0x3F80) and 1 + 2^-7 (0x3F81): ties go to the even
+  // 0x3F80; 1 + 3 * 2^-8 is halfway between 0x3F81 and 0x3F82: to 0x3F82; just above a tie
+  // rounds up, just below down; -2.5 and 0 are exact.
+  const std::vector<float> w = {1.0f,
+                                FromBits(0x3F808000u),
+                                FromBits(0x3F818000u),
+                                FromBits(0x3F808001u),
+                                FromBits(0x3F807FFFu),
+                                -2.5f,
+                                0.0f,
+                                FromBits(0x3F7FFFFFu)};  // the largest float below 1 -> 1.0
+  const std::vector<uint16_t> expected = {0x3F80, 0x3F80, 0x3F82, 0x3F81,
+                                          0x3F80, 0xC020, 0x0000, 0x3F80};
+  const Matrix m = Matrix::Make(w.data(), 2, 4, MatrixDType::kBF16);
+  ASSERT_EQ(m.bytes(), 8 * sizeof(uint16_t));
+  std::vector<float> widened(8);
+  m.Widen(0, 2, widened.data());
+  for (size_t i = 0; i < w.size(); ++i) {
+    EXPECT_EQ(m.bf16()[i], expected[i]) << "weight " << i;
+    EXPECT_EQ(Bits(widened[i]), static_cast<uint32_t>(expected[i]) << 16) << "weight " << i;
+  }
+}
+
+TEST(CpuOps, Int8GroupsScaleByTheirLargestWeight) {
+  // One row of 40 weights: a group of 32 whose largest |w| is 127 (scale 1), then a group of 8
+  // zeros (scale 0); a second row of groups with scales 0.5 and 0.25 (exact in binary).
+  const int64_t in = 40;
+  std::vector<float> w(2 * in, 0.0f);
+  w[0] = 127.0f;
+  w[1] = -63.5f;  // ties to even: -64
+  w[2] = 0.49f;
+  w[3] = -126.6f;
+  for (int64_t i = 0; i < in; ++i)
+    w[in + i] = (i % 2 == 0 ? 63.5f : -31.75f) * (i < 32 ? 1.0f : 0.5f);
+  const Matrix m = Matrix::Make(w.data(), 2, in, MatrixDType::kInt8);
+  ASSERT_EQ(m.groups_per_row(), 2);
+  EXPECT_EQ(m.bytes(), 2 * in + 4 * sizeof(float));
+  EXPECT_EQ(m.scales()[0], 1.0f);
+  EXPECT_EQ(m.scales()[1], 0.0f);
+  EXPECT_EQ(m.int8()[0], 127);
+  EXPECT_EQ(m.int8()[1], -64);
+  EXPECT_EQ(m.int8()[2], 0);
+  EXPECT_EQ(m.int8()[3], -127);
+  for (int64_t i = 32; i < in; ++i) EXPECT_EQ(m.int8()[i], 0);
+  EXPECT_EQ(m.scales()[2], 0.5f);
+  EXPECT_EQ(m.scales()[3], 0.25f);
+  EXPECT_EQ(m.int8()[in], 127);
+  EXPECT_EQ(m.int8()[in + 1], -64);  // -31.75 / 0.5 = -63.5, ties to even
+  EXPECT_EQ(m.int8()[in + 32], 127);
+  EXPECT_EQ(m.int8()[in + 33], -64);
+
+  // Random weights: every widened weight within half a step of its group's scale.
+  std::mt19937 rng(11);
+  const int64_t out = 7, wide = 100;
+  const std::vector<float> random = RandomVector(out * wide, rng, 0.3f);
+  const Matrix q = Matrix::Make(random.data(), out, wide, MatrixDType::kInt8);
+  std::vector<float> widened(out * wide);
+  q.Widen(0, out, widened.data());
+  for (int64_t o = 0; o < out; ++o) {
+    for (int64_t i = 0; i < wide; ++i) {
+      const float scale = q.scales()[o * q.groups_per_row() + i / kQuantGroup];
+      EXPECT_GT(scale, 0.0f);
+      EXPECT_LE(std::fabs(widened[o * wide + i] - random[o * wide + i]), 0.5f * scale * 1.0001f)
+          << "o " << o << " i " << i;
+    }
+  }
+}
+
+TEST(CpuOps, Bf16AndInt8LinearEqualF32LinearOverTheWidenedWeights) {
+  // Every path (streaming in registers, widened blocks through tiles or sgemm), inline and on
+  // the pool: the same bits as the f32 product with the widened matrix up to kTiledRows rows,
+  // where both run the same kernel; beyond, near the direct dot product with the widened
+  // weights.
+  std::mt19937 rng(12);
+  ThreadPool pool(2);
+  for (MatrixDType dtype : {MatrixDType::kBF16, MatrixDType::kInt8}) {
+    for (const auto& [in, out] :
+         {std::pair<int64_t, int64_t>{5, 29}, {37, 29}, {70, 1001}, {616, 131}}) {
+      const std::vector<float> w = RandomVector(out * in, rng), bias = RandomVector(out, rng);
+      const Matrix m = Matrix::Make(w.data(), out, in, dtype);
+      std::vector<float> widened(out * in);
+      m.Widen(0, out, widened.data());
+      for (int64_t rows : {1, 2, 3, 5, 8, 9, 16, 21, 32, 37, 64, 65, 130}) {
+        const std::vector<float> x = RandomVector(rows * in, rng);
+        for (ThreadPool* threads : {&pool, static_cast<ThreadPool*>(nullptr)}) {
+          for (const float* b : {bias.data(), static_cast<const float*>(nullptr)}) {
+            std::vector<float> y(rows * out, -1.0f), expected(rows * out, -2.0f);
+            Linear(x.data(), rows, m, b, y.data(), threads);
+            Linear(x.data(), rows, in, widened.data(), b, out, expected.data(), threads);
+            for (int64_t i = 0; i < rows * out; ++i) {
+              if (rows <= kTiledRows) {
+                ASSERT_EQ(Bits(y[i]), Bits(expected[i]))
+                    << MatrixDTypeName(dtype) << " in " << in << " rows " << rows << " at " << i;
+              } else {  // f32 went through sgemm: both near the direct dot product
+                const int64_t r = i / out, o = i % out;
+                double direct = b != nullptr ? b[o] : 0.0;
+                for (int64_t k = 0; k < in; ++k)
+                  direct += static_cast<double>(x[r * in + k]) * widened[o * in + k];
+                ASSERT_NEAR(y[i], direct, 1e-4)
+                    << MatrixDTypeName(dtype) << " in " << in << " rows " << rows << " at " << i;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(CpuOps, F32MatrixIsAViewOfTheWeights) {
+  const std::vector<float> w = {1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f};
+  const Matrix m = Matrix::Make(w.data(), 2, 3, MatrixDType::kF32);
+  EXPECT_EQ(m.f32(), w.data());
+  EXPECT_EQ(m.bytes(), 6 * sizeof(float));
+  const std::vector<float> x = {1.0f, 0.0f, -1.0f};
+  std::vector<float> y(2);
+  Linear(x.data(), 1, m, nullptr, y.data());
+  EXPECT_EQ(y, (std::vector<float>{-2.0f, -2.0f}));
 }
 
 }  // namespace
