@@ -386,6 +386,21 @@ class PrefixCacheTest(unittest.TestCase):
             plain.stop()
 
 
+class WeightDTypeTest(unittest.TestCase):
+    def test_the_dtypes_in_use_are_named_in_model_info_and_metrics(self):
+        for flags, weights in (((), "f32"), (("--weight_dtype", "bf16"), "bf16"), (("--weight_dtype", "int8"), "int8")):
+            server = harness.Server(*flags)
+            try:
+                info = server.stub().GetModelInfo(pb.GetModelInfoRequest())
+                self.assertEqual((info.backend, info.weight_dtype, info.fifo_dtype), ("cpu", weights, "f32"))
+                labels = 'backend="cpu",fifo_dtype="f32",weight_dtype="%s"' % weights
+                self.assertEqual(server.metric("seqboat_backend_info", labels), 1)
+                _, tokens, _, _ = harness.collect(server.stub().Generate(harness.greedy_request(harness.fixture_prompt(), n=8)))
+                self.assertEqual(len(tokens), 8)
+            finally:
+                server.stop()
+
+
 class StateMemoryBudgetTest(unittest.TestCase):
     def test_request_slots_fit_and_the_prefix_cache_gets_the_rest(self):
         probe = harness.Server("--prefix_cache_mb", "0")
