@@ -21,6 +21,7 @@
 
 #include "runtime/cpu/cpu_ops.h"
 #include "runtime/cpu/vec.h"
+#include "runtime/util/dtype.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define SEQBOAT_X86_KERNELS 1
@@ -40,14 +41,6 @@ typedef uint16_t U16x8 __attribute__((vector_size(16)));
 typedef uint16_t U16x16 __attribute__((vector_size(32)));
 typedef uint32_t U32x8 __attribute__((vector_size(32)));
 typedef uint32_t U32x16 __attribute__((vector_size(64)));
-
-// A bf16 is the high half of an fp32.
-__attribute__((always_inline)) inline float Bf16ToFloat(uint16_t h) {
-  const uint32_t bits = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof(f));
-  return f;
-}
 
 // A matrix's data as the kernels take it, one struct per dtype.
 struct F32Weights {
@@ -291,12 +284,7 @@ Matrix Matrix::Make(const float* w, int64_t out, int64_t in, MatrixDType dtype) 
     case MatrixDType::kF32: m.f32_ = w; break;
     case MatrixDType::kBF16:
       m.bf16_.resize(n);
-      for (int64_t i = 0; i < n; ++i) {  // round to nearest, ties to even (weights are finite)
-        uint32_t bits;
-        std::memcpy(&bits, w + i, sizeof(bits));
-        bits += 0x7fffu + ((bits >> 16) & 1u);
-        m.bf16_[i] = static_cast<uint16_t>(bits >> 16);
-      }
+      for (int64_t i = 0; i < n; ++i) m.bf16_[i] = FloatToBf16(w[i]);
       break;
     case MatrixDType::kInt8: {
       const int64_t groups = m.groups_per_row();

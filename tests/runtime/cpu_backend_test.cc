@@ -130,24 +130,19 @@ TEST_F(CpuBackendTest, StateBytesFollowTheFormula) {
 
 // The server sizes its slots from the model alone: the number must be what a backend holds.
 TEST_F(CpuBackendTest, StateBytesWithoutABackendAreWhatOneHolds) {
-  for (EmaHorizon horizon : {EmaHorizon::kExact, EmaHorizon::kTrained}) {
-    CpuBackendOptions options;
-    options.ema_horizon = horizon;
-    auto predicted = CpuBackend::StateBytesPerSlot(model_->config(), options);
-    ASSERT_TRUE(predicted.ok()) << predicted.status();
-    auto backend = CpuBackend::Create(*model_, options);
-    ASSERT_TRUE(backend.ok());
-    EXPECT_EQ(*predicted, (*backend)->state_bytes_per_slot()) << EmaHorizonName(horizon);
-  }
   // Reduced-precision matrices change the weights, never the per-slot state.
-  for (WeightDType dtype : {WeightDType::kBF16, WeightDType::kInt8}) {
-    CpuBackendOptions options;
-    options.weight_dtype = dtype;
-    auto predicted = CpuBackend::StateBytesPerSlot(model_->config(), options);
-    ASSERT_TRUE(predicted.ok()) << predicted.status();
-    auto backend = CpuBackend::Create(*model_, options);
-    ASSERT_TRUE(backend.ok()) << backend.status();
-    EXPECT_EQ(*predicted, (*backend)->state_bytes_per_slot()) << WeightDTypeName(dtype);
+  for (EmaHorizon horizon : {EmaHorizon::kExact, EmaHorizon::kTrained}) {
+    for (WeightDType dtype : {WeightDType::kAsStored, WeightDType::kBF16, WeightDType::kInt8}) {
+      CpuBackendOptions options;
+      options.ema_horizon = horizon;
+      options.weight_dtype = dtype;
+      auto predicted = CpuBackend::StateBytesPerSlot(model_->config(), options);
+      ASSERT_TRUE(predicted.ok()) << predicted.status();
+      auto backend = CpuBackend::Create(*model_, options);
+      ASSERT_TRUE(backend.ok()) << backend.status();
+      EXPECT_EQ(*predicted, (*backend)->state_bytes_per_slot())
+          << EmaHorizonName(horizon) << " " << WeightDTypeName(dtype);
+    }
   }
   CpuBackendOptions f16;
   f16.weight_dtype = WeightDType::kF16;  // refused by both, with the same reason
