@@ -82,6 +82,9 @@ ABSL_FLAG(std::string, decode_positions, "",
 ABSL_FLAG(std::string, weight_dtypes, "f32",
           "Comma-separated matrix dtypes of the CPU backend to measure decode and prefill with, "
           "each on the same model: f32, bf16, int8 (--weight_dtype of the server).");
+ABSL_FLAG(std::string, fifo_dtypes, "f32",
+          "Comma-separated FIFO key/value dtypes of the CPU backend, each measured with every "
+          "--weight_dtypes entry: f32, bf16 (--fifo_dtype of the server).");
 ABSL_FLAG(int, decode_rounds, 1,
           "Time every decode configuration this many times, all the rates in turn in each "
           "round (odd rounds backwards), and keep per configuration the fastest round: a load "
@@ -218,14 +221,14 @@ double MatrixElementBytes(WeightDType dtype) {
   }
 }
 
-WeightBytes StepWeightBytes(const ModelConfig& c, WeightDType dtype) {
+WeightBytes StepWeightBytes(const ModelConfig& c, const BackendDTypes& dtypes) {
   const double D = c.embed_dim, Z = c.z_dim, H = c.hidden_dim, V = c.vocab_size;
-  const double m = MatrixElementBytes(dtype);
+  const double m = MatrixElementBytes(dtypes.weights);
   WeightBytes bytes;
   bytes.hx_per_layer = m * (2 + D) * D + 4.0 * (2 + D);
   bytes.gau_per_layer = m * ((Z + 2 * H) * D + D * H) + 4.0 * ((Z + 2 * H) + D);
   bytes.output = m * V * D;
-  bytes.fifo_entry = 4.0 * (Z + H);
+  bytes.fifo_entry = (dtypes.fifo == WeightDType::kBF16 ? 2.0 : 4.0) * (Z + H);
   bytes.ema_state = 4.0 * D * c.n_dim;
   return bytes;
 }
@@ -233,10 +236,10 @@ WeightBytes StepWeightBytes(const ModelConfig& c, WeightDType dtype) {
 // Copies `source` into slots 0..batch-1, then times decode steps of one token per slot.
 absl::StatusOr<DecodeRow> TimeDecode(CpuBackend& backend, const ModelConfig& config, SlotId source,
                                      int batch, uint64_t token_seed, const BenchSettings& settings,
-                                     const Machine& machine, WeightDType settings_dtype) {
+                                     const Machine& machine, const BackendDTypes& dtypes) {
   const int L = config.layers, V = config.vocab_size;
   const int64_t cap = backend.fifo_capacity();
-  const WeightBytes weight = StepWeightBytes(config, settings_dtype);
+  const WeightBytes weight = StepWeightBytes(config, dtypes);
   for (SlotId s = 0; s < batch; ++s) RETURN_IF_ERROR(backend.CopySlot(source, s));
   const int total_steps = settings.warmup_steps + settings.max_steps;
   const std::vector<int32_t> step_tokens =
@@ -262,6 +265,7 @@ absl::StatusOr<DecodeRow> TimeDecode(CpuBackend& backend, const ModelConfig& con
   DecodeRow row;
   row.batch = batch;
   row.weight_dtype = backend.weight_dtype();
+  row.fifo_dtype = backend.fifo_dtype();
   row.layer_rates.assign(L, 0.0);
   // FIFO fill before the first timed step: slot 0 for the report, every slot for the
   // bytes each step's attention reads (tracked exactly from the activations).
@@ -338,7 +342,7 @@ absl::StatusOr<DecodeRow> TimeDecode(CpuBackend& backend, const ModelConfig& con
 
 // Decode steps at every (position, batch) for one model: one slot is prefilled to each
 // position and copied into the batch's slots, then each step appends one token per slot.
-absl::Status BenchDecode(const Model& model, const RateSpec& rate, WeightDType dtype,
+absl::Status BenchDecode(const Model& model, const RateSpec& rate, const BackendDTypes& dtypes,
                          const BenchSettings& settings, const Machine& machine,
                          std::vector<DecodeRow>* rows) {
   const ModelConfig& config = model.config();
@@ -347,7 +351,8 @@ absl::Status BenchDecode(const Model& model, const RateSpec& rate, WeightDType d
   CpuBackendOptions options;
   options.num_slots = max_batch + 1;
   options.num_threads = settings.threads;
-  options.weight_dtype = dtype;
+  options.weight_dtype = dtypes.weights;
+  options.fifo_dtype = dtypes.fifo;
   ASSIGN_OR_RETURN(std::unique_ptr<CpuBackend> backend, CpuBackend::Create(model, options));
   const SlotId source = max_batch;
 
@@ -373,7 +378,7 @@ absl::Status BenchDecode(const Model& model, const RateSpec& rate, WeightDType d
       for (int attempt = 0; attempt <= settings.contention_retries; ++attempt) {
         ASSIGN_OR_RETURN(DecodeRow timed, TimeDecode(*backend, config, source, batch,
                                                      settings.seed + 1000 * position + batch,
-                                                     settings, machine, dtype));
+                                                     settings, machine, dtypes));
         timed.attempts = attempt + 1;
         if (attempt == 0 || timed.others_share < row.others_share) row = std::move(timed);
         if (row.others_share <= settings.contention_threshold ||
@@ -386,8 +391,9 @@ absl::Status BenchDecode(const Model& model, const RateSpec& rate, WeightDType d
                             rate.label, position, batch, 100 * row.others_share));
       }
       row.rate_label = rate.label;
-      Progress(absl::StrFormat("rate %s %s pos %d batch %d: %.3f ms/step (%d steps)", rate.label,
-                               row.weight_dtype, row.position, batch, row.median_ms, row.steps));
+      Progress(absl::StrFormat("rate %s %s (FIFO %s) pos %d batch %d: %.3f ms/step (%d steps)",
+                               rate.label, row.weight_dtype, row.fifo_dtype, row.position, batch,
+                               row.median_ms, row.steps));
       rows->push_back(row);
     }
   }
@@ -418,13 +424,14 @@ std::vector<DecodeRow> KeepFastestRounds(const std::vector<std::vector<DecodeRow
 }
 
 // Single-sequence prefill of random prompts, as one Forward call and in chunks.
-absl::Status BenchPrefill(const Model& model, const RateSpec& rate, WeightDType dtype,
+absl::Status BenchPrefill(const Model& model, const RateSpec& rate, const BackendDTypes& dtypes,
                           const BenchSettings& settings, std::vector<PrefillRow>* rows) {
   const ModelConfig& config = model.config();
   CpuBackendOptions options;
   options.num_slots = 1;
   options.num_threads = settings.threads;
-  options.weight_dtype = dtype;
+  options.weight_dtype = dtypes.weights;
+  options.fifo_dtype = dtypes.fifo;
   ASSIGN_OR_RETURN(std::unique_ptr<CpuBackend> backend, CpuBackend::Create(model, options));
   std::vector<float> logits(config.vocab_size);
   // Returns the activation rate of one run of `tokens` in chunks of `chunk` from position 0.
@@ -455,6 +462,7 @@ absl::Status BenchPrefill(const Model& model, const RateSpec& rate, WeightDType 
       PrefillRow row;
       row.rate_label = rate.label;
       row.weight_dtype = backend->weight_dtype();
+      row.fifo_dtype = backend->fifo_dtype();
       row.prompt = length;
       row.chunk = chunk;
       row.reps = settings.prefill_reps;
@@ -482,8 +490,9 @@ absl::Status BenchPrefill(const Model& model, const RateSpec& rate, WeightDType 
       row.others_share = others_sum / settings.prefill_reps;
       row.median_s = Percentile(seconds, 0.5);
       row.tokens_per_s = length / row.median_s;
-      Progress(absl::StrFormat("rate %s %s prefill %d in chunks of %d: %.0f tokens/s", rate.label,
-                               row.weight_dtype, length, chunk, row.tokens_per_s));
+      Progress(absl::StrFormat("rate %s %s (FIFO %s) prefill %d in chunks of %d: %.0f tokens/s",
+                               rate.label, row.weight_dtype, row.fifo_dtype, length, chunk,
+                               row.tokens_per_s));
       rows->push_back(row);
     }
   }
@@ -496,19 +505,23 @@ absl::StatusOr<std::vector<StateRow>> BenchStateBytes(const Model& model) {
                H = c.hidden_dim, T = c.truncation_length;
   std::vector<StateRow> rows;
   for (EmaHorizon horizon : {EmaHorizon::kExact, EmaHorizon::kTrained}) {
-    CpuBackendOptions options;
-    options.num_slots = 1;
-    options.num_threads = 1;
-    options.ema_horizon = horizon;
-    ASSIGN_OR_RETURN(std::unique_ptr<CpuBackend> backend, CpuBackend::Create(model, options));
-    StateRow row;
-    const bool trained = horizon == EmaHorizon::kTrained;
-    row.horizon = trained ? "trained" : "exact";
-    row.backend_bytes = backend->state_bytes_per_slot();
-    const double ring = trained ? L * T * D * 4 : 0.0;
-    row.formula_bytes = L * (D * N * 4 + w * (Z + H) * 4) + ring;
-    row.formula_fp16_bytes = L * (D * N * 4 + w * (Z + H) * 2) + ring;
-    rows.push_back(row);
+    for (WeightDType fifo : {WeightDType::kF32, WeightDType::kBF16}) {
+      CpuBackendOptions options;
+      options.num_slots = 1;
+      options.num_threads = 1;
+      options.ema_horizon = horizon;
+      options.fifo_dtype = fifo;
+      ASSIGN_OR_RETURN(std::unique_ptr<CpuBackend> backend, CpuBackend::Create(model, options));
+      StateRow row;
+      const bool trained = horizon == EmaHorizon::kTrained;
+      row.horizon = trained ? "trained" : "exact";
+      row.fifo_dtype = backend->fifo_dtype();
+      row.backend_bytes = backend->state_bytes_per_slot();
+      const double ring = trained ? L * T * D * 4 : 0.0;
+      const double kv_bytes = fifo == WeightDType::kBF16 ? 2 : 4;
+      row.formula_bytes = L * (D * N * 4 + w * (Z + H) * kv_bytes) + ring;
+      rows.push_back(row);
+    }
   }
   return rows;
 }
@@ -789,19 +802,34 @@ absl::Status Run() {
     settings.positions.erase(std::unique(settings.positions.begin(), settings.positions.end()),
                              settings.positions.end());
   }
-  settings.weight_dtypes.clear();
-  for (absl::string_view name :
-       absl::StrSplit(absl::GetFlag(FLAGS_weight_dtypes), ',', absl::SkipWhitespace())) {
-    absl::StatusOr<WeightDType> dtype = ParseWeightDType(absl::StripAsciiWhitespace(name));
-    if (!dtype.ok() || *dtype == WeightDType::kF16 || *dtype == WeightDType::kAsStored) {
-      return absl::InvalidArgumentError(absl::StrCat("--weight_dtypes ", name,
-                                                     ": expected f32, bf16 or int8 (the CPU "
-                                                     "backend's matrix dtypes)"));
+  // Each list: dtypes of `allowed`, at least one.
+  const auto parse_dtypes = [](const char* flag, const std::string& list,
+                               std::vector<WeightDType> allowed,
+                               const char* expected) -> absl::StatusOr<std::vector<WeightDType>> {
+    std::vector<WeightDType> dtypes;
+    for (absl::string_view name : absl::StrSplit(list, ',', absl::SkipWhitespace())) {
+      absl::StatusOr<WeightDType> dtype = ParseWeightDType(absl::StripAsciiWhitespace(name));
+      if (!dtype.ok() || std::find(allowed.begin(), allowed.end(), *dtype) == allowed.end()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--", flag, " ", name, ": expected ", expected));
+      }
+      dtypes.push_back(*dtype);
     }
-    settings.weight_dtypes.push_back(*dtype);
-  }
-  if (settings.weight_dtypes.empty()) {
-    return absl::InvalidArgumentError("--weight_dtypes: expected f32, bf16 and/or int8");
+    if (dtypes.empty())
+      return absl::InvalidArgumentError(absl::StrCat("--", flag, ": expected ", expected));
+    return dtypes;
+  };
+  ASSIGN_OR_RETURN(const std::vector<WeightDType> weight_dtypes,
+                   parse_dtypes("weight_dtypes", absl::GetFlag(FLAGS_weight_dtypes),
+                                {WeightDType::kF32, WeightDType::kBF16, WeightDType::kInt8},
+                                "f32, bf16 or int8 (the CPU backend's matrix dtypes)"));
+  ASSIGN_OR_RETURN(const std::vector<WeightDType> fifo_dtypes,
+                   parse_dtypes("fifo_dtypes", absl::GetFlag(FLAGS_fifo_dtypes),
+                                {WeightDType::kF32, WeightDType::kBF16},
+                                "f32 or bf16 (the CPU backend's FIFO dtypes)"));
+  settings.dtypes.clear();
+  for (WeightDType fifo : fifo_dtypes) {
+    for (WeightDType weights : weight_dtypes) settings.dtypes.push_back({weights, fifo});
   }
   settings.decode_rounds = absl::GetFlag(FLAGS_decode_rounds);
   if (settings.decode_rounds < 1) {
@@ -921,13 +949,13 @@ absl::Status Run() {
         rate.probe_rate = probe.rate;
         rate.probe_layer_rates = probe.layer_rates;
       }
-      for (WeightDType dtype : settings.weight_dtypes) {
+      for (const BackendDTypes& dtypes : settings.dtypes) {
         if (!rate.natural) {
-          RETURN_IF_ERROR(BenchDecode(*model, rate, dtype, settings, results.machine,
+          RETURN_IF_ERROR(BenchDecode(*model, rate, dtypes, settings, results.machine,
                                       &rate_rows[index][round]));
         }
         if (round == 0 && decode_rates.empty() && (rate.label == "50%" || rate.natural)) {
-          RETURN_IF_ERROR(BenchPrefill(*model, rate, dtype, settings, &results.prefill));
+          RETURN_IF_ERROR(BenchPrefill(*model, rate, dtypes, settings, &results.prefill));
         }
       }
       if (round > 0) continue;

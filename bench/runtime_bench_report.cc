@@ -17,7 +17,10 @@ std::string Percent(double rate) { return absl::StrFormat("%.1f%%", 100.0 * rate
 
 std::string DTypeList(const BenchSettings& settings) {
   std::vector<std::string> names;
-  for (WeightDType dtype : settings.weight_dtypes) names.push_back(WeightDTypeName(dtype));
+  for (const BackendDTypes& dtypes : settings.dtypes) {
+    names.push_back(absl::StrCat(WeightDTypeName(dtypes.weights), " (FIFO ",
+                                 WeightDTypeName(dtypes.fifo), ")"));
+  }
   return absl::StrJoin(names, ", ");
 }
 
@@ -71,20 +74,21 @@ void PrintReport(const BenchSettings& settings, const BenchResults& results) {
       "\ndecode: one token per slot per step; rate = measured share of (slot, layer) "
       "GAU activations in the timed steps; fifo = entries per layer before timing "
       "(min/mean/max over layers);\n"
-      "  dtype = the matrices' (biases fp32; int8 with an fp32 scale per 32 weights); W = "
+      "  dtype = the matrices' (biases fp32; int8 with an fp32 scale per 32 weights); kv = the "
+      "FIFO keys' and values'; W = "
       "weights the step reads in that dtype (hx_proj every layer, mx_proj+h_proj in "
       "layers where any slot activated, output proj.); F = FIFO keys+values the "
       "activated slots attend to; S = every slot's MD-EMA state, read and written; xW, xWF, "
       "xWFS = median / bound\n");
-  std::printf("%-7s %5s %6s %6s %5s %15s %5s %9s %9s %9s %8s %6s %8s %6s %8s %6s %5s\n", "target",
-              "dtype", "rate", "pos", "batch", "fifo", "steps", "med_ms", "p90_ms", "tok/s", "W_ms",
-              "xW", "W+F_ms", "xWF", "W+F+S_ms", "xWFS", "oth%");
+  std::printf("%-7s %5s %4s %6s %6s %5s %15s %5s %9s %9s %9s %8s %6s %8s %6s %8s %6s %5s\n",
+              "target", "dtype", "kv", "rate", "pos", "batch", "fifo", "steps", "med_ms", "p90_ms",
+              "tok/s", "W_ms", "xW", "W+F_ms", "xWF", "W+F+S_ms", "xWFS", "oth%");
   for (const DecodeRow& r : results.decode) {
     std::printf(
-        "%-7s %5s %6s %6lld %5d %15s %5d %9.3f %9.3f %9.1f %8.3f %6.2f %8.3f %6.2f %8.3f %6.2f "
-        "%5.0f\n",
-        r.rate_label.c_str(), r.weight_dtype.c_str(), Percent(r.measured_rate).c_str(),
-        static_cast<long long>(r.position), r.batch,
+        "%-7s %5s %4s %6s %6lld %5d %15s %5d %9.3f %9.3f %9.1f %8.3f %6.2f %8.3f %6.2f %8.3f "
+        "%6.2f %5.0f\n",
+        r.rate_label.c_str(), r.weight_dtype.c_str(), r.fifo_dtype.c_str(),
+        Percent(r.measured_rate).c_str(), static_cast<long long>(r.position), r.batch,
         absl::StrFormat("%.0f/%.0f/%.0f", r.fifo_min, r.fifo_mean, r.fifo_max).c_str(), r.steps,
         r.median_ms, r.p90_ms, r.tokens_per_s, r.weight_bound_ms, r.median_ms / r.weight_bound_ms,
         r.weight_fifo_bound_ms, r.median_ms / r.weight_fifo_bound_ms, r.all_bound_ms,
@@ -93,24 +97,23 @@ void PrintReport(const BenchSettings& settings, const BenchResults& results) {
 
   if (!results.prefill.empty()) {  // --decode_rates measures decode only
     std::printf("\nprefill: one sequence from position 0; rate = measured activation share\n");
-    std::printf("%-8s %5s %7s %7s %7s %5s %10s %10s %5s\n", "target", "dtype", "rate", "prompt",
-                "chunk", "reps", "median_s", "tok/s", "oth%");
+    std::printf("%-8s %5s %4s %7s %7s %7s %5s %10s %10s %5s\n", "target", "dtype", "kv", "rate",
+                "prompt", "chunk", "reps", "median_s", "tok/s", "oth%");
     for (const PrefillRow& r : results.prefill) {
-      std::printf("%-8s %5s %7s %7d %7d %5d %10.3f %10.1f %5.0f\n", r.rate_label.c_str(),
-                  r.weight_dtype.c_str(), Percent(r.measured_rate).c_str(), r.prompt, r.chunk,
-                  r.reps, r.median_s, r.tokens_per_s, 100 * r.others_share);
+      std::printf("%-8s %5s %4s %7s %7d %7d %5d %10.3f %10.1f %5.0f\n", r.rate_label.c_str(),
+                  r.weight_dtype.c_str(), r.fifo_dtype.c_str(), Percent(r.measured_rate).c_str(),
+                  r.prompt, r.chunk, r.reps, r.median_s, r.tokens_per_s, 100 * r.others_share);
     }
   }
 
   std::printf(
-      "\nstate per sequence: backend state_bytes_per_slot (fp32 FIFO, plus 8-byte "
-      "FIFO positions; the same for every matrix dtype) vs MODEL.md L*(D*N*4 + w*(Z+H)*bytes) "
-      "[+ L*T*D*4 trained]\n");
-  std::printf("%-8s %14s %18s %18s\n", "horizon", "backend_MB", "formula_fp32_MB",
-              "formula_fp16_MB");
+      "\nstate per sequence: backend state_bytes_per_slot (plus 8-byte FIFO positions; the "
+      "same for every matrix dtype) vs MODEL.md L*(D*N*4 + w*(Z+H)*bytes) [+ L*T*D*4 trained], "
+      "bytes = the FIFO dtype's\n");
+  std::printf("%-8s %4s %14s %14s\n", "horizon", "kv", "backend_MB", "formula_MB");
   for (const StateRow& r : results.state) {
-    std::printf("%-8s %14.3f %18.3f %18.3f\n", r.horizon.c_str(), r.backend_bytes / 1e6,
-                r.formula_bytes / 1e6, r.formula_fp16_bytes / 1e6);
+    std::printf("%-8s %4s %14.3f %14.3f\n", r.horizon.c_str(), r.fifo_dtype.c_str(),
+                r.backend_bytes / 1e6, r.formula_bytes / 1e6);
   }
   std::fflush(stdout);
 }
@@ -156,8 +159,11 @@ std::string ReportJson(const BenchSettings& settings, const BenchResults& result
   json["parameters"] = results.parameters;
   json["weights"] = "random (bench/random_model.h), stored F32";
   Json dtypes = Json::array();
-  for (WeightDType dtype : settings.weight_dtypes) dtypes.push_back(WeightDTypeName(dtype));
-  json["weight_dtypes"] = dtypes;
+  for (const BackendDTypes& d : settings.dtypes) {
+    dtypes.push_back(
+        {{"weight_dtype", WeightDTypeName(d.weights)}, {"fifo_dtype", WeightDTypeName(d.fifo)}});
+  }
+  json["dtypes"] = dtypes;
   Json calibration = Json::array();
   for (const RateSpec& rate : results.rates) {
     Json entry = {{"label", rate.label},
@@ -175,6 +181,7 @@ std::string ReportJson(const BenchSettings& settings, const BenchResults& result
     decode_json.push_back(
         {{"rate_label", r.rate_label},
          {"weight_dtype", r.weight_dtype},
+         {"fifo_dtype", r.fifo_dtype},
          {"measured_rate", r.measured_rate},
          {"measured_layer_rates", r.layer_rates},
          {"busy_layer_rate", r.busy_layer_rate},
@@ -204,6 +211,7 @@ std::string ReportJson(const BenchSettings& settings, const BenchResults& result
   for (const PrefillRow& r : results.prefill) {
     prefill_json.push_back({{"rate_label", r.rate_label},
                             {"weight_dtype", r.weight_dtype},
+                            {"fifo_dtype", r.fifo_dtype},
                             {"measured_rate", r.measured_rate},
                             {"prompt_tokens", r.prompt},
                             {"chunk_tokens", r.chunk},
@@ -217,9 +225,9 @@ std::string ReportJson(const BenchSettings& settings, const BenchResults& result
   Json state_json = Json::array();
   for (const StateRow& r : results.state) {
     state_json.push_back({{"ema_horizon", r.horizon},
+                          {"fifo_dtype", r.fifo_dtype},
                           {"state_bytes_per_slot", r.backend_bytes},
-                          {"formula_fp32_fifo_bytes", r.formula_bytes},
-                          {"formula_fp16_fifo_bytes", r.formula_fp16_bytes}});
+                          {"formula_bytes", r.formula_bytes}});
   }
   json["state_bytes"] = state_json;
   return json.dump(2) + "\n";

@@ -12,14 +12,21 @@
 
 namespace seqboat::bench {
 
+// The CPU backend's dtypes of one measured configuration.
+struct BackendDTypes {
+  WeightDType weights = WeightDType::kF32;  // the matrices' (--weight_dtype)
+  WeightDType fifo = WeightDType::kF32;     // the FIFO keys' and values' (--fifo_dtype)
+};
+
 // What one run measures and how hard it tries.
 struct BenchSettings {
   bool quick = false;
   int threads = 1;
   uint64_t seed = 1;
   std::string model_path;
-  // The CPU backend's matrix dtypes to measure (--weight_dtypes), each on the same model.
-  std::vector<WeightDType> weight_dtypes = {WeightDType::kF32};
+  // The CPU backend's dtypes to measure, each on the same model: every --weight_dtypes entry
+  // with every --fifo_dtypes entry.
+  std::vector<BackendDTypes> dtypes = {BackendDTypes{}};
   std::vector<int> batches = {1, 4, 16, 64};
   std::vector<int64_t> positions = {1024, 16384};
   int decode_rounds = 1;  // each decode row measured this many times, rates in turn
@@ -69,6 +76,7 @@ struct Machine {
 struct DecodeRow {
   std::string rate_label;
   std::string weight_dtype;  // f32 | bf16 | int8
+  std::string fifo_dtype;    // f32 | bf16
   int batch = 0;
   int64_t position = 0;  // tokens per slot before the first timed step
   int steps = 0;
@@ -91,6 +99,7 @@ struct DecodeRow {
 struct PrefillRow {
   std::string rate_label;
   std::string weight_dtype;
+  std::string fifo_dtype;
   int prompt = 0;
   int chunk = 0;
   int reps = 0;
@@ -101,9 +110,9 @@ struct PrefillRow {
 
 struct StateRow {
   std::string horizon;
+  std::string fifo_dtype;
   size_t backend_bytes = 0;
-  double formula_bytes = 0;       // MODEL.md with fp32 FIFO entries, positions not counted
-  double formula_fp16_bytes = 0;  // MODEL.md's fp16 FIFO figure
+  double formula_bytes = 0;  // MODEL.md with FIFO entries of the row's dtype, positions not counted
 };
 
 // Everything one run measured.

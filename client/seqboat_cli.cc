@@ -288,8 +288,8 @@ int Info(v1::SeqBoat::Stub& stub) {
          info.embed_dim(), info.z_dim(), info.hidden_dim(), info.n_dim(), info.window(),
          info.attention().c_str());
   printf("vocabulary        %d (%s)\n", info.vocab_size(), info.tokenizer_style().c_str());
-  printf("backend           %s, EMA horizon %s\n", info.backend().c_str(),
-         info.ema_horizon().c_str());
+  printf("backend           %s, EMA horizon %s, %s matrices, %s FIFO\n", info.backend().c_str(),
+         info.ema_horizon().c_str(), info.weight_dtype().c_str(), info.fifo_dtype().c_str());
   printf("state / sequence  %.3f MB\n", info.state_bytes_per_sequence() / 1e6);
   printf("prefix cache      %.1f MB\n", info.prefix_cache_bytes() / 1e6);
   const v1::Limits& l = info.limits();

@@ -55,6 +55,9 @@ struct BackendOptions {
   // (window <= 0), whose unbounded memory must be bounded explicitly.
   int fifo_capacity = 0;
   WeightDType weight_dtype = WeightDType::kAsStored;
+  // The FIFO keys and values. as_stored: the backend's own (CPU f32; CUDA its weight dtype);
+  // the CPU backend also keeps them in bf16 on request. A backend refuses any other.
+  WeightDType fifo_dtype = WeightDType::kAsStored;
 };
 
 // What every backend derives from the model and its options (MODEL.md), written once here so

@@ -18,6 +18,7 @@ struct ServerConfig {
   std::string device = "cpu";  // cpu | cuda
   int cuda_device = 0;
   WeightDType weight_dtype = WeightDType::kAsStored;
+  WeightDType fifo_dtype = WeightDType::kAsStored;
   bool cuda_graphs = true;
   EmaHorizon ema_horizon = EmaHorizon::kExact;
   int fifo_capacity = 0;  // 0: the model's window

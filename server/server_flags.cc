@@ -51,6 +51,10 @@ ABSL_FLAG(
     "The weight matrices' dtype, accumulation always fp32. --device cpu: as_stored or f32 (exact, "
     "f32 whatever the file holds), bf16 or int8 (converted at load, for speed). --device cuda: "
     "as_stored, f32, f16 or bf16, FIFO keys/values and activations in the same dtype.");
+ABSL_FLAG(std::string, fifo_dtype, "as_stored",
+          "The FIFO keys' and values' dtype. --device cpu: as_stored or f32, or bf16 (half the "
+          "FIFO bytes of every sequence's state; attention still accumulates in fp32). --device "
+          "cuda: as_stored (the --weight_dtype), or that dtype named.");
 ABSL_FLAG(bool, cuda_graphs, true, "With --device cuda: replay decode steps from CUDA graphs.");
 ABSL_FLAG(
     int64_t, state_memory_mb, 0,
@@ -195,6 +199,9 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
   absl::StatusOr<WeightDType> dtype = ParseWeightDType(absl::GetFlag(FLAGS_weight_dtype));
   RETURN_IF_ERROR(ForFlag("weight_dtype", dtype.status()));
   c.weight_dtype = *dtype;
+  absl::StatusOr<WeightDType> fifo_dtype = ParseWeightDType(absl::GetFlag(FLAGS_fifo_dtype));
+  RETURN_IF_ERROR(ForFlag("fifo_dtype", fifo_dtype.status()));
+  c.fifo_dtype = *fifo_dtype;
   c.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
   absl::StatusOr<EmaHorizon> horizon = ParseEmaHorizon(absl::GetFlag(FLAGS_ema_horizon));
   RETURN_IF_ERROR(ForFlag("ema_horizon", horizon.status()));

@@ -68,6 +68,7 @@ BackendOptions CommonOptions(const ServerConfig& config, int slots) {
   options.ema_horizon = config.ema_horizon;
   options.fifo_capacity = config.fifo_capacity;
   options.weight_dtype = config.weight_dtype;
+  options.fifo_dtype = config.fifo_dtype;
   return options;
 }
 
@@ -112,6 +113,14 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const Model& model, const S
   if (config.device == "cuda") {
 #ifdef SEQBOAT_HAVE_CUDA
     ASSIGN_OR_RETURN(backend, CreateCudaBackend(model, CudaOptions(config, slots)));
+    // The CUDA backend keeps its FIFOs in its compute dtype: a --fifo_dtype must name it.
+    if (config.fifo_dtype != WeightDType::kAsStored &&
+        absl::string_view(WeightDTypeName(config.fifo_dtype)) != backend->fifo_dtype()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--fifo_dtype ", WeightDTypeName(config.fifo_dtype),
+                       ": --device cuda keeps FIFO keys and values in its weight dtype (",
+                       backend->fifo_dtype(), "); pass as_stored or ", backend->fifo_dtype()));
+    }
 #else
     return NoCuda();
 #endif
@@ -339,12 +348,10 @@ absl::StatusOr<Loaded> Load(const ServerConfig& config) {
   }
   loaded.backend = *std::move(backend);
   fprintf(stderr,
-          "seqboat-server: loaded %s (%lld parameters, %s backend, %s matrices) in %.2f s; %d "
-          "request slots and "
-          "%d prefix-cache "
-          "slots of %.2f MB\n",
+          "seqboat-server: loaded %s (%lld parameters, %s backend, %s matrices, %s FIFO) in %.2f "
+          "s; %d request slots and %d prefix-cache slots of %.2f MB\n",
           config.model_path.c_str(), static_cast<long long>(loaded.model->parameter_count()),
-          loaded.backend->name(), loaded.backend->weight_dtype(),
+          loaded.backend->name(), loaded.backend->weight_dtype(), loaded.backend->fifo_dtype(),
           absl::ToDoubleSeconds(absl::Now() - start), loaded.slots.request_slots,
           loaded.slots.cache_slots, loaded.slots.state_bytes / 1e6);
   return loaded;

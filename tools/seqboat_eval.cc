@@ -43,6 +43,8 @@ ABSL_FLAG(int, threads, 0, "CPU threads (0 = all).");
 ABSL_FLAG(std::string, weight_dtype, "as_stored",
           "Matrix dtype: as_stored (the file's f32), bf16 or int8, as seqboat-server's flag: "
           "bits/token then tells what a reduced precision costs.");
+ABSL_FLAG(std::string, fifo_dtype, "as_stored",
+          "FIFO keys/values dtype: as_stored (f32) or bf16, as seqboat-server's flag.");
 ABSL_FLAG(std::string, logits_out, "", "Write logits [T, V] float32 as .npy.");
 ABSL_FLAG(std::string, activations_out, "", "Write GAU activation decisions [L, T] uint8 as .npy.");
 
@@ -106,6 +108,11 @@ absl::Status Run() {
     return absl::InvalidArgumentError(
         absl::StrCat("--weight_dtype: ", weight_dtype.status().message()));
   }
+  absl::StatusOr<WeightDType> fifo_dtype = ParseWeightDType(absl::GetFlag(FLAGS_fifo_dtype));
+  if (!fifo_dtype.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--fifo_dtype: ", fifo_dtype.status().message()));
+  }
   const int chunk_len = absl::GetFlag(FLAGS_prefill_chunk);
   if (chunk_len < 1) return absl::InvalidArgumentError("--prefill_chunk must be >= 1");
 
@@ -124,6 +131,7 @@ absl::Status Run() {
   options.fifo_capacity = absl::GetFlag(FLAGS_fifo_capacity);
   options.num_threads = absl::GetFlag(FLAGS_threads);
   options.weight_dtype = *weight_dtype;
+  options.fifo_dtype = *fifo_dtype;
   ASSIGN_OR_RETURN(std::unique_ptr<CpuBackend> backend, CpuBackend::Create(*model, options));
 
   const ModelConfig& config = model->config();
@@ -161,9 +169,10 @@ absl::Status Run() {
               absl::GetFlag(FLAGS_model).c_str(), DTypeName(model->stored_dtype()),
               static_cast<long long>(model->parameter_count()), load_ms);
   std::printf(
-      "mode       %s, ema_horizon %s, weight_dtype %s, %lld tokens in %.3f s (%.1f tokens/s)\n",
-      mode.c_str(), EmaHorizonName(*horizon), backend->weight_dtype(), static_cast<long long>(T),
-      run_s, T / std::max(run_s, 1e-9));
+      "mode       %s, ema_horizon %s, weight_dtype %s, fifo_dtype %s, %lld tokens in %.3f s "
+      "(%.1f tokens/s)\n",
+      mode.c_str(), EmaHorizonName(*horizon), backend->weight_dtype(), backend->fifo_dtype(),
+      static_cast<long long>(T), run_s, T / std::max(run_s, 1e-9));
   const int64_t shown = std::min<int64_t>(T, 32);
   std::printf("tokens     %s%s\n",
               absl::StrJoin(tokens.begin(), tokens.begin() + shown, ",").c_str(),

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/util/dtype.h"
 #include "runtime/util/status_macros.h"
 
 namespace seqboat {
@@ -35,29 +36,46 @@ absl::StatusOr<cpu::MatrixDType> CpuBackend::MatrixDTypeOf(WeightDType dtype) {
                    ": the CPU backend keeps matrices in f32 (as_stored), bf16 or int8"));
 }
 
+absl::StatusOr<bool> CpuBackend::FifoIsBf16(WeightDType dtype) {
+  switch (dtype) {
+    case WeightDType::kAsStored:
+    case WeightDType::kF32: return false;
+    case WeightDType::kBF16: return true;
+    case WeightDType::kF16:
+    case WeightDType::kInt8: break;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("FIFO dtype ", WeightDTypeName(dtype),
+                   ": the CPU backend keeps FIFO keys and values in f32 (as_stored) or bf16"));
+}
+
 absl::StatusOr<SlotLayout> CpuBackend::Layout(const ModelConfig& config,
                                               const CpuBackendOptions& options) {
   RETURN_IF_ERROR(MatrixDTypeOf(options.weight_dtype).status());
+  RETURN_IF_ERROR(FifoIsBf16(options.fifo_dtype).status());
   return MakeSlotLayout(config, options);
 }
 
 absl::StatusOr<size_t> CpuBackend::StateBytesPerSlot(const ModelConfig& config,
                                                      const CpuBackendOptions& options) {
   ASSIGN_OR_RETURN(SlotLayout layout, Layout(config, options));
-  return seqboat::StateBytesPerSlot(config, layout, sizeof(float));
+  ASSIGN_OR_RETURN(bool fifo_bf16, FifoIsBf16(options.fifo_dtype));
+  return seqboat::StateBytesPerSlot(config, layout, fifo_bf16 ? 2 : sizeof(float));
 }
 
 absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(const Model& model,
                                                                const CpuBackendOptions& options) {
   ASSIGN_OR_RETURN(SlotLayout layout, Layout(model.config(), options));
   ASSIGN_OR_RETURN(cpu::MatrixDType matrix_dtype, MatrixDTypeOf(options.weight_dtype));
-  std::unique_ptr<CpuBackend> backend(new CpuBackend(model, options, layout, matrix_dtype));
+  ASSIGN_OR_RETURN(bool fifo_bf16, FifoIsBf16(options.fifo_dtype));
+  std::unique_ptr<CpuBackend> backend(
+      new CpuBackend(model, options, layout, matrix_dtype, fifo_bf16));
   RETURN_IF_ERROR(backend->AllocateSlots(options.num_slots));
   return backend;
 }
 
 CpuBackend::CpuBackend(const Model& model, const CpuBackendOptions& options,
-                       const SlotLayout& layout, cpu::MatrixDType matrix_dtype)
+                       const SlotLayout& layout, cpu::MatrixDType matrix_dtype, bool fifo_bf16)
     : model_(model),
       config_(model.config()),
       layout_(layout),
@@ -65,6 +83,7 @@ CpuBackend::CpuBackend(const Model& model, const CpuBackendOptions& options,
       truncation_(layout.truncation),
       fifo_capacity_(layout.fifo_capacity),
       matrix_dtype_(matrix_dtype),
+      fifo_bf16_(fifo_bf16),
       pool_(options.num_threads > 0
                 ? options.num_threads
                 : std::max(1, static_cast<int>(std::thread::hardware_concurrency()))) {
@@ -93,9 +112,9 @@ CpuBackend::CpuBackend(const Model& model, const CpuBackendOptions& options,
   attention_.hidden_dim = H;
   attention_.score_scale = layout.score_scale;
   attention_.max_positions = config_.max_positions;
-  // The slot's floats: per layer the EMA state, the FIFO keys and values, the input ring.
-  const size_t layer_floats =
-      static_cast<size_t>(D) * N + cap * (Z + H) + static_cast<size_t>(truncation_) * D;
+  // The slot's floats: per layer the EMA state, the fp32 FIFO keys and values, the input ring.
+  const size_t layer_floats = static_cast<size_t>(D) * N + (fifo_bf16_ ? 0 : cap * (Z + H)) +
+                              static_cast<size_t>(truncation_) * D;
   state_floats_per_slot_ = layer_floats * config_.layers;
 }
 
@@ -118,7 +137,10 @@ absl::Status CpuBackend::AllocateSlots(int count) {
     // rows are written before they are read, so untouched pages cost no memory.
     slot.floats.reset(new (std::nothrow) float[state_floats_per_slot_]);
     slot.positions.reset(new (std::nothrow) int64_t[cap * config_.layers]);
-    if (slot.floats == nullptr || slot.positions == nullptr) {
+    if (fifo_bf16_)
+      slot.fifo_bf16.reset(new (std::nothrow) uint16_t[cap * (Z + H) * config_.layers]);
+    if (slot.floats == nullptr || slot.positions == nullptr ||
+        (fifo_bf16_ && slot.fifo_bf16 == nullptr)) {
       return absl::ResourceExhaustedError(absl::StrCat(
           "cannot allocate ", count, " state slots of ", state_bytes_per_slot(), " bytes each"));
     }
@@ -126,9 +148,18 @@ absl::Status CpuBackend::AllocateSlots(int count) {
     for (int l = 0; l < config_.layers; ++l) {
       LayerState state;
       state.ema_state = cursor;
-      state.fifo_keys = state.ema_state + static_cast<size_t>(D) * N;
-      state.fifo_values = state.fifo_keys + cap * Z;
-      state.input_ring = truncation_ > 0 ? state.fifo_values + cap * H : nullptr;
+      float* after_fifo = state.ema_state + static_cast<size_t>(D) * N;
+      if (fifo_bf16_) {
+        state.fifo_keys = state.fifo_values = nullptr;
+        state.fifo_keys_bf16 = slot.fifo_bf16.get() + cap * (Z + H) * l;
+        state.fifo_values_bf16 = state.fifo_keys_bf16 + cap * Z;
+      } else {
+        state.fifo_keys_bf16 = state.fifo_values_bf16 = nullptr;
+        state.fifo_keys = after_fifo;
+        state.fifo_values = state.fifo_keys + cap * Z;
+        after_fifo = state.fifo_values + cap * H;
+      }
+      state.input_ring = truncation_ > 0 ? after_fifo : nullptr;
       state.fifo_positions = slot.positions.get() + cap * l;
       cursor += layer_floats;
       slot.layers.push_back(state);
@@ -169,8 +200,13 @@ absl::Status CpuBackend::CopySlot(SlotId from, SlotId to) {
     // Copy the used ring entries only (a fresh slot's FIFO may be mostly empty).
     for (int32_t i = 0; i < s.fifo_count; ++i) {
       const int64_t p = (s.fifo_head + i) % fifo_capacity_;
-      std::memcpy(d.fifo_keys + p * Z, s.fifo_keys + p * Z, sizeof(float) * Z);
-      std::memcpy(d.fifo_values + p * H, s.fifo_values + p * H, sizeof(float) * H);
+      if (fifo_bf16_) {
+        std::memcpy(d.fifo_keys_bf16 + p * Z, s.fifo_keys_bf16 + p * Z, sizeof(uint16_t) * Z);
+        std::memcpy(d.fifo_values_bf16 + p * H, s.fifo_values_bf16 + p * H, sizeof(uint16_t) * H);
+      } else {
+        std::memcpy(d.fifo_keys + p * Z, s.fifo_keys + p * Z, sizeof(float) * Z);
+        std::memcpy(d.fifo_values + p * H, s.fifo_values + p * H, sizeof(float) * H);
+      }
       d.fifo_positions[p] = s.fifo_positions[p];
     }
     if (truncation_ > 0) {
@@ -395,6 +431,10 @@ void CpuBackend::RunGau(int l, absl::Span<const SequenceChunk> batch) {
       cpu::ApplyRotary(cos_table, sin_table, Z, q);
       cpu::ApplyRotary(cos_table, sin_table, Z, k);
     }
+    if (fifo_bf16_) {  // what the FIFO will hold, attended to in this chunk as well
+      cpu::RoundToBf16(k, Z);
+      cpu::RoundToBf16(projected_.data() + a * P + Z + H, H);
+    }
   }
 
   // Attend: each activated row sees the last `cap` earlier activated tokens of its sequence
@@ -411,12 +451,18 @@ void CpuBackend::RunGau(int l, absl::Span<const SequenceChunk> batch) {
     for (int64_t logical = begin; logical < fifo;) {  // FIFO part, possibly wrapping the ring
       const int64_t physical = (state.fifo_head + logical) % cap;
       const int64_t run = std::min(fifo - logical, cap - physical);
-      segments[num_segments++] = {state.fifo_keys + physical * Z,
-                                  state.fifo_values + physical * H,
-                                  state.fifo_positions + physical,
-                                  run,
-                                  Z,
-                                  H};
+      cpu::KvSegment& seg = segments[num_segments++];
+      seg = {.positions = state.fifo_positions + physical,
+             .count = run,
+             .key_stride = Z,
+             .value_stride = H};
+      if (fifo_bf16_) {
+        seg.keys_bf16 = state.fifo_keys_bf16 + physical * Z;
+        seg.values_bf16 = state.fifo_values_bf16 + physical * H;
+      } else {
+        seg.keys = state.fifo_keys + physical * Z;
+        seg.values = state.fifo_values + physical * H;
+      }
       logical += run;
     }
     const int64_t first = chunk_activated_begin_[c] + std::max<int64_t>(0, begin - fifo);
@@ -530,9 +576,16 @@ void CpuBackend::RunGau(int l, absl::Span<const SequenceChunk> batch) {
         physical = state.fifo_head;
         state.fifo_head = static_cast<int32_t>((state.fifo_head + 1) % cap);
       }
-      std::memcpy(state.fifo_keys + physical * Z, keys_.data() + a * Z, sizeof(float) * Z);
-      std::memcpy(state.fifo_values + physical * H, projected_.data() + a * P + Z + H,
-                  sizeof(float) * H);
+      const float* value = projected_.data() + a * P + Z + H;
+      if (fifo_bf16_) {  // exact: RunGau rounded both to bf16
+        for (int i = 0; i < Z; ++i)
+          state.fifo_keys_bf16[physical * Z + i] = FloatToBf16(keys_[a * Z + i]);
+        for (int i = 0; i < H; ++i)
+          state.fifo_values_bf16[physical * H + i] = FloatToBf16(value[i]);
+      } else {
+        std::memcpy(state.fifo_keys + physical * Z, keys_.data() + a * Z, sizeof(float) * Z);
+        std::memcpy(state.fifo_values + physical * H, value, sizeof(float) * H);
+      }
       state.fifo_positions[physical] = activated_positions_[a];
     }
   }

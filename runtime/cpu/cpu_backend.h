@@ -19,6 +19,9 @@ struct CpuBackendOptions : BackendOptions {
   // bf16 and int8 convert the matrices (hx_proj, mx_proj, h_proj, fc1, fc2 and the output
   // projection) at load, and every product still takes fp32 inputs and accumulates in fp32.
   // The embedding, norms, EMA parameters and biases stay fp32. f16 is the CUDA backend's.
+  // fifo_dtype: as_stored and f32 keep the FIFO keys and values in fp32; bf16 rounds every key
+  // and value to bf16 as the GAU computes it (so a token attends to the same numbers however
+  // its prompt was chunked) and stores it in 2 bytes, widened to fp32 as attention reads it.
 };
 
 class CpuBackend final : public Backend {
@@ -33,10 +36,10 @@ class CpuBackend final : public Backend {
   int num_slots() const override { return static_cast<int>(slots_.size()); }
   const char* name() const override { return "cpu"; }
   size_t state_bytes_per_slot() const override {
-    return seqboat::StateBytesPerSlot(config_, layout_, sizeof(float));
+    return seqboat::StateBytesPerSlot(config_, layout_, fifo_element_bytes());
   }
   const char* weight_dtype() const override { return cpu::MatrixDTypeName(matrix_dtype_); }
-  const char* fifo_dtype() const override { return "f32"; }
+  const char* fifo_dtype() const override { return fifo_bf16_ ? "bf16" : "f32"; }
   // Bytes of the weight matrices as the products read them (the matrices' dtype).
   size_t matrix_bytes() const;
   int fifo_capacity() const { return fifo_capacity_; }
@@ -49,18 +52,21 @@ class CpuBackend final : public Backend {
 
  private:
   struct LayerState {
-    float* ema_state;         // [D, N] (the CUDA backend keeps [N, D]: see its ema_state_)
-    float* fifo_keys;         // [cap, Z] rotated keys, ring
-    float* fifo_values;       // [cap, H] ring
-    int64_t* fifo_positions;  // [cap]
-    float* input_ring;        // [T, D] normalised inputs, trained horizon only (else null)
-    int32_t fifo_head = 0;    // physical index of the oldest entry
+    float* ema_state;            // [D, N] (the CUDA backend keeps [N, D]: see its ema_state_)
+    float* fifo_keys;            // [cap, Z] rotated keys, ring (null with a bf16 FIFO)
+    float* fifo_values;          // [cap, H] ring (null with a bf16 FIFO)
+    uint16_t* fifo_keys_bf16;    // the same in bf16 (null with an fp32 FIFO)
+    uint16_t* fifo_values_bf16;  // the same in bf16 (null with an fp32 FIFO)
+    int64_t* fifo_positions;     // [cap]
+    float* input_ring;           // [T, D] normalised inputs, trained horizon only (else null)
+    int32_t fifo_head = 0;       // physical index of the oldest entry
     int32_t fifo_count = 0;
     int64_t activated = 0;
   };
   struct Slot {
-    std::unique_ptr<float[]> floats;       // every float array of every layer, one allocation
-    std::unique_ptr<int64_t[]> positions;  // every layer's fifo_positions
+    std::unique_ptr<float[]> floats;        // every float array of every layer, one allocation
+    std::unique_ptr<int64_t[]> positions;   // every layer's fifo_positions
+    std::unique_ptr<uint16_t[]> fifo_bf16;  // every layer's bf16 FIFO keys and values, or null
     std::vector<LayerState> layers;
     int64_t position = 0;  // tokens consumed
   };
@@ -74,8 +80,10 @@ class CpuBackend final : public Backend {
   static absl::StatusOr<SlotLayout> Layout(const ModelConfig& config,
                                            const CpuBackendOptions& options);
   static absl::StatusOr<cpu::MatrixDType> MatrixDTypeOf(WeightDType dtype);
+  static absl::StatusOr<bool> FifoIsBf16(WeightDType dtype);
   CpuBackend(const Model& model, const CpuBackendOptions& options, const SlotLayout& layout,
-             cpu::MatrixDType matrix_dtype);
+             cpu::MatrixDType matrix_dtype, bool fifo_bf16);
+  size_t fifo_element_bytes() const { return fifo_bf16_ ? 2 : 4; }
   absl::Status AllocateSlots(int count);
   absl::Status CheckSlot(SlotId slot, const char* what) const;
   void RunLayer(int layer, absl::Span<const SequenceChunk> batch, const ForwardOutputs& out);
@@ -89,8 +97,9 @@ class CpuBackend final : public Backend {
   const bool trained_horizon_;
   const int truncation_;  // T when the trained horizon is on, else 0
   const int fifo_capacity_;
-  size_t state_floats_per_slot_ = 0;  // the EMA states, FIFO keys and values, input rings
+  size_t state_floats_per_slot_ = 0;  // the EMA states, fp32 FIFO keys and values, input rings
   const cpu::MatrixDType matrix_dtype_;
+  const bool fifo_bf16_;
   std::vector<LayerMatrices> matrices_;  // [L]
   cpu::Matrix output_;                   // [V, D]
   std::vector<EmaCoefficients> ema_;     // [L]

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "runtime/cpu/vec.h"
+#include "runtime/util/dtype.h"
 #include "runtime/util/simd_clones.h"
 
 namespace seqboat::cpu {
@@ -64,6 +65,24 @@ SEQBOAT_SIMD_CLONES
 void Axpy(float alpha, const float* x, float* y, int64_t n) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
+SEQBOAT_SIMD_CLONES
+float DotBf16(const float* a, const uint16_t* b, int64_t n) {
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < n; ++i) sum += a[i] * Bf16ToFloat(b[i]);
+  return sum;
+}
+
+SEQBOAT_SIMD_CLONES
+void AxpyBf16(float alpha, const uint16_t* x, float* y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] += alpha * Bf16ToFloat(x[i]);
+}
+
+void RoundToBf16(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = Bf16ToFloat(FloatToBf16(x[i]));
 }
 
 // The state of a channel is N floats: with N a multiple of 16 (every configuration in use) a
@@ -197,7 +216,10 @@ void Attend(const AttentionSpec& spec, const float* q, int64_t q_position,
   for (int s = 0; s < num_segments; ++s) {
     const KvSegment& seg = segments[s];
     for (int64_t j = 0; j < seg.count; ++j) {
-      float score = Dot(q, seg.keys + j * seg.key_stride, spec.z_dim) * spec.score_scale;
+      const float dot = seg.keys_bf16 != nullptr
+                            ? DotBf16(q, seg.keys_bf16 + j * seg.key_stride, spec.z_dim)
+                            : Dot(q, seg.keys + j * seg.key_stride, spec.z_dim);
+      float score = dot * spec.score_scale;
       if (spec.rel_pos_bias != nullptr) score += RelativeBias(spec, q_position, seg.positions[j]);
       scores[total + j] = score;
     }
@@ -209,16 +231,44 @@ void Attend(const AttentionSpec& spec, const float* q, int64_t q_position,
   for (int s = 0; s < num_segments; ++s) {
     const KvSegment& seg = segments[s];
     for (int64_t j = 0; j < seg.count; ++j) {
-      Axpy(scores[total + j] * normaliser, seg.values + j * seg.value_stride, h, spec.hidden_dim);
+      const float weight = scores[total + j] * normaliser;
+      if (seg.values_bf16 != nullptr) {
+        AxpyBf16(weight, seg.values_bf16 + j * seg.value_stride, h, spec.hidden_dim);
+      } else {
+        Axpy(weight, seg.values + j * seg.value_stride, h, spec.hidden_dim);
+      }
     }
     total += seg.count;
   }
 }
 
 void AttendBlock(const AttentionSpec& spec, const float* queries, int64_t num_queries,
-                 const int64_t* q_positions, const KvSegment* segments, int num_segments,
+                 const int64_t* q_positions, const KvSegment* input_segments, int num_segments,
                  const int64_t* window_begin, const int64_t* window_end, float* scores, float* h) {
   const int Z = spec.z_dim, H = spec.hidden_dim;
+  // bf16 segments are widened once per block for the fp32 products.
+  std::vector<KvSegment> segments(input_segments, input_segments + num_segments);
+  std::vector<std::vector<float>> widened;
+  for (KvSegment& seg : segments) {
+    if (seg.keys_bf16 == nullptr && seg.values_bf16 == nullptr) continue;
+    const auto widen = [&](const uint16_t* src, int64_t stride, int64_t width) {
+      std::vector<float>& dst = widened.emplace_back(seg.count * width);
+      for (int64_t j = 0; j < seg.count; ++j) {
+        ConvertToFloat(DType::kBF16, src + j * stride, width, dst.data() + j * width);
+      }
+      return dst.data();
+    };
+    if (seg.keys_bf16 != nullptr) {
+      seg.keys = widen(seg.keys_bf16, seg.key_stride, Z);
+      seg.key_stride = Z;
+      seg.keys_bf16 = nullptr;
+    }
+    if (seg.values_bf16 != nullptr) {
+      seg.values = widen(seg.values_bf16, seg.value_stride, H);
+      seg.value_stride = H;
+      seg.values_bf16 = nullptr;
+    }
+  }
   int64_t total = 0;
   for (int s = 0; s < num_segments; ++s) total += segments[s].count;
   // scores[b, column] = q_b . k_column * scale, one product per segment.

@@ -98,6 +98,11 @@ void SiluInPlace(float* x, int64_t n);
 
 float Dot(const float* a, const float* b, int64_t n);
 void Axpy(float alpha, const float* x, float* y, int64_t n);  // y += alpha * x
+// The same with b / x in bf16, widened to fp32.
+float DotBf16(const float* a, const uint16_t* b, int64_t n);
+void AxpyBf16(float alpha, const uint16_t* x, float* y, int64_t n);
+// x[i] = the bf16 nearest x[i] (round to nearest even), still as fp32.
+void RoundToBf16(float* x, int64_t n);
 
 // One token through channels [d_begin, d_end) of the exact recurrence:
 //   s <- p*beta*u + q*s;  m = sum_n s*gamma*sqrt(1/N) + omega*u
@@ -114,7 +119,8 @@ void RotaryTable(int64_t position, int z_dim, float* cos_out, float* sin_out);
 // Rotates interleaved pairs (x[2i], x[2i+1]) by the table's angles.
 void ApplyRotary(const float* cos_table, const float* sin_table, int z_dim, float* x);
 
-// A run of keys/values attended to (a FIFO ring segment, the chunk's own rows, the token).
+// A run of keys/values attended to (a FIFO ring segment, the chunk's own rows, the token):
+// fp32 (keys, values) or bf16 (keys_bf16, values_bf16, widened to fp32 as they are read).
 struct KvSegment {
   const float* keys = nullptr;         // [count, key_stride], first Z used
   const float* values = nullptr;       // [count, value_stride], first H used
@@ -122,6 +128,8 @@ struct KvSegment {
   int64_t count = 0;
   int64_t key_stride = 0;
   int64_t value_stride = 0;
+  const uint16_t* keys_bf16 = nullptr;    // instead of keys
+  const uint16_t* values_bf16 = nullptr;  // instead of values
 };
 
 struct AttentionSpec {
@@ -141,10 +149,11 @@ void Attend(const AttentionSpec& spec, const float* q, int64_t q_position,
 // The same for a block of queries that share most of their windows (consecutive activated
 // tokens of one prefill chunk): query b attends to columns [window_begin[b], window_end[b])
 // of the segments' concatenation. Scores and values go through BLAS products over the
-// block's union window, so keys and values are read once per block, not once per query.
+// block's union window, so keys and values are read once per block, not once per query
+// (bf16 ones widened to fp32 once per block).
 // `scores` is scratch of num_queries x total columns.
 void AttendBlock(const AttentionSpec& spec, const float* queries, int64_t num_queries,
-                 const int64_t* q_positions, const KvSegment* segments, int num_segments,
+                 const int64_t* q_positions, const KvSegment* input_segments, int num_segments,
                  const int64_t* window_begin, const int64_t* window_end, float* scores, float* h);
 
 }  // namespace seqboat::cpu

@@ -83,6 +83,8 @@ class AuthTest(unittest.TestCase):
             (["--model", harness.TINY, "--debug_fail_sticky"], "--debug_fail_sticky"),
             (["--model", harness.TINY, "--weight_dtype", "f8"], "--weight_dtype"),
             (["--model", harness.TINY, "--weight_dtype", "f16"], "CPU backend keeps matrices in f32 (as_stored), bf16 or int8"),
+            (["--model", harness.TINY, "--fifo_dtype", "f8"], "--fifo_dtype"),
+            (["--model", harness.TINY, "--fifo_dtype", "int8"], "CPU backend keeps FIFO keys and values in f32 (as_stored) or bf16"),
             (["--model", harness.TINY, "--cuda_device", "-1"], "--cuda_device"),
             (["--model", harness.TINY, "--state_memory_mb", "-5"], "--state_memory_mb"),
             (["--model", harness.TINY, "--state_memory_mb", "99999999999999"], "--state_memory_mb"),

@@ -388,17 +388,24 @@ class PrefixCacheTest(unittest.TestCase):
 
 class WeightDTypeTest(unittest.TestCase):
     def test_the_dtypes_in_use_are_named_in_model_info_and_metrics(self):
-        for flags, weights in (((), "f32"), (("--weight_dtype", "bf16"), "bf16"), (("--weight_dtype", "int8"), "int8")):
+        state_bytes = {}
+        for flags, weights, fifo in (((), "f32", "f32"), (("--weight_dtype", "bf16"), "bf16", "f32"),
+                                     (("--weight_dtype", "int8"), "int8", "f32"),
+                                     (("--weight_dtype", "int8", "--fifo_dtype", "bf16"), "int8", "bf16")):
             server = harness.Server(*flags)
             try:
                 info = server.stub().GetModelInfo(pb.GetModelInfoRequest())
-                self.assertEqual((info.backend, info.weight_dtype, info.fifo_dtype), ("cpu", weights, "f32"))
-                labels = 'backend="cpu",fifo_dtype="f32",weight_dtype="%s"' % weights
+                self.assertEqual((info.backend, info.weight_dtype, info.fifo_dtype), ("cpu", weights, fifo))
+                state_bytes[fifo] = info.state_bytes_per_sequence
+                fifo_elements = info.layers * info.window * (info.z_dim + info.hidden_dim)
+                labels = 'backend="cpu",fifo_dtype="%s",weight_dtype="%s"' % (fifo, weights)
                 self.assertEqual(server.metric("seqboat_backend_info", labels), 1)
                 _, tokens, _, _ = harness.collect(server.stub().Generate(harness.greedy_request(harness.fixture_prompt(), n=8)))
                 self.assertEqual(len(tokens), 8)
             finally:
                 server.stop()
+        # A bf16 FIFO takes 2 bytes a key or value element instead of 4.
+        self.assertEqual(state_bytes["f32"] - state_bytes["bf16"], 2 * fifo_elements)
 
 
 class StateMemoryBudgetTest(unittest.TestCase):

@@ -34,18 +34,19 @@ class DemoModelTest(unittest.TestCase):
                 self.assertAlmostEqual(bits, case["bits_per_byte"], delta=1e-3, msg=case["offset"])
                 # Clearly better than the unigram entropy of English bytes (about 4.9 bits).
                 self.assertLess(bits, 3.5)
-                # Reduced-precision matrices cost at most what the server's --weight_dtype
-                # promises: 0.005 bits per byte for bf16, 0.02 for int8.
-                for dtype, tolerance in (("bf16", 0.005), ("int8", 0.02)):
+                # Reduced precision costs at most what the server's --weight_dtype and
+                # --fifo_dtype promise: 0.005 bits per byte for bf16, 0.02 for int8.
+                for dtype, flag, tolerance in (("bf16", "weight_dtype", 0.005), ("int8", "weight_dtype", 0.02),
+                                               ("bf16", "fifo_dtype", 0.005)):
                     r = subprocess.run([os.path.join(BIN, "seqboat-eval"), "--model", model, "--text_file", text,
-                                        "--mode", "prefill", "--weight_dtype", dtype],
+                                        "--mode", "prefill", "--" + flag, dtype],
                                        check=True, capture_output=True, text=True)
-                    self.assertIn("weight_dtype " + dtype, r.stdout)
+                    self.assertIn(f"{flag} {dtype}", r.stdout)
                     reduced = float(re.search(r"bits/token (\S+)", r.stdout).group(1))
-                    print(f"window {case['offset']}: {dtype} {reduced:.6f} vs reference "
+                    print(f"window {case['offset']}: {flag} {dtype} {reduced:.6f} vs reference "
                           f"{case['bits_per_byte']:.6f} bits per byte", file=sys.stderr)
                     self.assertAlmostEqual(reduced, case["bits_per_byte"], delta=tolerance,
-                                           msg=f"{dtype} at {case['offset']}")
+                                           msg=f"{flag} {dtype} at {case['offset']}")
 
 
 if __name__ == "__main__":

@@ -126,22 +126,36 @@ TEST_F(CpuBackendTest, StateBytesFollowTheFormula) {
   ASSERT_TRUE(backend.ok());
   EXPECT_EQ((*backend)->state_bytes_per_slot(),
             c.layers * (per_layer + static_cast<size_t>(c.truncation_length) * c.embed_dim * 4));
+  // A bf16 FIFO halves the keys' and values' bytes, nothing else.
+  CpuBackendOptions bf16_fifo;
+  bf16_fifo.fifo_dtype = WeightDType::kBF16;
+  auto half = CpuBackend::Create(*model_, bf16_fifo);
+  ASSERT_TRUE(half.ok()) << half.status();
+  EXPECT_STREQ((*half)->fifo_dtype(), "bf16");
+  EXPECT_STREQ(backend_->fifo_dtype(), "f32");
+  EXPECT_EQ((*half)->state_bytes_per_slot(),
+            c.layers * (per_layer - c.window * (c.z_dim + c.hidden_dim) * 2));
 }
 
 // The server sizes its slots from the model alone: the number must be what a backend holds.
 TEST_F(CpuBackendTest, StateBytesWithoutABackendAreWhatOneHolds) {
-  // Reduced-precision matrices change the weights, never the per-slot state.
+  // Reduced-precision matrices change the weights, never the per-slot state; the FIFO dtype
+  // does change it.
   for (EmaHorizon horizon : {EmaHorizon::kExact, EmaHorizon::kTrained}) {
     for (WeightDType dtype : {WeightDType::kAsStored, WeightDType::kBF16, WeightDType::kInt8}) {
-      CpuBackendOptions options;
-      options.ema_horizon = horizon;
-      options.weight_dtype = dtype;
-      auto predicted = CpuBackend::StateBytesPerSlot(model_->config(), options);
-      ASSERT_TRUE(predicted.ok()) << predicted.status();
-      auto backend = CpuBackend::Create(*model_, options);
-      ASSERT_TRUE(backend.ok()) << backend.status();
-      EXPECT_EQ(*predicted, (*backend)->state_bytes_per_slot())
-          << EmaHorizonName(horizon) << " " << WeightDTypeName(dtype);
+      for (WeightDType fifo_dtype : {WeightDType::kAsStored, WeightDType::kBF16}) {
+        CpuBackendOptions options;
+        options.ema_horizon = horizon;
+        options.weight_dtype = dtype;
+        options.fifo_dtype = fifo_dtype;
+        auto predicted = CpuBackend::StateBytesPerSlot(model_->config(), options);
+        ASSERT_TRUE(predicted.ok()) << predicted.status();
+        auto backend = CpuBackend::Create(*model_, options);
+        ASSERT_TRUE(backend.ok()) << backend.status();
+        EXPECT_EQ(*predicted, (*backend)->state_bytes_per_slot())
+            << EmaHorizonName(horizon) << " " << WeightDTypeName(dtype) << " fifo "
+            << WeightDTypeName(fifo_dtype);
+      }
     }
   }
   CpuBackendOptions f16;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "runtime/util/dtype.h"
 
 namespace seqboat::cpu {
 namespace {
@@ -94,6 +95,54 @@ TEST(CpuOps, AttentionKindsMatchDirectFormulas) {
       EXPECT_NEAR(h1[i], h, 1e-5) << AttentionKindName(kind);
       EXPECT_NEAR(h2[i], h, 1e-5) << AttentionKindName(kind);
     }
+  }
+}
+
+// bf16 keys and values attend exactly as the fp32 numbers they widen to, segment by segment
+// (a bf16 FIFO run beside the chunk's fp32 rows), one query at a time and in blocks.
+TEST(CpuOps, Bf16SegmentsAttendAsTheirWidenedValues) {
+  std::mt19937 rng(5);
+  const int Z = 16, H = 37, n = 23, fifo = 15, queries = 6;
+  std::vector<float> q = RandomVector(queries * Z, rng), keys = RandomVector(n * Z, rng),
+                     values = RandomVector(n * H, rng);
+  RoundToBf16(keys.data(), n * Z);  // what a bf16 FIFO holds, as fp32
+  RoundToBf16(values.data(), n * H);
+  std::vector<uint16_t> keys_bf16(n * Z), values_bf16(n * H);
+  for (int i = 0; i < n * Z; ++i) keys_bf16[i] = FloatToBf16(keys[i]);
+  for (int i = 0; i < n * H; ++i) values_bf16[i] = FloatToBf16(values[i]);
+  for (int i = 0; i < n * Z; ++i) ASSERT_EQ(Bits(Bf16ToFloat(keys_bf16[i])), Bits(keys[i]));
+  std::vector<int64_t> positions(n);
+  for (int j = 0; j < n; ++j) positions[j] = 2 * j;
+  for (AttentionKind kind :
+       {AttentionKind::kSoftmax, AttentionKind::kRelu2, AttentionKind::kLaplace}) {
+    AttentionSpec spec{kind, Z, H, kind == AttentionKind::kSoftmax ? 0.25f : 1.0f / 8};
+    const KvSegment f32[2] = {{keys.data(), values.data(), positions.data(), fifo, Z, H},
+                              {keys.data() + fifo * Z, values.data() + fifo * H,
+                               positions.data() + fifo, n - fifo, Z, H}};
+    KvSegment mixed[2] = {f32[0], f32[1]};
+    mixed[0].keys = mixed[0].values = nullptr;
+    mixed[0].keys_bf16 = keys_bf16.data();
+    mixed[0].values_bf16 = values_bf16.data();
+    std::vector<float> scores(queries * n), expected(queries * H), got(queries * H);
+    for (int b = 0; b < queries; ++b) {
+      const int64_t q_position = 2 * (n - queries + b);
+      Attend(spec, q.data() + b * Z, q_position, f32, 2, scores.data(), expected.data() + b * H);
+      Attend(spec, q.data() + b * Z, q_position, mixed, 2, scores.data(), got.data() + b * H);
+    }
+    for (int i = 0; i < queries * H; ++i)
+      EXPECT_NEAR(got[i], expected[i], 1e-6) << AttentionKindName(kind) << " single, " << i;
+    std::vector<int64_t> q_positions(queries), begin(queries), end(queries);
+    for (int b = 0; b < queries; ++b) {
+      q_positions[b] = 2 * (n - queries + b);
+      begin[b] = b;  // windows that slide as a block's do
+      end[b] = n - queries + b + 1;
+    }
+    AttendBlock(spec, q.data(), queries, q_positions.data(), f32, 2, begin.data(), end.data(),
+                scores.data(), expected.data());
+    AttendBlock(spec, q.data(), queries, q_positions.data(), mixed, 2, begin.data(), end.data(),
+                scores.data(), got.data());
+    for (int i = 0; i < queries * H; ++i)
+      EXPECT_EQ(got[i], expected[i]) << AttentionKindName(kind) << " block, " << i;
   }
 }
 
