@@ -21,6 +21,9 @@ constexpr int64_t kMinParallelWork = 1 << 15;
 // there are at least kMinBlockRows of them; blocks hold at most kAttentionBlock rows.
 constexpr int64_t kAttentionBlock = 64;
 constexpr int64_t kMinBlockRows = 4;
+// Fewer single queries than threads (a decode step of one or a few sequences) split each
+// query's value sums over the pool in columns of this width (a multiple of 16: AttendColumns).
+constexpr int64_t kAttentionColumns = 64;
 }  // namespace
 
 absl::StatusOr<cpu::MatrixDType> CpuBackend::MatrixDTypeOf(WeightDType dtype) {
@@ -494,24 +497,47 @@ void CpuBackend::RunGau(int l, absl::Span<const SequenceChunk> batch) {
   for (const Block& block : singles) {
     for (int64_t i = 0; i < block.count; ++i) single_rows.push_back({block.chunk, block.first + i});
   }
+  // The segments of single row i; returns their number.
+  auto row_segments = [&](int64_t i, cpu::KvSegment* segments) {
+    const auto [c, index] = single_rows[i];
+    const int64_t fifo = slots_[batch[c].slot].layers[l].fifo_count;
+    return build_segments(c, std::max<int64_t>(0, fifo + index - cap), index + 1, segments);
+  };
+  auto row_activated = [&](int64_t i) {
+    return chunk_activated_begin_[single_rows[i].first] + single_rows[i].second;
+  };
   auto attend_rows = [&](int64_t begin, int64_t end) {
     std::vector<float> scores(cap + 1);
     cpu::KvSegment segments[3];
     for (int64_t i = begin; i < end; ++i) {
-      const auto [c, index] = single_rows[i];
-      const int64_t fifo = slots_[batch[c].slot].layers[l].fifo_count;
-      const int num_segments =
-          build_segments(c, std::max<int64_t>(0, fifo + index - cap), index + 1, segments);
-      const int64_t a = chunk_activated_begin_[c] + index;
+      const int num_segments = row_segments(i, segments);
+      const int64_t a = row_activated(i);
       cpu::Attend(spec, queries_.data() + a * Z, activated_positions_[a], segments, num_segments,
                   scores.data(), attended_.data() + a * H);
     }
   };
-  const int64_t single_work = static_cast<int64_t>(single_rows.size()) * (cap + 1) * (Z + H);
-  if (single_work < kMinParallelWork || single_rows.size() == 1) {
-    attend_rows(0, single_rows.size());
+  const int64_t rows = static_cast<int64_t>(single_rows.size());
+  const int64_t single_work = rows * (cap + 1) * (Z + H);
+  if (single_work >= kMinParallelWork && rows < pool_.num_threads() && H > kAttentionColumns) {
+    // Weights on this thread (the keys are the small part), then the value sums by columns.
+    std::vector<float> weights(cap + 1);
+    cpu::KvSegment segments[3];
+    for (int64_t i = 0; i < rows; ++i) {
+      const int num_segments = row_segments(i, segments);
+      const int64_t a = row_activated(i);
+      cpu::AttentionWeights(spec, queries_.data() + a * Z, activated_positions_[a], segments,
+                            num_segments, weights.data());
+      float* h = attended_.data() + a * H;
+      pool_.ParallelFor((H + kAttentionColumns - 1) / kAttentionColumns, [&](int64_t begin,
+                                                                             int64_t end) {
+        cpu::AttendColumns(spec, weights.data(), segments, num_segments, begin * kAttentionColumns,
+                           std::min<int64_t>(H, end * kAttentionColumns), h);
+      });
+    }
+  } else if (single_work < kMinParallelWork || rows == 1) {
+    attend_rows(0, rows);
   } else {
-    pool_.ParallelFor(single_rows.size(), attend_rows);
+    pool_.ParallelFor(rows, attend_rows);
   }
   // Large blocks: BLAS products over each block's union window, blocks spread over the pool.
   auto attend_blocks = [&](int64_t begin, int64_t end) {

@@ -210,8 +210,8 @@ float RelativeBias(const AttentionSpec& spec, int64_t q_position, int64_t k_posi
 
 }  // namespace
 
-void Attend(const AttentionSpec& spec, const float* q, int64_t q_position,
-            const KvSegment* segments, int num_segments, float* scores, float* h) {
+void AttentionWeights(const AttentionSpec& spec, const float* q, int64_t q_position,
+                      const KvSegment* segments, int num_segments, float* scores) {
   int64_t total = 0;
   for (int s = 0; s < num_segments; ++s) {
     const KvSegment& seg = segments[s];
@@ -226,20 +226,32 @@ void Attend(const AttentionSpec& spec, const float* q, int64_t q_position,
     total += seg.count;
   }
   const float normaliser = ScoresToWeights(spec.kind, scores, total);
-  std::memset(h, 0, sizeof(float) * spec.hidden_dim);
-  total = 0;
-  for (int s = 0; s < num_segments; ++s) {
+  for (int64_t j = 0; j < total; ++j) scores[j] *= normaliser;
+}
+
+void AttendColumns(const AttentionSpec& spec, const float* weights, const KvSegment* segments,
+                   int num_segments, int64_t column_begin, int64_t column_end, float* h) {
+  const int64_t width = column_end - column_begin;
+  float* out = h + column_begin;
+  std::memset(out, 0, sizeof(float) * width);
+  int64_t total = 0;
+  for (int s = 0; s < num_segments; total += segments[s].count, ++s) {
     const KvSegment& seg = segments[s];
     for (int64_t j = 0; j < seg.count; ++j) {
-      const float weight = scores[total + j] * normaliser;
+      const int64_t offset = j * seg.value_stride + column_begin;
       if (seg.values_bf16 != nullptr) {
-        AxpyBf16(weight, seg.values_bf16 + j * seg.value_stride, h, spec.hidden_dim);
+        AxpyBf16(weights[total + j], seg.values_bf16 + offset, out, width);
       } else {
-        Axpy(weight, seg.values + j * seg.value_stride, h, spec.hidden_dim);
+        Axpy(weights[total + j], seg.values + offset, out, width);
       }
     }
-    total += seg.count;
   }
+}
+
+void Attend(const AttentionSpec& spec, const float* q, int64_t q_position,
+            const KvSegment* segments, int num_segments, float* scores, float* h) {
+  AttentionWeights(spec, q, q_position, segments, num_segments, scores);
+  AttendColumns(spec, scores, segments, num_segments, 0, spec.hidden_dim, h);
 }
 
 void AttendBlock(const AttentionSpec& spec, const float* queries, int64_t num_queries,

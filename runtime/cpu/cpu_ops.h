@@ -146,6 +146,15 @@ struct AttentionSpec {
 void Attend(const AttentionSpec& spec, const float* q, int64_t q_position,
             const KvSegment* segments, int num_segments, float* scores, float* h);
 
+// Attend in two parts, so that one query's value sums can be split over threads by columns:
+// the weights of every entry (scores[total], the normaliser folded in), then the columns
+// [column_begin, column_end) of h. Column ranges that start at multiples of 16 give every
+// column the bits one Attend call gives it.
+void AttentionWeights(const AttentionSpec& spec, const float* q, int64_t q_position,
+                      const KvSegment* segments, int num_segments, float* scores);
+void AttendColumns(const AttentionSpec& spec, const float* weights, const KvSegment* segments,
+                   int num_segments, int64_t column_begin, int64_t column_end, float* h);
+
 // The same for a block of queries that share most of their windows (consecutive activated
 // tokens of one prefill chunk): query b attends to columns [window_begin[b], window_end[b])
 // of the segments' concatenation. Scores and values go through BLAS products over the

@@ -128,6 +128,54 @@ TEST_P(ConsistencyTest, StepsChunksAndBatchesAgree) {
   }
   FAIL() << "no seed gave a balanced router";
 }
+// A decode step of fewer sequences than threads splits each query's value sums over the pool
+// by columns; beside a second sequence (as many single queries as threads) it does not. Both
+// give one sequence the same logits.
+TEST(ConsistencySplit, ColumnSplitAttentionMatchesTheUnsplitBatch) {
+  test_util::RandomModelSpec spec;
+  ModelConfig& c = spec.config = test_util::SmallConfig();
+  c.hidden_dim = 150;  // three column ranges, the last with a tail
+  c.z_dim = 16;
+  c.window = 256;  // enough work per query for the split
+  c.max_positions = 512;
+  spec.seed = 11;
+  const std::string path = test_util::TempPath("consistency_split.safetensors");
+  ASSERT_TRUE(test_util::WriteRandomModel(spec, path).ok());
+  auto model = Model::Load(path);
+  ASSERT_TRUE(model.ok()) << model.status();
+  for (WeightDType fifo : {WeightDType::kF32, WeightDType::kBF16}) {
+    CpuBackendOptions options;
+    options.num_slots = 3;
+    options.num_threads = 2;
+    options.fifo_dtype = fifo;
+    auto backend = CpuBackend::Create(**model, options);
+    ASSERT_TRUE(backend.ok()) << backend.status();
+    const int V = c.vocab_size, T = 60;
+    std::mt19937 rng(3);
+    std::vector<int32_t> tokens(T), other(T);
+    for (int32_t& t : tokens) t = 2 + static_cast<int32_t>(rng() % (V - 2));
+    for (int32_t& t : other) t = 2 + static_cast<int32_t>(rng() % (V - 2));
+    int64_t activated = 0;
+    float worst = 0.0f;
+    for (int t = 0; t < T; ++t) {
+      std::vector<float> alone(V), pair(2 * V);
+      std::vector<uint8_t> decisions(c.layers);
+      SequenceChunk one{0, absl::MakeConstSpan(tokens.data() + t, 1), false};
+      ASSERT_TRUE((*backend)
+                      ->Forward({&one, 1}, {absl::MakeSpan(alone), absl::MakeSpan(decisions), {}})
+                      .ok());
+      for (uint8_t d : decisions) activated += d;
+      SequenceChunk two[] = {{1, absl::MakeConstSpan(tokens.data() + t, 1), false},
+                             {2, absl::MakeConstSpan(other.data() + t, 1), false}};
+      ASSERT_TRUE((*backend)->Forward(two, {absl::MakeSpan(pair), {}, {}}).ok());
+      for (int v = 0; v < V; ++v) worst = std::max(worst, std::fabs(alone[v] - pair[v]));
+    }
+    EXPECT_GT(activated, T * c.layers / 10) << "the GAU must run for the split to matter";
+    EXPECT_LE(worst, 2e-5f) << WeightDTypeName(fifo);
+  }
+  std::filesystem::remove(path);
+}
+
 std::vector<Options> AllOptions() {
   std::vector<Options> all;
   for (AttentionKind a :

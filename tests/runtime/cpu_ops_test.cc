@@ -146,6 +146,37 @@ TEST(CpuOps, Bf16SegmentsAttendAsTheirWidenedValues) {
   }
 }
 
+// One query's value sums split into column ranges at multiples of 16 give every column the
+// bits of one Attend call, for fp32 and bf16 values.
+TEST(CpuOps, AttendColumnsSplitGivesAttendsBits) {
+  std::mt19937 rng(6);
+  const int Z = 16, H = 100, n = 41;  // H not a multiple of 16: the last range has a tail
+  std::vector<float> q = RandomVector(Z, rng), keys = RandomVector(n * Z, rng),
+                     values = RandomVector(n * H, rng);
+  std::vector<uint16_t> values_bf16(n * H);
+  for (int i = 0; i < n * H; ++i) values_bf16[i] = FloatToBf16(values[i]);
+  std::vector<int64_t> positions(n);
+  for (int j = 0; j < n; ++j) positions[j] = j;
+  for (bool bf16 : {false, true}) {
+    AttentionSpec spec{AttentionKind::kSoftmax, Z, H, 0.25f};
+    KvSegment segments[2] = {
+        {keys.data(), values.data(), positions.data(), 30, Z, H},
+        {keys.data() + 30 * Z, values.data() + 30 * H, positions.data() + 30, n - 30, Z, H}};
+    if (bf16) {
+      segments[0].values = nullptr;
+      segments[0].values_bf16 = values_bf16.data();
+    }
+    std::vector<float> scores(n), whole(H), split(H, -1.0f), weights(n);
+    Attend(spec, q.data(), n - 1, segments, 2, scores.data(), whole.data());
+    AttentionWeights(spec, q.data(), n - 1, segments, 2, weights.data());
+    for (int64_t begin : {0, 16, 64}) {  // ranges [0,16), [16,64), [64,100)
+      const int64_t end = begin == 0 ? 16 : begin == 16 ? 64 : H;
+      AttendColumns(spec, weights.data(), segments, 2, begin, end, split.data());
+    }
+    for (int i = 0; i < H; ++i) EXPECT_EQ(Bits(split[i]), Bits(whole[i])) << bf16 << " " << i;
+  }
+}
+
 TEST(CpuOps, NormsMatchDirectFormulas) {
   std::mt19937 rng(3);
   const int D = 7;
