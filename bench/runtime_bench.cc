@@ -221,6 +221,9 @@ double MatrixElementBytes(WeightDType dtype) {
   }
 }
 
+// Bytes of one FIFO key or value element in the CPU backend's FIFO `dtype`.
+double FifoElementBytes(WeightDType dtype) { return dtype == WeightDType::kBF16 ? 2.0 : 4.0; }
+
 WeightBytes StepWeightBytes(const ModelConfig& c, const BackendDTypes& dtypes) {
   const double D = c.embed_dim, Z = c.z_dim, H = c.hidden_dim, V = c.vocab_size;
   const double m = MatrixElementBytes(dtypes.weights);
@@ -228,7 +231,7 @@ WeightBytes StepWeightBytes(const ModelConfig& c, const BackendDTypes& dtypes) {
   bytes.hx_per_layer = m * (2 + D) * D + 4.0 * (2 + D);
   bytes.gau_per_layer = m * ((Z + 2 * H) * D + D * H) + 4.0 * ((Z + 2 * H) + D);
   bytes.output = m * V * D;
-  bytes.fifo_entry = (dtypes.fifo == WeightDType::kBF16 ? 2.0 : 4.0) * (Z + H);
+  bytes.fifo_entry = FifoElementBytes(dtypes.fifo) * (Z + H);
   bytes.ema_state = 4.0 * D * c.n_dim;
   return bytes;
 }
@@ -518,8 +521,7 @@ absl::StatusOr<std::vector<StateRow>> BenchStateBytes(const Model& model) {
       row.fifo_dtype = backend->fifo_dtype();
       row.backend_bytes = backend->state_bytes_per_slot();
       const double ring = trained ? L * T * D * 4 : 0.0;
-      const double kv_bytes = fifo == WeightDType::kBF16 ? 2 : 4;
-      row.formula_bytes = L * (D * N * 4 + w * (Z + H) * kv_bytes) + ring;
+      row.formula_bytes = L * (D * N * 4 + w * (Z + H) * FifoElementBytes(fifo)) + ring;
       rows.push_back(row);
     }
   }

@@ -63,7 +63,7 @@ absl::StatusOr<size_t> CpuBackend::StateBytesPerSlot(const ModelConfig& config,
                                                      const CpuBackendOptions& options) {
   ASSIGN_OR_RETURN(SlotLayout layout, Layout(config, options));
   ASSIGN_OR_RETURN(bool fifo_bf16, FifoIsBf16(options.fifo_dtype));
-  return seqboat::StateBytesPerSlot(config, layout, fifo_bf16 ? 2 : sizeof(float));
+  return seqboat::StateBytesPerSlot(config, layout, FifoElementBytes(fifo_bf16));
 }
 
 absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(const Model& model,
@@ -604,10 +604,8 @@ void CpuBackend::RunGau(int l, absl::Span<const SequenceChunk> batch) {
       }
       const float* value = projected_.data() + a * P + Z + H;
       if (fifo_bf16_) {  // exact: RunGau rounded both to bf16
-        for (int i = 0; i < Z; ++i)
-          state.fifo_keys_bf16[physical * Z + i] = FloatToBf16(keys_[a * Z + i]);
-        for (int i = 0; i < H; ++i)
-          state.fifo_values_bf16[physical * H + i] = FloatToBf16(value[i]);
+        FloatsToBf16(keys_.data() + a * Z, Z, state.fifo_keys_bf16 + physical * Z);
+        FloatsToBf16(value, H, state.fifo_values_bf16 + physical * H);
       } else {
         std::memcpy(state.fifo_keys + physical * Z, keys_.data() + a * Z, sizeof(float) * Z);
         std::memcpy(state.fifo_values + physical * H, value, sizeof(float) * H);

@@ -36,7 +36,7 @@ class CpuBackend final : public Backend {
   int num_slots() const override { return static_cast<int>(slots_.size()); }
   const char* name() const override { return "cpu"; }
   size_t state_bytes_per_slot() const override {
-    return seqboat::StateBytesPerSlot(config_, layout_, fifo_element_bytes());
+    return seqboat::StateBytesPerSlot(config_, layout_, FifoElementBytes(fifo_bf16_));
   }
   const char* weight_dtype() const override { return cpu::MatrixDTypeName(matrix_dtype_); }
   const char* fifo_dtype() const override { return fifo_bf16_ ? "bf16" : "f32"; }
@@ -83,7 +83,7 @@ class CpuBackend final : public Backend {
   static absl::StatusOr<bool> FifoIsBf16(WeightDType dtype);
   CpuBackend(const Model& model, const CpuBackendOptions& options, const SlotLayout& layout,
              cpu::MatrixDType matrix_dtype, bool fifo_bf16);
-  size_t fifo_element_bytes() const { return fifo_bf16_ ? 2 : 4; }
+  static size_t FifoElementBytes(bool bf16) { return bf16 ? sizeof(uint16_t) : sizeof(float); }
   absl::Status AllocateSlots(int count);
   absl::Status CheckSlot(SlotId slot, const char* what) const;
   void RunLayer(int layer, absl::Span<const SequenceChunk> batch, const ForwardOutputs& out);

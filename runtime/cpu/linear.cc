@@ -284,7 +284,7 @@ Matrix Matrix::Make(const float* w, int64_t out, int64_t in, MatrixDType dtype) 
     case MatrixDType::kF32: m.f32_ = w; break;
     case MatrixDType::kBF16:
       m.bf16_.resize(n);
-      for (int64_t i = 0; i < n; ++i) m.bf16_[i] = FloatToBf16(w[i]);
+      FloatsToBf16(w, n, m.bf16_.data());
       break;
     case MatrixDType::kInt8: {
       const int64_t groups = m.groups_per_row();

@@ -38,4 +38,9 @@ uint16_t FloatToF16(float value);  // round to nearest even, overflow to inf
 // Converts `count` elements stored as `dtype` at `src` (any alignment) to float.
 void ConvertToFloat(DType dtype, const void* src, size_t count, float* dst);
 
+// dst[i] = FloatToBf16(src[i]) for `count` elements.
+inline void FloatsToBf16(const float* src, size_t count, uint16_t* dst) {
+  for (size_t i = 0; i < count; ++i) dst[i] = FloatToBf16(src[i]);
+}
+
 }  // namespace seqboat
