@@ -57,7 +57,9 @@ class Matrix {
 // below. bf16 and int8: up to kStreamRows rows each weight row is widened in registers and
 // streamed once, as in f32; more rows widen blocks of weight rows into a per-thread fp32
 // buffer that the f32 kernels then run on. Up to kTiledRows rows y equals f32 Linear over the
-// widened matrix (Matrix::Widen) bit for bit; beyond, sgemm's sums of the same products.
+// widened matrix (Matrix::Widen) bit for bit; beyond, sgemm's sums of the same products. Beyond
+// kQuantTiledRows rows on a CPU with AMX-BF16 (amx_bf16.h): AMX tile products with x rounded to
+// bf16 too, and int8's widened weights as well (each within 2^-9 of its product).
 void Linear(const float* x, int64_t rows, const Matrix& w, const float* bias, float* y,
             ThreadPool* pool = nullptr);
 
@@ -85,6 +87,11 @@ void Linear(const float* x, int64_t rows, int64_t in, const float* w, const floa
 enum class TileIsa { kPortable, kAvx2, kAvx512 };
 bool LinearForTest(TileIsa isa, const float* x, int64_t rows, const Matrix& w, const float* bias,
                    float* y);
+// bf16 / int8 products of more than kQuantTiledRows rows by one route, for tests: widened
+// sgemm, or AMX tiles (false, nothing written, when this CPU or kernel has none, or w is f32).
+enum class QuantRoute { kWidenedSgemm, kAmx };
+bool QuantLinearForTest(QuantRoute route, const float* x, int64_t rows, const Matrix& w,
+                        const float* bias, float* y, ThreadPool* pool);
 // Sets OpenBLAS to one thread for the whole process (Linear does so before its first sgemm):
 // every product then runs on the caller's thread, and parallel work goes through the pool.
 void UseSingleThreadedBlas();

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "runtime/cpu/amx_bf16.h"
 #include "runtime/util/dtype.h"
 
 namespace seqboat::cpu {
@@ -422,11 +423,18 @@ TEST(CpuOps, Int8GroupsScaleByTheirLargestWeight) {
   }
 }
 
+// x rounded to bf16 and widened back: what the AMX products multiply by.
+std::vector<float> RoundedToBf16(const std::vector<float>& x) {
+  std::vector<float> rounded(x.size());
+  for (size_t i = 0; i < x.size(); ++i) rounded[i] = Bf16ToFloat(FloatToBf16(x[i]));
+  return rounded;
+}
+
 TEST(CpuOps, Bf16AndInt8LinearEqualF32LinearOverTheWidenedWeights) {
-  // Every path (streaming in registers, widened blocks through tiles or sgemm), inline and on
-  // the pool: the same bits as the f32 product with the widened matrix up to kTiledRows rows,
-  // where both run the same kernel; beyond, near the direct dot product with the widened
-  // weights.
+  // Every path (streaming in registers, widened blocks through tiles or sgemm, bf16 on AMX),
+  // inline and on the pool: the same bits as the f32 product with the widened matrix up to
+  // kTiledRows rows, where both run the same kernel; beyond, near the direct dot product with
+  // the widened weights (and x rounded to bf16 where AMX takes the product).
   std::mt19937 rng(12);
   ThreadPool pool(2);
   for (MatrixDType dtype : {MatrixDType::kBF16, MatrixDType::kInt8}) {
@@ -438,6 +446,9 @@ TEST(CpuOps, Bf16AndInt8LinearEqualF32LinearOverTheWidenedWeights) {
       m.Widen(0, out, widened.data());
       for (int64_t rows : {1, 2, 3, 5, 8, 9, 16, 21, 32, 37, 64, 65, 130}) {
         const std::vector<float> x = RandomVector(rows * in, rng);
+        // Beyond kQuantTiledRows rows on AMX: the products of x and the weights rounded to bf16.
+        const bool amx_rounds = rows > kQuantTiledRows && AmxBf16Usable();
+        const std::vector<float> rounded = RoundedToBf16(x);
         for (ThreadPool* threads : {&pool, static_cast<ThreadPool*>(nullptr)}) {
           for (const float* b : {bias.data(), static_cast<const float*>(nullptr)}) {
             std::vector<float> y(rows * out, -1.0f), expected(rows * out, -2.0f);
@@ -451,10 +462,99 @@ TEST(CpuOps, Bf16AndInt8LinearEqualF32LinearOverTheWidenedWeights) {
                 const int64_t r = i / out, o = i % out;
                 double direct = b != nullptr ? b[o] : 0.0;
                 for (int64_t k = 0; k < in; ++k)
-                  direct += static_cast<double>(x[r * in + k]) * widened[o * in + k];
+                  direct += amx_rounds ? static_cast<double>(rounded[r * in + k]) *
+                                             Bf16ToFloat(FloatToBf16(widened[o * in + k]))
+                                       : static_cast<double>(x[r * in + k]) * widened[o * in + k];
                 ASSERT_NEAR(y[i], direct, 1e-4)
                     << MatrixDTypeName(dtype) << " in " << in << " rows " << rows << " at " << i;
               }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(CpuOps, AmxProductsPickEveryActivationWhereItsWeightIs) {
+  // Each output picks one input (one nonzero weight a row): y must be that input rounded to
+  // bf16 times the weight rounded to bf16 (one product, exact in fp32), to the last bit, so every
+  // weight sits where the packed tiles say and every value is rounded to nearest even. bf16 and
+  // int8 weights; tails in rows, inputs and outputs; inline and on the pool.
+  if (!AmxBf16Usable()) GTEST_SKIP() << "this CPU or kernel has no AMX-BF16 tiles";
+  std::mt19937 rng(21);
+  ThreadPool pool(2);
+  for (MatrixDType dtype : {MatrixDType::kBF16, MatrixDType::kInt8}) {
+    for (const auto& [in, out] :
+         {std::pair<int64_t, int64_t>{5, 7}, {37, 33}, {616, 260}, {1232, 300}}) {
+      std::vector<float> w(out * in, 0.0f);
+      std::vector<int64_t> pick(out);
+      for (int64_t o = 0; o < out; ++o) {
+        pick[o] = static_cast<int64_t>(rng() % in);
+        w[o * in + pick[o]] = std::ldexp(1.0f + static_cast<float>(rng() % 1000) / 999.0f,
+                                         static_cast<int>(rng() % 8) - 4);
+      }
+      const Matrix m = Matrix::Make(w.data(), out, in, dtype);
+      std::vector<float> widened(out * in);
+      m.Widen(0, out, widened.data());
+      for (int64_t rows : {65, 100, 130}) {
+        // Full 24-bit mantissas over many magnitudes.
+        std::vector<float> x = RandomVector(rows * in, rng);
+        for (float& v : x) v = std::ldexp(v, static_cast<int>(rng() % 40) - 20);
+        const std::vector<float> rounded = RoundedToBf16(x);
+        for (ThreadPool* threads : {&pool, static_cast<ThreadPool*>(nullptr)}) {
+          std::vector<float> y(rows * out, -1.0f);
+          ASSERT_TRUE(
+              QuantLinearForTest(QuantRoute::kAmx, x.data(), rows, m, nullptr, y.data(), threads));
+          for (int64_t r = 0; r < rows; ++r) {
+            for (int64_t o = 0; o < out; ++o) {
+              const float weight = Bf16ToFloat(FloatToBf16(widened[o * in + pick[o]]));
+              ASSERT_EQ(Bits(y[r * out + o]), Bits(rounded[r * in + pick[o]] * weight))
+                  << MatrixDTypeName(dtype) << " in " << in << " out " << out << " rows " << rows
+                  << " r " << r << " o " << o;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(CpuOps, AmxProductsAreTheSumsOfRoundedActivationsTimesTheWeights) {
+  // Random weights and activations: AMX within fp32 summation error of the double-precision sum
+  // of bf16(x) * bf16(widen(w)), relative to sum |x * w|; and within the roundings to bf16 (2^-9
+  // of each product for x, as much again for int8's weights) of the widened-sgemm route's.
+  if (!AmxBf16Usable()) GTEST_SKIP() << "this CPU or kernel has no AMX-BF16 tiles";
+  std::mt19937 rng(22);
+  ThreadPool pool(2);
+  for (MatrixDType dtype : {MatrixDType::kBF16, MatrixDType::kInt8}) {
+    for (const auto& [in, out] : {std::pair<int64_t, int64_t>{37, 33}, {616, 260}, {1232, 616}}) {
+      const std::vector<float> w = RandomVector(out * in, rng), bias = RandomVector(out, rng);
+      const Matrix m = Matrix::Make(w.data(), out, in, dtype);
+      std::vector<float> fp32_widened(out * in);
+      m.Widen(0, out, fp32_widened.data());
+      const std::vector<float> widened = RoundedToBf16(fp32_widened);
+      for (int64_t rows : {65, 97}) {
+        const std::vector<float> x = RandomVector(rows * in, rng);
+        const std::vector<float> rounded = RoundedToBf16(x);
+        for (const float* b : {bias.data(), static_cast<const float*>(nullptr)}) {
+          std::vector<float> amx(rows * out, -1.0f), sgemm(rows * out, -2.0f);
+          ASSERT_TRUE(
+              QuantLinearForTest(QuantRoute::kAmx, x.data(), rows, m, b, amx.data(), &pool));
+          ASSERT_TRUE(QuantLinearForTest(QuantRoute::kWidenedSgemm, x.data(), rows, m, b,
+                                         sgemm.data(), &pool));
+          for (int64_t r = 0; r < rows; ++r) {
+            for (int64_t o = 0; o < out; ++o) {
+              double direct = b != nullptr ? b[o] : 0.0, magnitude = 0.0;
+              for (int64_t k = 0; k < in; ++k) {
+                const double p = static_cast<double>(rounded[r * in + k]) * widened[o * in + k];
+                direct += p;
+                magnitude += std::fabs(p);
+              }
+              ASSERT_NEAR(amx[r * out + o], direct, 1e-6 * (magnitude + 1.0))
+                  << MatrixDTypeName(dtype) << " in " << in << " r " << r;
+              ASSERT_NEAR(amx[r * out + o], sgemm[r * out + o], std::ldexp(magnitude, -8) + 1e-5)
+                  << MatrixDTypeName(dtype) << " in " << in << " r " << r;
             }
           }
         }
