@@ -79,7 +79,9 @@ void DequantizeRow(const int8_t* q, const float* scales, int64_t in, uint16_t* d
   int64_t k = 0;
   for (; k + 16 <= in; k += 16) {
     const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + k));
-    const __m512 values = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes));
+    // Masked forms: the unmasked ones trip GCC 12's -Wmaybe-uninitialized (undefined operand).
+    const __m512 values =
+        _mm512_maskz_cvtepi32_ps(0xffff, _mm512_maskz_cvtepi8_epi32(0xffff, bytes));
     const __m512 widened = _mm512_mul_ps(values, _mm512_set1_ps(scales[k / kAmxInt8Group]));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + k),
                         reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(widened)));

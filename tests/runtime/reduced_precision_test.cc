@@ -153,7 +153,7 @@ TEST_P(ReducedPrecision, Bf16FifoLogitsDoNotDependOnTheChunking) {
   // copy of the first one's slot (whose own FIFO is then overwritten).
   std::vector<float> whole_logits(tokens.size() * V);
   const size_t half = tokens.size() / 2;
-  for (const auto [begin, end] : {std::pair{size_t{0}, half}, std::pair{half, tokens.size()}}) {
+  for (const auto& [begin, end] : {std::pair{size_t{0}, half}, std::pair{half, tokens.size()}}) {
     SequenceChunk chunk;
     chunk.slot = begin == 0 ? 0 : 1;
     chunk.tokens = absl::MakeConstSpan(tokens.data() + begin, end - begin);
