@@ -356,7 +356,8 @@ void CpuBackend::RunLayer(int l, absl::Span<const SequenceChunk> batch, const Fo
     const float* skip = hx_.data() + r * (2 + D) + 2;
     float* x = x_.data() + r * D;
     const float* gau = gau_.data() + r * D;
-    for (int d = 0; d < D; ++d) x[d] = cpu::Silu(skip[d] + gau[d] + x[d]);
+    for (int d = 0; d < D; ++d) x[d] += skip[d] + gau[d];
+    cpu::SiluInPlace(x, D);
   }
   if (!config_.normalize_before) cpu::Norm(config_.norm, layer.norm, x_.data(), rows, D, x_.data());
   // 9. Normalised FFN.
@@ -387,7 +388,7 @@ void CpuBackend::RunEma(int l, absl::Span<const SequenceChunk> batch) {
         } else {
           cpu::EmaStepExact(ema, omega, u, N, d_begin, d_end, state.ema_state, m);
         }
-        for (int d = d_begin; d < d_end; ++d) m[d] = cpu::Silu(m[d]);
+        cpu::SiluInPlace(m + d_begin, d_end - d_begin);
       }
     }
   };

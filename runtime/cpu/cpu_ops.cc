@@ -50,7 +50,41 @@ void Norm(NormKind kind, const NormWeights& weights, const float* x, int64_t row
 
 SEQBOAT_SIMD_CLONES
 void SiluInPlace(float* x, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) x[i] = Silu(x[i]);
+  using vec::Vec16;
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) vec::Store(x + i, vec::Silu(vec::Load<Vec16>(x + i)));
+  if (i < n) {  // the tail through the same vector code
+    Vec16 tail = {};
+    std::memcpy(&tail, x + i, sizeof(float) * (n - i));
+    tail = vec::Silu(tail);
+    std::memcpy(x + i, &tail, sizeof(float) * (n - i));
+  }
+}
+
+SEQBOAT_SIMD_CLONES
+float SoftmaxExp(float* x, int64_t n) {
+  using vec::Vec16;
+  typedef double Vec16d __attribute__((vector_size(128)));
+  float max_value = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) max_value = std::max(max_value, x[i]);
+  Vec16d sums = {};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const Vec16 e = vec::Exp(vec::Load<Vec16>(x + i) - max_value);
+    vec::Store(x + i, e);
+    sums += __builtin_convertvector(e, Vec16d);
+  }
+  if (i < n) {  // the tail through the same vector code, padded with -inf (e^-inf = 0)
+    Vec16 tail = {};
+    tail -= INFINITY;
+    std::memcpy(&tail, x + i, sizeof(float) * (n - i));
+    const Vec16 e = vec::Exp(tail - max_value);
+    std::memcpy(x + i, &e, sizeof(float) * (n - i));
+    sums += __builtin_convertvector(e, Vec16d);
+  }
+  double sum = 0.0;
+  for (int lane = 0; lane < 16; ++lane) sum += sums[lane];
+  return static_cast<float>(1.0 / sum);
 }
 
 SEQBOAT_SIMD_CLONES
@@ -172,16 +206,7 @@ namespace {
 // (1/sum for softmax; relu2 and laplace are unnormalised).
 float ScoresToWeights(AttentionKind kind, float* scores, int64_t count) {
   switch (kind) {
-    case AttentionKind::kSoftmax: {
-      float max_score = -INFINITY;
-      for (int64_t j = 0; j < count; ++j) max_score = std::max(max_score, scores[j]);
-      double sum = 0.0;
-      for (int64_t j = 0; j < count; ++j) {
-        scores[j] = std::exp(scores[j] - max_score);
-        sum += scores[j];
-      }
-      return static_cast<float>(1.0 / sum);
-    }
+    case AttentionKind::kSoftmax: return SoftmaxExp(scores, count);
     case AttentionKind::kRelu2:
       for (int64_t j = 0; j < count; ++j) {
         const float r = std::max(scores[j], 0.0f);

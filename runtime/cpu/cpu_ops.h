@@ -58,8 +58,9 @@ class Matrix {
 // streamed once, as in f32; more rows widen blocks of weight rows into a per-thread fp32
 // buffer that the f32 kernels then run on. Up to kTiledRows rows y equals f32 Linear over the
 // widened matrix (Matrix::Widen) bit for bit; beyond, sgemm's sums of the same products. Beyond
-// kQuantTiledRows rows on a CPU with AMX-BF16 (amx_bf16.h): AMX tile products with x rounded to
-// bf16 too, and int8's widened weights as well (each within 2^-9 of its product).
+// kQuantTiledRows rows on a CPU with AMX-BF16 or AVX512_BF16 (bf16_products.h): bf16 products
+// with x rounded to bf16 too, and int8's widened weights as well (each within 2^-9 of its
+// product).
 void Linear(const float* x, int64_t rows, const Matrix& w, const float* bias, float* y,
             ThreadPool* pool = nullptr);
 
@@ -88,8 +89,9 @@ enum class TileIsa { kPortable, kAvx2, kAvx512 };
 bool LinearForTest(TileIsa isa, const float* x, int64_t rows, const Matrix& w, const float* bias,
                    float* y);
 // bf16 / int8 products of more than kQuantTiledRows rows by one route, for tests: widened
-// sgemm, or AMX tiles (false, nothing written, when this CPU or kernel has none, or w is f32).
-enum class QuantRoute { kWidenedSgemm, kAmx };
+// sgemm, AMX tiles or AVX512_BF16 dot products (false, nothing written, when this CPU or kernel
+// has none, or w is f32).
+enum class QuantRoute { kWidenedSgemm, kAmx, kAvx512Bf16 };
 bool QuantLinearForTest(QuantRoute route, const float* x, int64_t rows, const Matrix& w,
                         const float* bias, float* y, ThreadPool* pool);
 // Sets OpenBLAS to one thread for the whole process (Linear does so before its first sgemm):
@@ -100,8 +102,11 @@ void UseSingleThreadedBlas();
 void Norm(NormKind kind, const NormWeights& weights, const float* x, int64_t rows, int64_t dim,
           float* y);
 
-inline float Silu(float x) { return x / (1.0f + __builtin_expf(-x)); }
+// x[i] = x[i] / (1 + e^-x[i]) for i < n, by vec::Silu (e^x within 2 ulp): a value's result does
+// not depend on where in x it lies, so every path (decode, prefill, any batch) gets the same bits.
 void SiluInPlace(float* x, int64_t n);
+// x[i] = e^(x[i] - max x) for i < n, by vec::Exp; returns 1 / their sum (summed in double).
+float SoftmaxExp(float* x, int64_t n);
 
 float Dot(const float* a, const float* b, int64_t n);
 void Axpy(float alpha, const float* x, float* y, int64_t n);  // y += alpha * x

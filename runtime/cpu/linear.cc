@@ -7,8 +7,9 @@
 // Beyond kTiledRows fp32 rows (kQuantTiledRows bf16/int8 rows): OpenBLAS sgemm, single-threaded,
 // on each pool thread's share of the outputs (bf16/int8 widened to fp32 a block at a time);
 // from 48 rows on its packing pays for itself (bench/linear_bench.cc). bf16/int8 beyond
-// kQuantTiledRows rows on a CPU with AMX-BF16: AMX tiles instead (amx_bf16.h), measured 1.2-2.7x
-// fp32 sgemm's speed from 65 rows on.
+// kQuantTiledRows rows on a CPU with AMX-BF16 or AVX512_BF16: bf16 products instead
+// (bf16_products.h), x rounded to bf16; on AMX measured 1.2-2.7x fp32 sgemm's speed from 65
+// rows on.
 //
 // The kernels are compiled once per instruction set (linear_kernels.inc) and the widest this
 // CPU runs is picked once, at the first product (a plain table, not an ifunc: sanitizer builds
@@ -21,7 +22,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "runtime/cpu/amx_bf16.h"
+#include "runtime/cpu/bf16_products.h"
 #include "runtime/cpu/cpu_ops.h"
 #include "runtime/cpu/vec.h"
 #include "runtime/util/dtype.h"
@@ -171,7 +172,7 @@ bool RunsParallel(const ThreadPool* pool, int64_t rows, int64_t in, int64_t out)
 constexpr int64_t kTileSplit = 12, kSgemmSplit = 16;
 // Weight rows a thread widens at a time for sgemm: a multiple of 16, 48 x 4 x in bytes of L2.
 constexpr int64_t kWidenBlock = 48;
-static_assert(kAmxInt8Group == kQuantGroup, "AMX packs int8 with the matrices' groups");
+static_assert(kPackInt8Group == kQuantGroup, "bf16 packing widens int8 by the matrices' groups");
 
 // The product for one dtype's weights: streaming, tiles or (widened) sgemm by the row count.
 template <typename Weights>
@@ -221,6 +222,12 @@ void SgemmWidened(const float* x, int64_t rows, int64_t in, const Weights& w, co
   }
 }
 
+// A bf16 or int8 matrix as the bf16 kernels read it.
+Bf16Source Bf16SourceOf(const Matrix& w) {
+  return w.dtype() == MatrixDType::kBF16 ? Bf16Source{.bf16 = w.bf16()}
+                                         : Bf16Source{.q = w.int8(), .scales = w.scales()};
+}
+
 }  // namespace
 
 void UseSingleThreadedBlas() { openblas_set_num_threads(1); }
@@ -252,11 +259,10 @@ bool QuantLinearForTest(QuantRoute route, const float* x, int64_t rows, const Ma
                         const float* bias, float* y, ThreadPool* pool) {
   const bool bf16 = w.dtype() == MatrixDType::kBF16;
   if (!bf16 && w.dtype() != MatrixDType::kInt8) return false;
-  if (route == QuantRoute::kAmx) {
-    if (!AmxBf16Usable()) return false;
-    const AmxWeights weights =
-        bf16 ? AmxWeights{.bf16 = w.bf16()} : AmxWeights{.q = w.int8(), .scales = w.scales()};
-    AmxLinear(x, rows, w.in(), weights, bias, w.out(), y, pool);
+  if (route != QuantRoute::kWidenedSgemm) {
+    const Bf16Isa isa = route == QuantRoute::kAmx ? Bf16Isa::kAmx : Bf16Isa::kAvx512Bf16;
+    if (!Bf16IsaUsable(isa)) return false;
+    Bf16Linear(isa, x, rows, w.in(), Bf16SourceOf(w), bias, w.out(), y, pool);
     return true;
   }
   ForOutputs(pool, pool != nullptr && pool->num_threads() > 1, w.out(), kWidenBlock,
@@ -284,15 +290,14 @@ void Linear(const float* x, int64_t rows, const Matrix& w, const float* bias, fl
   switch (w.dtype()) {
     case MatrixDType::kF32: return Linear(x, rows, w.in(), w.f32(), bias, w.out(), y, pool);
     case MatrixDType::kBF16:
-      if (rows > kQuantTiledRows && AmxBf16Usable()) {
-        return AmxLinear(x, rows, w.in(), AmxWeights{.bf16 = w.bf16()}, bias, w.out(), y, pool);
+      if (rows > kQuantTiledRows && BestBf16Isa() != Bf16Isa::kNone) {
+        return Bf16Linear(BestBf16Isa(), x, rows, w.in(), Bf16SourceOf(w), bias, w.out(), y, pool);
       }
       return Product(x, rows, w.in(), Bf16Weights{w.bf16()}, bias, w.out(), y, pool, k.stream_bf16,
                      k.tiled_bf16, kQuantTiledRows, SgemmWidened<Bf16Weights>);
     case MatrixDType::kInt8:
-      if (rows > kQuantTiledRows && AmxBf16Usable()) {
-        return AmxLinear(x, rows, w.in(), AmxWeights{.q = w.int8(), .scales = w.scales()}, bias,
-                         w.out(), y, pool);
+      if (rows > kQuantTiledRows && BestBf16Isa() != Bf16Isa::kNone) {
+        return Bf16Linear(BestBf16Isa(), x, rows, w.in(), Bf16SourceOf(w), bias, w.out(), y, pool);
       }
       return Product(x, rows, w.in(), Int8Weights{w.int8(), w.scales()}, bias, w.out(), y, pool,
                      k.stream_int8, k.tiled_int8, kQuantTiledRows, SgemmWidened<Int8Weights>);

@@ -203,7 +203,7 @@ TEST(EmaScanKernel, MatchesCpuStepsOverChunksAndSlots) {
                 cpu::EmaStepExact(ema, omega.data(), u.data() + r * D, N, 0, D, state[s].data(),
                                   expected.data() + r * D);
               }
-              for (int d = 0; d < D; ++d) expected[r * D + d] = cpu::Silu(expected[r * D + d]);
+              cpu::SiluInPlace(expected.data() + r * D, D);
             }
           }
           DeviceArray<float> d_x(x), d_mx(rows * D);

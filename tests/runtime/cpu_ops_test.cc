@@ -1,13 +1,14 @@
 // CPU kernels against direct formulas: rotary at huge positions, attention kinds, EMA horizons.
 #include "runtime/cpu/cpu_ops.h"
 
+#include <cfloat>
 #include <cmath>
 #include <cstring>
 #include <random>
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "runtime/cpu/amx_bf16.h"
+#include "runtime/cpu/bf16_products.h"
 #include "runtime/util/dtype.h"
 
 namespace seqboat::cpu {
@@ -95,6 +96,87 @@ TEST(CpuOps, AttentionKindsMatchDirectFormulas) {
       if (kind == AttentionKind::kSoftmax) h /= total;
       EXPECT_NEAR(h1[i], h, 1e-5) << AttentionKindName(kind);
       EXPECT_NEAR(h2[i], h, 1e-5) << AttentionKindName(kind);
+    }
+  }
+}
+
+// |got - want| in units of the last place of want rounded to float.
+double UlpsFrom(float got, double want) {
+  const float rounded = static_cast<float>(want);
+  const double ulp = std::nextafter(std::fabs(rounded), INFINITY) - std::fabs(rounded);
+  return std::fabs(static_cast<double>(got) - want) / ulp;
+}
+
+TEST(CpuOps, SoftmaxExpIsWithinTwoUlpOfExpAndNormalisesTheSum) {
+  // e^(x - max) for x - max over the whole normal range of results (-87.3 .. 0), against double
+  // exp; below ln(FLT_MIN) the result is 0; the normaliser is 1 / the sum.
+  std::mt19937 rng(31);
+  std::uniform_real_distribution<float> uniform(-87.33f, 0.0f);
+  std::vector<float> x(4099);
+  for (float& v : x) v = uniform(rng);
+  const std::vector<float> specials = {0.0f,        -1e-30f, -1e-7f,  -0.3465736f,
+                                       -0.3465737f, -1.0f,   -86.64f, -87.33f,
+                                       -87.336f,    -87.34f, -100.0f, -INFINITY};
+  std::copy(specials.begin(), specials.end(), x.begin());
+  for (int64_t i = 0; i < 64; ++i) x[12 + i] = -static_cast<float>(i) * 0.6931472f;  // e^(-i ln2)
+  for (int64_t n : {int64_t{4099}, int64_t{16}, int64_t{12}, int64_t{1}}) {
+    std::vector<float> e(x.begin(), x.begin() + n);
+    const float normaliser = SoftmaxExp(e.data(), n);  // the maximum is x[0] = 0
+    double sum = 0.0, worst = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+      const double want = std::exp(static_cast<double>(x[i]));
+      sum += want;
+      if (want < FLT_MIN) {
+        ASSERT_EQ(e[i], 0.0f) << "x " << x[i];
+      } else {
+        worst = std::max(worst, UlpsFrom(e[i], want));
+        ASSERT_LE(UlpsFrom(e[i], want), 2.0) << "x " << x[i] << " got " << e[i];
+      }
+    }
+    EXPECT_NEAR(normaliser * sum, 1.0, 1e-6) << n;
+    if (n == 4099) EXPECT_GT(worst, 0.0);  // measured, not vacuous
+  }
+  // Shifted by the maximum: e^(x - 5) with 5 the largest.
+  std::vector<float> shifted = {5.0f, 4.0f, -3.0f};
+  SoftmaxExp(shifted.data(), 3);
+  EXPECT_LE(UlpsFrom(shifted[1], std::exp(-1.0)), 2.0);
+  EXPECT_LE(UlpsFrom(shifted[2], std::exp(-8.0)), 2.0);
+}
+
+TEST(CpuOps, SiluIsWithinThreeUlpAndTheSameBitsAnywhereInTheVector) {
+  std::mt19937 rng(32);
+  std::uniform_real_distribution<float> uniform(-100.0f, 100.0f);
+  std::vector<float> x(1037);
+  for (float& v : x) v = uniform(rng);
+  const std::vector<float> specials = {0.0f,  -0.0f,  1e-30f, -1e-30f, 1.0f,    -1.0f,
+                                       20.0f, -20.0f, 87.0f,  -87.0f,  88.5f,   -88.5f,
+                                       88.8f, -88.8f, -89.0f, 104.0f,  INFINITY};
+  std::copy(specials.begin(), specials.end(), x.begin());
+  std::vector<float> y = x;
+  SiluInPlace(y.data(), static_cast<int64_t>(y.size()));
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double xd = x[i];
+    const double want = std::isinf(xd) ? xd : xd / (1.0 + std::exp(-xd));
+    if (std::isinf(xd)) {
+      ASSERT_EQ(y[i], x[i]);
+    } else if (xd < -88.72) {  // e^-x overflows (as expf's does): -0 for a true value below 1e-36
+      ASSERT_NEAR(y[i], want, 1e-36) << "x " << x[i];
+    } else {
+      ASSERT_LE(UlpsFrom(y[i], want), 3.0) << "x " << x[i] << " got " << y[i];
+    }
+  }
+  std::vector<float> nan = {NAN};
+  SiluInPlace(nan.data(), 1);
+  EXPECT_TRUE(std::isnan(nan[0]));
+  // Every value at every lane and in a tail of every length: the same bits as at index 0.
+  for (int64_t length = 1; length <= 33; ++length) {
+    for (int64_t at = 0; at < length; ++at) {
+      std::vector<float> v(length, 0.5f);
+      v[at] = x[length];
+      SiluInPlace(v.data(), length);
+      std::vector<float> alone = {x[length]};
+      SiluInPlace(alone.data(), 1);
+      ASSERT_EQ(Bits(v[at]), Bits(alone[0])) << "length " << length << " at " << at;
     }
   }
 }
@@ -431,10 +513,10 @@ std::vector<float> RoundedToBf16(const std::vector<float>& x) {
 }
 
 TEST(CpuOps, Bf16AndInt8LinearEqualF32LinearOverTheWidenedWeights) {
-  // Every path (streaming in registers, widened blocks through tiles or sgemm, bf16 on AMX),
+  // Every path (streaming in registers, widened blocks through tiles or sgemm, bf16 products),
   // inline and on the pool: the same bits as the f32 product with the widened matrix up to
   // kTiledRows rows, where both run the same kernel; beyond, near the direct dot product with
-  // the widened weights (and x rounded to bf16 where AMX takes the product).
+  // the widened weights (and x rounded to bf16 where bf16 arithmetic takes the product).
   std::mt19937 rng(12);
   ThreadPool pool(2);
   for (MatrixDType dtype : {MatrixDType::kBF16, MatrixDType::kInt8}) {
@@ -446,8 +528,9 @@ TEST(CpuOps, Bf16AndInt8LinearEqualF32LinearOverTheWidenedWeights) {
       m.Widen(0, out, widened.data());
       for (int64_t rows : {1, 2, 3, 5, 8, 9, 16, 21, 32, 37, 64, 65, 130}) {
         const std::vector<float> x = RandomVector(rows * in, rng);
-        // Beyond kQuantTiledRows rows on AMX: the products of x and the weights rounded to bf16.
-        const bool amx_rounds = rows > kQuantTiledRows && AmxBf16Usable();
+        // Beyond kQuantTiledRows rows in bf16 arithmetic: the products of x and the weights
+        // rounded to bf16.
+        const bool amx_rounds = rows > kQuantTiledRows && BestBf16Isa() != Bf16Isa::kNone;
         const std::vector<float> rounded = RoundedToBf16(x);
         for (ThreadPool* threads : {&pool, static_cast<ThreadPool*>(nullptr)}) {
           for (const float* b : {bias.data(), static_cast<const float*>(nullptr)}) {
@@ -476,12 +559,21 @@ TEST(CpuOps, Bf16AndInt8LinearEqualF32LinearOverTheWidenedWeights) {
   }
 }
 
-TEST(CpuOps, AmxProductsPickEveryActivationWhereItsWeightIs) {
+// The bf16-arithmetic routes this CPU runs, with their names.
+std::vector<std::pair<QuantRoute, const char*>> Bf16Routes() {
+  std::vector<std::pair<QuantRoute, const char*>> routes;
+  if (Bf16IsaUsable(Bf16Isa::kAmx)) routes.emplace_back(QuantRoute::kAmx, "amx");
+  if (Bf16IsaUsable(Bf16Isa::kAvx512Bf16))
+    routes.emplace_back(QuantRoute::kAvx512Bf16, "avx512bf16");
+  return routes;
+}
+
+TEST(CpuOps, Bf16ProductsPickEveryActivationWhereItsWeightIs) {
   // Each output picks one input (one nonzero weight a row): y must be that input rounded to
   // bf16 times the weight rounded to bf16 (one product, exact in fp32), to the last bit, so every
   // weight sits where the packed tiles say and every value is rounded to nearest even. bf16 and
-  // int8 weights; tails in rows, inputs and outputs; inline and on the pool.
-  if (!AmxBf16Usable()) GTEST_SKIP() << "this CPU or kernel has no AMX-BF16 tiles";
+  // int8 weights; tails in rows, inputs and outputs; inline and on the pool; AMX and AVX512_BF16.
+  if (Bf16Routes().empty()) GTEST_SKIP() << "this CPU has neither AMX-BF16 nor AVX512_BF16";
   std::mt19937 rng(21);
   ThreadPool pool(2);
   for (MatrixDType dtype : {MatrixDType::kBF16, MatrixDType::kInt8}) {
@@ -497,21 +589,22 @@ TEST(CpuOps, AmxProductsPickEveryActivationWhereItsWeightIs) {
       const Matrix m = Matrix::Make(w.data(), out, in, dtype);
       std::vector<float> widened(out * in);
       m.Widen(0, out, widened.data());
-      for (int64_t rows : {65, 100, 130}) {
+      for (int64_t rows : {65, 68, 69, 100, 130}) {
         // Full 24-bit mantissas over many magnitudes.
         std::vector<float> x = RandomVector(rows * in, rng);
         for (float& v : x) v = std::ldexp(v, static_cast<int>(rng() % 40) - 20);
         const std::vector<float> rounded = RoundedToBf16(x);
-        for (ThreadPool* threads : {&pool, static_cast<ThreadPool*>(nullptr)}) {
-          std::vector<float> y(rows * out, -1.0f);
-          ASSERT_TRUE(
-              QuantLinearForTest(QuantRoute::kAmx, x.data(), rows, m, nullptr, y.data(), threads));
-          for (int64_t r = 0; r < rows; ++r) {
-            for (int64_t o = 0; o < out; ++o) {
-              const float weight = Bf16ToFloat(FloatToBf16(widened[o * in + pick[o]]));
-              ASSERT_EQ(Bits(y[r * out + o]), Bits(rounded[r * in + pick[o]] * weight))
-                  << MatrixDTypeName(dtype) << " in " << in << " out " << out << " rows " << rows
-                  << " r " << r << " o " << o;
+        for (const auto& [route, route_name] : Bf16Routes()) {
+          for (ThreadPool* threads : {&pool, static_cast<ThreadPool*>(nullptr)}) {
+            std::vector<float> y(rows * out, -1.0f);
+            ASSERT_TRUE(QuantLinearForTest(route, x.data(), rows, m, nullptr, y.data(), threads));
+            for (int64_t r = 0; r < rows; ++r) {
+              for (int64_t o = 0; o < out; ++o) {
+                const float weight = Bf16ToFloat(FloatToBf16(widened[o * in + pick[o]]));
+                ASSERT_EQ(Bits(y[r * out + o]), Bits(rounded[r * in + pick[o]] * weight))
+                    << route_name << " " << MatrixDTypeName(dtype) << " in " << in << " out " << out
+                    << " rows " << rows << " r " << r << " o " << o;
+              }
             }
           }
         }
@@ -520,11 +613,12 @@ TEST(CpuOps, AmxProductsPickEveryActivationWhereItsWeightIs) {
   }
 }
 
-TEST(CpuOps, AmxProductsAreTheSumsOfRoundedActivationsTimesTheWeights) {
-  // Random weights and activations: AMX within fp32 summation error of the double-precision sum
-  // of bf16(x) * bf16(widen(w)), relative to sum |x * w|; and within the roundings to bf16 (2^-9
-  // of each product for x, as much again for int8's weights) of the widened-sgemm route's.
-  if (!AmxBf16Usable()) GTEST_SKIP() << "this CPU or kernel has no AMX-BF16 tiles";
+TEST(CpuOps, Bf16ProductsAreTheSumsOfRoundedActivationsTimesTheWeights) {
+  // Random weights and activations: each bf16 route within fp32 summation error of the
+  // double-precision sum of bf16(x) * bf16(widen(w)), relative to sum |x * w|; and within the
+  // roundings to bf16 (2^-9 of each product for x, as much again for int8's weights) of the
+  // widened-sgemm route's.
+  if (Bf16Routes().empty()) GTEST_SKIP() << "this CPU has neither AMX-BF16 nor AVX512_BF16";
   std::mt19937 rng(22);
   ThreadPool pool(2);
   for (MatrixDType dtype : {MatrixDType::kBF16, MatrixDType::kInt8}) {
@@ -538,23 +632,25 @@ TEST(CpuOps, AmxProductsAreTheSumsOfRoundedActivationsTimesTheWeights) {
         const std::vector<float> x = RandomVector(rows * in, rng);
         const std::vector<float> rounded = RoundedToBf16(x);
         for (const float* b : {bias.data(), static_cast<const float*>(nullptr)}) {
-          std::vector<float> amx(rows * out, -1.0f), sgemm(rows * out, -2.0f);
-          ASSERT_TRUE(
-              QuantLinearForTest(QuantRoute::kAmx, x.data(), rows, m, b, amx.data(), &pool));
+          std::vector<float> sgemm(rows * out, -2.0f);
           ASSERT_TRUE(QuantLinearForTest(QuantRoute::kWidenedSgemm, x.data(), rows, m, b,
                                          sgemm.data(), &pool));
-          for (int64_t r = 0; r < rows; ++r) {
-            for (int64_t o = 0; o < out; ++o) {
-              double direct = b != nullptr ? b[o] : 0.0, magnitude = 0.0;
-              for (int64_t k = 0; k < in; ++k) {
-                const double p = static_cast<double>(rounded[r * in + k]) * widened[o * in + k];
-                direct += p;
-                magnitude += std::fabs(p);
+          for (const auto& [route, route_name] : Bf16Routes()) {
+            std::vector<float> y(rows * out, -1.0f);
+            ASSERT_TRUE(QuantLinearForTest(route, x.data(), rows, m, b, y.data(), &pool));
+            for (int64_t r = 0; r < rows; ++r) {
+              for (int64_t o = 0; o < out; ++o) {
+                double direct = b != nullptr ? b[o] : 0.0, magnitude = 0.0;
+                for (int64_t k = 0; k < in; ++k) {
+                  const double p = static_cast<double>(rounded[r * in + k]) * widened[o * in + k];
+                  direct += p;
+                  magnitude += std::fabs(p);
+                }
+                ASSERT_NEAR(y[r * out + o], direct, 1e-6 * (magnitude + 1.0))
+                    << route_name << " " << MatrixDTypeName(dtype) << " in " << in << " r " << r;
+                ASSERT_NEAR(y[r * out + o], sgemm[r * out + o], std::ldexp(magnitude, -8) + 1e-5)
+                    << route_name << " " << MatrixDTypeName(dtype) << " in " << in << " r " << r;
               }
-              ASSERT_NEAR(amx[r * out + o], direct, 1e-6 * (magnitude + 1.0))
-                  << MatrixDTypeName(dtype) << " in " << in << " r " << r;
-              ASSERT_NEAR(amx[r * out + o], sgemm[r * out + o], std::ldexp(magnitude, -8) + 1e-5)
-                  << MatrixDTypeName(dtype) << " in " << in << " r " << r;
             }
           }
         }
