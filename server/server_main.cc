@@ -90,10 +90,12 @@ CudaBackendOptions CudaOptions(const ServerConfig& config, int slots) {
 }
 #endif
 
+#ifndef SEQBOAT_HAVE_CUDA
 absl::Status NoCuda() {
   return absl::FailedPreconditionError(
       "--device cuda: this binary was built without the CUDA backend (build with the cuda preset)");
 }
+#endif
 
 // What one sequence's state takes on the configured backend, from the model alone.
 absl::StatusOr<size_t> StateBytesPerSequence(const Model& model, const ServerConfig& config) {

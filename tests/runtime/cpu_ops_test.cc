@@ -134,7 +134,9 @@ TEST(CpuOps, SoftmaxExpIsWithinTwoUlpOfExpAndNormalisesTheSum) {
       }
     }
     EXPECT_NEAR(normaliser * sum, 1.0, 1e-6) << n;
-    if (n == 4099) EXPECT_GT(worst, 0.0);  // measured, not vacuous
+    if (n == 4099) {
+      EXPECT_GT(worst, 0.0);  // measured, not vacuous
+    }
   }
   // Shifted by the maximum: e^(x - 5) with 5 the largest.
   std::vector<float> shifted = {5.0f, 4.0f, -3.0f};
